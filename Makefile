@@ -1,0 +1,63 @@
+# pluggy-pipeline developer tasks. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python 3.13 matches the Lambda runtime; pyenv keeps it off PATH by default, so look for it.
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null) python3)
+VENV := .venv
+VENV_SAM := .venv-sam
+BIN := $(VENV)/bin
+SAM := $(VENV_SAM)/bin/sam
+# sam build needs the runtime's python3.13 on PATH: the app venv provides it.
+SAM_ENV := PATH="$(CURDIR)/$(BIN):$(PATH)" SAM_CLI_TELEMETRY=0
+BUILD_DIR := .aws-sam/build
+
+.PHONY: help install install-sam demo local test test-fast lint build invoke bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml layers/common/requirements.txt
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SAM):
+	$(PYTHON) -m venv $(VENV_SAM)
+	$(VENV_SAM)/bin/pip install --quiet --upgrade pip
+	$(VENV_SAM)/bin/pip install --quiet -r tools/requirements-sam.txt
+
+install: $(VENV)/.installed $(SAM) ## Create .venv (app + dev tools) and .venv-sam (SAM CLI, cfn-lint)
+
+install-app: $(VENV)/.installed
+
+demo: $(VENV)/.installed ## Run the main job locally on the embedded default (moto + Pluggy emulator)
+	$(BIN)/pluggy-pipeline demo
+
+test: install build ## Run the whole test suite (unit, handler, built artifact, integration)
+	$(BIN)/pytest
+
+test-fast: $(VENV)/.installed ## Unit and handler tests only
+	$(BIN)/pytest -m "not slow and not sam"
+
+lint: install ## ruff, mypy, sam validate --lint, cfn-lint (with serverless rules)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(SAM_ENV) $(SAM) validate --lint --template template.yaml
+	$(VENV_SAM)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
+
+build: install ## sam build (no container) into .aws-sam/build
+	$(SAM_ENV) $(SAM) build --template template.yaml --build-dir $(BUILD_DIR)
+
+invoke: ## Run a built function on an event: make invoke FUNCTION=receiver EVENT=events/receiver/item-created.json
+	$(BIN)/python tools/invoke_built.py --build-dir $(BUILD_DIR) --function $(FUNCTION) --event $(EVENT)
+
+bench: $(VENV)/.installed ## Run the benchmarks and write docs/benchmarks.md
+	$(BIN)/python -m bench
+
+clean: ## Remove build output and virtualenvs
+	rm -rf .aws-sam $(VENV) $(VENV_SAM) .pytest_cache .mypy_cache .ruff_cache
