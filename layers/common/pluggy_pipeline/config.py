@@ -1,0 +1,129 @@
+"""Each function's settings, read from its environment once at cold start and validated there.
+
+A bad deployment (missing table name, malformed CIDR, no authentication configured) raises
+ConfigurationError on the first invocation instead of misbehaving on every delivery.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pluggy_pipeline.errors import ConfigurationError
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+# A RECEIVED record older than this had its receiver die before enqueueing: the next delivery takes over.
+# It must exceed the receiver's Lambda timeout (template: 6 s) and stay below Pluggy's 60 s retry interval.
+DEFAULT_ENQUEUE_LEASE_SECONDS = 20
+# Deliveries without an eventId dedupe on their body's hash only for this long: long enough to absorb
+# Pluggy's 3 retries one minute apart, short enough that a real repeat (a connector going UNSTABLE
+# twice in a day) is not mistaken for a retry.
+DEFAULT_KEYLESS_DEDUPE_SECONDS = 600
+
+
+def _get(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return env.get(name, default).strip()
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = _get(env, name)
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is required")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = _get(env, name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = _get(env, name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IPs or CIDRs; a bare IP means a /32 (or /128)."""
+    networks = []
+    for part in raw.split(","):
+        text = part.strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigurationError(f"ALLOWED_SOURCE_CIDRS has an invalid entry {text!r}") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSettings:
+    """Where the webhook secrets come from: Secrets Manager in AWS, the environment locally."""
+
+    secret_arn: str
+    env_secret: str
+    env_previous_secret: str
+    env_signing_key: str
+    cache_seconds: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SecretSettings:
+        return cls(
+            secret_arn=_get(env, "WEBHOOK_SECRET_ARN"),
+            env_secret=_get(env, "WEBHOOK_SECRET"),
+            env_previous_secret=_get(env, "WEBHOOK_SECRET_PREVIOUS"),
+            env_signing_key=_get(env, "WEBHOOK_SIGNING_KEY"),
+            cache_seconds=_int(env, "SECRETS_CACHE_SECONDS", 300),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverSettings:
+    events_table: str
+    queue_url: str
+    secret_header: str
+    signature_header: str
+    require_signature: bool
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    pluggy_client_id: str
+    max_body_bytes: int
+    event_ttl_days: int
+    enqueue_lease_seconds: int
+    keyless_dedupe_seconds: int
+    insecure_local_dev: bool
+    secrets: SecretSettings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReceiverSettings:
+        source = os.environ if env is None else env
+        return cls(
+            events_table=_required(source, "EVENTS_TABLE_NAME"),
+            queue_url=_required(source, "EVENT_QUEUE_URL"),
+            secret_header=_get(source, "WEBHOOK_SECRET_HEADER", "X-Webhook-Secret").lower(),
+            signature_header=_get(source, "WEBHOOK_SIGNATURE_HEADER", "X-Pluggy-Signature").lower(),
+            require_signature=_bool(source, "REQUIRE_SIGNATURE"),
+            allowed_networks=parse_networks(_get(source, "ALLOWED_SOURCE_CIDRS")),
+            pluggy_client_id=_get(source, "PLUGGY_CLIENT_ID"),
+            max_body_bytes=_int(source, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            event_ttl_days=_int(source, "EVENT_TTL_DAYS", 30),
+            enqueue_lease_seconds=_int(source, "ENQUEUE_LEASE_SECONDS", DEFAULT_ENQUEUE_LEASE_SECONDS),
+            keyless_dedupe_seconds=_int(source, "KEYLESS_DEDUPE_SECONDS", DEFAULT_KEYLESS_DEDUPE_SECONDS),
+            insecure_local_dev=_bool(source, "INSECURE_LOCAL_DEV_NO_AUTH"),
+            secrets=SecretSettings.from_env(source),
+        )

@@ -1,0 +1,267 @@
+"""The receiver's domain logic: turn one HTTP delivery into exactly one queued event, or a clear refusal.
+
+Order matters: cheap checks that need no secret material first (route, source IP), then the shared
+secret (before the body is looked at), then size, signature, parsing. Nothing is written or queued
+for any 4XX; 2XX is only answered once the event is durably in SQS (or already was).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from pluggy_pipeline import aws
+from pluggy_pipeline.auth import Rejection, WebhookAuthenticator
+from pluggy_pipeline.config import ReceiverSettings
+from pluggy_pipeline.errors import ConfigurationError, PipelineError
+from pluggy_pipeline.event_queue import EventQueue
+from pluggy_pipeline.event_store import Claim, ClaimOutcome, EventStore, KeySource, NewEvent
+from pluggy_pipeline.http import ApiRequest, ApiResponse
+from pluggy_pipeline.secrets import provider_from_settings
+
+WEBHOOK_PATH = "/webhooks/pluggy"
+logger = Logger(child=True)
+
+# Characters SQS refuses in a message body; JSON allows some of them (e.g. U+FFFF) inside strings.
+_NOT_SQS_SAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to a delivery: the HTTP answer plus what logs and metrics need."""
+
+    response: ApiResponse
+    result: str  # accepted | duplicate | rejected | error
+    reason: str = ""
+    event_id: str = ""
+    event_type: str = ""
+
+
+class BadPayload(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    event_id: str
+    event_type: str
+    key_source: KeySource
+    text: str
+    client_id: str | None
+    item_id: str | None
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # Parsers disagree on which duplicate wins; a signed body must mean one thing.
+        raise BadPayload("duplicate keys in JSON object")
+    return obj
+
+
+def _reject_constant(name: str) -> None:
+    raise BadPayload(f"{name} is not valid JSON")
+
+
+def parse_delivery(body: bytes) -> Delivery:
+    """Validate a delivery's body; BadPayload carries the reason given back in the 400."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPayload("body is not UTF-8") from None
+    if _NOT_SQS_SAFE.search(text):
+        raise BadPayload("body contains control or non-character code points")
+    try:
+        payload = json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except BadPayload:
+        raise
+    except (ValueError, RecursionError):
+        raise BadPayload("body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadPayload("body must be a JSON object")
+    event_type = payload.get("event")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise BadPayload("'event' must be a non-empty string")
+    if len(event_type) > 200:
+        raise BadPayload("'event' is too long")
+    raw_id = payload.get("eventId")
+    if raw_id is None:
+        # Some deliveries (connector/status_updated in Pluggy's reference) carry no eventId:
+        # key them on a canonical hash so Pluggy's retries of the same body still dedupe.
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        event_id = "sha256-" + hashlib.sha256(canonical.encode()).hexdigest()
+        key_source = KeySource.BODY_HASH
+    elif isinstance(raw_id, str) and raw_id.strip() and len(raw_id) <= 200:
+        event_id, key_source = raw_id, KeySource.EVENT_ID
+    else:
+        raise BadPayload("'eventId' must be a non-empty string of at most 200 characters")
+    client_id = payload.get("clientId")
+    item_id = payload.get("itemId")
+    return Delivery(
+        event_id=event_id,
+        event_type=event_type,
+        key_source=key_source,
+        text=text,
+        client_id=client_id if isinstance(client_id, str) else None,
+        item_id=item_id if isinstance(item_id, str) and len(item_id) <= 200 else None,
+    )
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> ApiResponse:
+    return ApiResponse(status, body, headers or {})
+
+
+def _rejected(rejection: Rejection) -> Outcome:
+    body = {"error": rejection.reason, "message": rejection.message}
+    return Outcome(_json(rejection.status, body), "rejected", rejection.reason)
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        settings: ReceiverSettings,
+        authenticator: WebhookAuthenticator,
+        store: EventStore,
+        queue: EventQueue,
+    ) -> None:
+        self._settings = settings
+        self._auth = authenticator
+        self._store = store
+        self._queue = queue
+
+    def handle(self, request: ApiRequest) -> Outcome:
+        try:
+            return self._handle(request)
+        except ConfigurationError as exc:
+            # Fail closed but retryable: Pluggy keeps the event while an operator fixes the config.
+            logger.error("receiver misconfigured", extra={"error": str(exc)})
+            return Outcome(_json(503, {"error": "not_configured"}), "error", "not_configured")
+        except PipelineError as exc:
+            logger.warning("transient failure", extra={"error": str(exc)})
+            return Outcome(_json(503, {"error": "unavailable"}, {"Retry-After": "60"}), "error", "transient")
+
+    def _handle(self, request: ApiRequest) -> Outcome:
+        if request.path.rstrip("/") != WEBHOOK_PATH:
+            return _rejected(Rejection(404, "not_found", "no such resource"))
+        if request.method != "POST":
+            outcome = _rejected(Rejection(405, "method_not_allowed", "only POST is allowed"))
+            return Outcome(
+                _json(405, dict(outcome.response.body), {"Allow": "POST"}), "rejected", outcome.reason
+            )
+        if (rejection := self._auth.check_source(request)) is not None:
+            return _rejected(rejection)
+        if (rejection := self._auth.check_secret(request)) is not None:
+            return _rejected(rejection)
+        body = request.body
+        if body is None:
+            return _rejected(Rejection(400, "malformed_body", "body could not be decoded"))
+        if len(body) > self._settings.max_body_bytes:
+            limit = self._settings.max_body_bytes
+            return _rejected(Rejection(413, "body_too_large", f"body exceeds {limit} bytes"))
+        if (rejection := self._auth.check_signature(request, body)) is not None:
+            return _rejected(rejection)
+        try:
+            delivery = parse_delivery(body)
+        except BadPayload as exc:
+            return _rejected(Rejection(400, "malformed_body", str(exc)))
+        configured_client = self._settings.pluggy_client_id
+        if configured_client and delivery.client_id is not None and delivery.client_id != configured_client:
+            return _rejected(Rejection(403, "client_id_mismatch", "clientId does not match this receiver"))
+        return self._accept(delivery)
+
+    def _accept(self, delivery: Delivery) -> Outcome:
+        claim = self._store.claim(
+            NewEvent(
+                event_id=delivery.event_id,
+                event_type=delivery.event_type,
+                key_source=delivery.key_source,
+                payload=delivery.text,
+                item_id=delivery.item_id,
+            ),
+            lease_seconds=self._settings.enqueue_lease_seconds,
+            keyless_window_seconds=self._settings.keyless_dedupe_seconds,
+        )
+        ids = {"eventId": delivery.event_id}
+        if claim.outcome is ClaimOutcome.DUPLICATE:
+            body = {"status": "duplicate", **ids}
+            return Outcome(_json(200, body), "duplicate", "", delivery.event_id, delivery.event_type)
+        if claim.outcome is ClaimOutcome.IN_FLIGHT:
+            # Another delivery holds the claim but has not necessarily queued it: 2XX here could lose it.
+            body = {"error": "in_flight", **ids}
+            response = _json(503, body, {"Retry-After": str(self._settings.enqueue_lease_seconds)})
+            return Outcome(response, "error", "in_flight", delivery.event_id, delivery.event_type)
+        self._enqueue(delivery, claim)
+        return Outcome(
+            _json(202, {"status": "accepted", **ids}), "accepted", "", delivery.event_id, delivery.event_type
+        )
+
+    def _enqueue(self, delivery: Delivery, claim: Claim) -> None:
+        try:
+            self._queue.send(event_id=delivery.event_id, event_type=delivery.event_type, body=delivery.text)
+        except PipelineError:
+            if not self._store.release(claim):
+                logger.error(
+                    "could not release claim; its lease lets Pluggy's retry take over",
+                    extra={"eventId": delivery.event_id},
+                )
+            raise
+
+
+@functools.cache
+def get_receiver() -> WebhookReceiver:
+    """Built once per container on first use; cleared by tests with get_receiver.cache_clear()."""
+    settings = ReceiverSettings.from_env()
+    secrets = settings.secrets
+    if not (secrets.secret_arn or secrets.env_secret or secrets.env_signing_key):
+        if not settings.insecure_local_dev:
+            raise ConfigurationError(
+                "no webhook authentication configured (WEBHOOK_SECRET_ARN or WEBHOOK_SECRET)"
+            )
+        logger.warning("INSECURE_LOCAL_DEV_NO_AUTH is set: deliveries are accepted without authentication")
+    return WebhookReceiver(
+        settings,
+        WebhookAuthenticator(settings, provider_from_settings(secrets, aws.secretsmanager)),
+        EventStore(aws.dynamodb, settings.events_table, ttl_days=settings.event_ttl_days),
+        EventQueue(aws.sqs, settings.queue_url),
+    )
+
+
+def receive(event: dict[str, Any]) -> Outcome:
+    """Entry point of the Lambda handler: an API Gateway proxy event in, an outcome out."""
+    try:
+        receiver = get_receiver()
+    except ConfigurationError as exc:
+        logger.error("receiver misconfigured: refusing deliveries", extra={"error": str(exc)})
+        return Outcome(_json(503, {"error": "not_configured"}), "error", "not_configured")
+    return receiver.handle(ApiRequest.from_proxy_event(event))
+
+
+_METRIC_BY_RESULT = {
+    "accepted": "WebhookAccepted",
+    "duplicate": "WebhookDuplicate",
+    "rejected": "WebhookRejected",
+    "error": "WebhookFailed",
+}
+
+
+def record(outcome: Outcome, metrics: Metrics) -> None:
+    """One log line and one metric per delivery; never the payload, never a header value."""
+    if outcome.event_id:
+        logger.append_keys(eventId=outcome.event_id, event=outcome.event_type)
+        logger.set_correlation_id(outcome.event_id)
+    fields = {"result": outcome.result, "status": outcome.response.status, "reason": outcome.reason}
+    log = logger.warning if outcome.result == "error" else logger.info
+    log("delivery " + outcome.result, extra=fields)
+    metrics.add_metric(name=_METRIC_BY_RESULT[outcome.result], unit=MetricUnit.Count, value=1)
+    if outcome.reason:
+        # A separate metric per reason: alarms and dashboards can watch one reason (e.g. bad_secret).
+        metrics.add_metric(
+            name=f"{_METRIC_BY_RESULT[outcome.result]}_{outcome.reason}", unit=MetricUnit.Count, value=1
+        )
