@@ -24,10 +24,11 @@ from pluggy_pipeline.errors import ConfigurationError, PipelineError
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import Claim, ClaimOutcome, EventStore, KeySource, NewEvent
 from pluggy_pipeline.http import ApiRequest, ApiResponse
+from pluggy_pipeline.observability import SERVICE
 from pluggy_pipeline.secrets import provider_from_settings
 
 WEBHOOK_PATH = "/webhooks/pluggy"
-logger = Logger(child=True)
+logger = Logger(service=SERVICE, child=True)
 
 # Characters SQS refuses in a message body; JSON allows some of them (e.g. U+FFFF) inside strings.
 _NOT_SQS_SAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -152,9 +153,7 @@ class WebhookReceiver:
             return _rejected(Rejection(404, "not_found", "no such resource"))
         if request.method != "POST":
             outcome = _rejected(Rejection(405, "method_not_allowed", "only POST is allowed"))
-            return Outcome(
-                _json(405, dict(outcome.response.body), {"Allow": "POST"}), "rejected", outcome.reason
-            )
+            return Outcome(_json(405, dict(outcome.response.body), {"Allow": "POST"}), "rejected", outcome.reason)
         if (rejection := self._auth.check_source(request)) is not None:
             return _rejected(rejection)
         if (rejection := self._auth.check_secret(request)) is not None:
@@ -221,9 +220,7 @@ def get_receiver() -> WebhookReceiver:
     secrets = settings.secrets
     if not (secrets.secret_arn or secrets.env_secret or secrets.env_signing_key):
         if not settings.insecure_local_dev:
-            raise ConfigurationError(
-                "no webhook authentication configured (WEBHOOK_SECRET_ARN or WEBHOOK_SECRET)"
-            )
+            raise ConfigurationError("no webhook authentication configured (WEBHOOK_SECRET_ARN or WEBHOOK_SECRET)")
         logger.warning("INSECURE_LOCAL_DEV_NO_AUTH is set: deliveries are accepted without authentication")
     return WebhookReceiver(
         settings,
@@ -262,6 +259,4 @@ def record(outcome: Outcome, metrics: Metrics) -> None:
     metrics.add_metric(name=_METRIC_BY_RESULT[outcome.result], unit=MetricUnit.Count, value=1)
     if outcome.reason:
         # A separate metric per reason: alarms and dashboards can watch one reason (e.g. bad_secret).
-        metrics.add_metric(
-            name=f"{_METRIC_BY_RESULT[outcome.result]}_{outcome.reason}", unit=MetricUnit.Count, value=1
-        )
+        metrics.add_metric(name=f"{_METRIC_BY_RESULT[outcome.result]}_{outcome.reason}", unit=MetricUnit.Count, value=1)
