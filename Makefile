@@ -50,11 +50,16 @@ lint: install ## ruff, mypy, sam validate --lint, cfn-lint (with serverless rule
 	$(SAM_ENV) $(SAM) validate --lint --template template.yaml
 	$(VENV_SAM)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 
-build: install ## sam build (no container) into .aws-sam/build
+# The Lambda runtime brings its own boto3; built-artifact runs get the same pin, installed apart.
+BOTO3_PIN := $(shell grep -o '"boto3==[^"]*"' pyproject.toml | tr -d '"')
+
+build: install ## sam build (no container) into .aws-sam/build, plus a runtime-like boto3 for local invokes
 	$(SAM_ENV) $(SAM) build --template template.yaml --build-dir $(BUILD_DIR)
+	$(BIN)/pip install --quiet --upgrade --target .aws-sam/lambda-runtime $(BOTO3_PIN)
 
 invoke: ## Run a built function on an event: make invoke FUNCTION=receiver EVENT=events/receiver/item-created.json
-	$(BIN)/python tools/invoke_built.py --build-dir $(BUILD_DIR) --function $(FUNCTION) --event $(EVENT)
+	$(BIN)/python -m pluggy_pipeline_local.invoke --build-dir $(BUILD_DIR) --function $(FUNCTION) --event $(EVENT) \
+		$(if $(ENV_VARS),--env-vars $(ENV_VARS),--env-vars events/env.json)
 
 bench: $(VENV)/.installed ## Run the benchmarks and write docs/benchmarks.md
 	$(BIN)/python -m bench
