@@ -1,0 +1,789 @@
+"""Tests of the Pluggy API emulator over real HTTP on 127.0.0.1 (no network beyond loopback)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from pluggy_pipeline_local.emulator import PluggyEmulator
+
+CLIENT_ID = "emulator-client-id"
+CLIENT_SECRET = "emulator-client-secret"
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+ITEM_FIELDS = {
+    "id",
+    "connector",
+    "status",
+    "executionStatus",
+    "error",
+    "statusDetail",
+    "parameter",
+    "userAction",
+    "createdAt",
+    "updatedAt",
+    "lastUpdatedAt",
+    "webhookUrl",
+    "clientUserId",
+    "consecutiveFailedLoginAttempts",
+    "nextAutoSyncAt",
+    "consentExpiresAt",
+    "products",
+}
+TX_FIELDS = {
+    "id",
+    "accountId",
+    "date",
+    "description",
+    "descriptionRaw",
+    "currencyCode",
+    "amount",
+    "balance",
+    "category",
+    "categoryId",
+    "providerCode",
+    "providerId",
+    "status",
+    "type",
+    "operationType",
+    "paymentData",
+    "creditCardMetadata",
+    "merchant",
+    "createdAt",
+    "updatedAt",
+}
+SIGNING_KEY = "whsec-test-key"
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def emu() -> Iterator[PluggyEmulator]:
+    emulator = PluggyEmulator(seed=7, time_scale=0.002, page_size=7, signing_key=SIGNING_KEY)
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+def api_key(base: str) -> str:
+    resp = requests.post(f"{base}/auth", json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}, timeout=5)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["apiKey"])
+
+
+@pytest.fixture
+def api(emu: PluggyEmulator) -> Iterator[requests.Session]:
+    session = requests.Session()
+    session.headers["X-API-KEY"] = api_key(emu.base_url)
+    yield session
+    session.close()
+
+
+class Receiver:
+    """A tiny webhook endpoint: records every POST and answers with `status_for(n)` (n = 0, 1, ...)."""
+
+    def __init__(self, status_for: Callable[[int], int] = lambda n: 200) -> None:
+        self.status_for = status_for
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    n = len(receiver.requests)
+                    receiver.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
+                self.send_response(receiver.status_for(n))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/pluggy"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    def payloads(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(r["body"]) for r in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.close()
+
+
+def accounts_of(api: requests.Session, base: str, item_id: str) -> list[dict[str, Any]]:
+    resp = api.get(f"{base}/accounts", params={"itemId": item_id}, timeout=5)
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["results"])
+
+
+def all_pages(api: requests.Session, base: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    """Follow `next` the documented way: append it to /v2/transactions."""
+    rows: list[dict[str, Any]] = []
+    url = f"{base}/v2/transactions"
+    resp = api.get(url, params=params, timeout=5)
+    for _ in range(1000):
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert set(body) == {"results", "next"}
+        rows.extend(body["results"])
+        if body["next"] is None:
+            return rows
+        assert body["next"].startswith("?")
+        resp = api.get(url + body["next"], timeout=5)
+    raise AssertionError("pagination did not end")
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    parts = token.split(".")
+    assert len(parts) == 3
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    return dict(json.loads(base64.urlsafe_b64decode(payload)))
+
+
+def events_named(emu: PluggyEmulator, name: str) -> list[dict[str, Any]]:
+    return [e["payload"] for e in emu.events() if e["event"] == name]
+
+
+# --- auth ----------------------------------------------------------------------------------------
+
+
+def test_auth_returns_jwt_with_two_hour_lifetime(emu: PluggyEmulator) -> None:
+    key = api_key(emu.base_url)
+    claims = jwt_claims(key)
+    assert claims["exp"] - claims["iat"] == 7200
+    assert claims["exp"] > time.time() + 7000
+    # Header names are case-insensitive (the Java SDK sends x-api-key).
+    resp = requests.get(f"{emu.base_url}/webhooks", headers={"x-api-key": key}, timeout=5)
+    assert resp.status_code == 200
+
+
+def test_auth_rejects_a_wrong_pair(emu: PluggyEmulator) -> None:
+    resp = requests.post(f"{emu.base_url}/auth", json={"clientId": CLIENT_ID, "clientSecret": "nope"}, timeout=5)
+    assert resp.status_code == 401
+    body = resp.json()
+    assert body["code"] == 401
+    assert body["codeDescription"] == "CLIENT_KEYS_UNAUTHORIZED"
+    assert CLIENT_SECRET not in resp.text
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-KEY": "not-a-key"}])
+def test_missing_or_unknown_key_is_403(emu: PluggyEmulator, headers: dict[str, str]) -> None:
+    resp = requests.get(f"{emu.base_url}/items/whatever", headers=headers, timeout=5)
+    assert resp.status_code == 403
+    assert resp.json() == {"code": 403, "message": "Missing or invalid authorization token"}
+
+
+def test_expired_key_is_401() -> None:
+    with PluggyEmulator(api_key_ttl_seconds=0.2) as short:
+        key = api_key(short.base_url)
+        assert requests.get(f"{short.base_url}/webhooks", headers={"X-API-KEY": key}, timeout=5).status_code == 200
+        time.sleep(0.3)
+        resp = requests.get(f"{short.base_url}/webhooks", headers={"X-API-KEY": key}, timeout=5)
+        assert resp.status_code == 401
+        assert resp.json()["code"] == 401
+
+
+def test_connect_token_cannot_read_transactions(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    resp = api.post(f"{emu.base_url}/connect_token", json={"itemId": item["id"]}, timeout=5)
+    assert resp.status_code == 200
+    token = resp.json()["accessToken"]
+    scoped = {"X-API-KEY": token}
+    assert requests.get(f"{emu.base_url}/items/{item['id']}", headers=scoped, timeout=5).status_code == 200
+    account_id = accounts_of(api, emu.base_url, item["id"])[0]["id"]
+    resp = requests.get(f"{emu.base_url}/v2/transactions", params={"accountId": account_id}, headers=scoped, timeout=5)
+    assert resp.status_code == 403
+    assert api.post(f"{emu.base_url}/connect_token", json={"itemId": "nope"}, timeout=5).status_code == 404
+
+
+# --- items, accounts, transactions ---------------------------------------------------------------
+
+
+def test_item_shape_not_found_and_delete(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    resp = api.get(f"{emu.base_url}/items/{item['id']}", timeout=5)
+    body = resp.json()
+    assert set(body) >= ITEM_FIELDS
+    assert body["connector"]["id"] == 0
+    assert body["connector"]["name"] == "Pluggy Bank"
+    assert body["connector"]["isSandbox"] is True
+    assert (body["status"], body["executionStatus"], body["error"]) == ("UPDATED", "SUCCESS", None)
+    assert body["clientUserId"] == "user-1"
+    for name in ("createdAt", "updatedAt", "lastUpdatedAt", "nextAutoSyncAt"):
+        assert ISO.match(body[name]), name
+    missing = api.get(f"{emu.base_url}/items/00000000-0000-4000-8000-000000000000", timeout=5)
+    assert missing.status_code == 404
+    assert missing.json() == {"code": 404, "codeDescription": "ITEM_NOT_FOUND", "message": "item not found"}
+    deleted = api.delete(f"{emu.base_url}/items/{item['id']}", timeout=5)
+    assert deleted.json() == {"count": 1}
+    assert api.get(f"{emu.base_url}/items/{item['id']}", timeout=5).status_code == 404
+    assert item["id"] in emu.truth()["deletedItemIds"]
+    assert events_named(emu, "item/deleted")[0]["itemId"] == item["id"]
+
+
+@pytest.mark.parametrize(
+    ("username", "status", "execution", "code"),
+    [
+        ("user-ok", "UPDATED", "SUCCESS", None),
+        ("user-ok-account-error", "UPDATED", "PARTIAL_SUCCESS", None),
+        ("user-locked", "LOGIN_ERROR", "ACCOUNT_LOCKED", "ACCOUNT_LOCKED"),
+        ("user-unavailable", "OUTDATED", "SITE_NOT_AVAILABLE", "SITE_NOT_AVAILABLE"),
+        ("someone-else", "LOGIN_ERROR", "INVALID_CREDENTIALS", "INVALID_CREDENTIALS"),
+    ],
+)
+def test_post_items_sandbox_users(
+    emu: PluggyEmulator, api: requests.Session, username: str, status: str, execution: str, code: str | None
+) -> None:
+    body = {"connectorId": 0, "parameters": {"user": username, "password": "password-ok"}, "clientUserId": "u-9"}
+    resp = api.post(f"{emu.base_url}/items", json=body, timeout=5)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "UPDATING"  # answered before the sync, like Pluggy
+    item = api.get(f"{emu.base_url}/items/{resp.json()['id']}", timeout=5).json()
+    assert (item["status"], item["executionStatus"]) == (status, execution)
+    assert (item["error"] or {}).get("code") == code
+    if execution == "PARTIAL_SUCCESS":
+        assert item["statusDetail"]["creditCards"]["isUpdated"] is False
+        assert len(accounts_of(api, emu.base_url, item["id"])) == 2
+    expected = "item/created" if code is None else "item/error"
+    assert [p["itemId"] for p in events_named(emu, expected)] == [item["id"]]
+
+
+def test_patch_item_with_fixed_credentials_collects_data(emu: PluggyEmulator, api: requests.Session) -> None:
+    body = {"connectorId": 0, "parameters": {"user": "user-ok", "password": "wrong"}}
+    item_id = api.post(f"{emu.base_url}/items", json=body, timeout=5).json()["id"]
+    failed = api.get(f"{emu.base_url}/items/{item_id}", timeout=5).json()
+    assert (failed["status"], failed["consecutiveFailedLoginAttempts"]) == ("LOGIN_ERROR", 1)
+    assert accounts_of(api, emu.base_url, item_id) == []
+    fixed = {"parameters": {"user": "user-ok", "password": "password-ok"}}
+    resp = api.patch(f"{emu.base_url}/items/{item_id}", json=fixed, timeout=5)
+    assert resp.json()["status"] == "UPDATING"
+    item = api.get(f"{emu.base_url}/items/{item_id}", timeout=5).json()
+    assert (item["status"], item["error"], item["consecutiveFailedLoginAttempts"]) == ("UPDATED", None, 0)
+    assert len(accounts_of(api, emu.base_url, item_id)) == 3
+    names = [e["event"] for e in emu.events()]
+    assert names == ["item/error", "item/updated"] + ["transactions/created"] * 3
+    assert {e["payload"]["triggeredBy"] for e in emu.events()} == {"CLIENT"}
+
+
+def test_post_items_validates_parameters(emu: PluggyEmulator, api: requests.Session) -> None:
+    resp = api.post(f"{emu.base_url}/items", json={"connectorId": 0, "parameters": {"user": "user-ok"}}, timeout=5)
+    assert resp.status_code == 400
+    assert resp.json()["codeDescription"] == "CONNECTOR_VALIDATION_ERROR"
+    assert [d["parameter"] for d in resp.json()["details"]] == ["password"]
+
+
+def test_accounts_shape(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    resp = api.get(f"{emu.base_url}/accounts", params={"itemId": item["id"]}, timeout=5)
+    body = resp.json()
+    assert (body["page"], body["total"], body["totalPages"]) == (1, 3, 1)
+    by_subtype = {a["subtype"]: a for a in body["results"]}
+    assert {(a["type"], a["subtype"]) for a in body["results"]} == {
+        ("BANK", "CHECKING_ACCOUNT"),
+        ("BANK", "SAVINGS_ACCOUNT"),
+        ("CREDIT", "CREDIT_CARD"),
+    }
+    assert by_subtype["SAVINGS_ACCOUNT"]["bankData"]["transferNumber"]
+    card = by_subtype["CREDIT_CARD"]
+    assert re.fullmatch(r"\d{4}", card["number"])
+    assert card["creditData"]["creditLimit"] > 0
+    assert card["bankData"] is None
+    for account in body["results"]:
+        assert account["currencyCode"] == "BRL"
+        assert account["itemId"] == item["id"]
+        assert re.fullmatch(r"\d{3}\.\d{3}\.\d{3}-\d{2}", account["taxNumber"])
+        assert round(account["balance"], 2) == account["balance"]
+        assert api.get(f"{emu.base_url}/accounts/{account['id']}", timeout=5).json() == account
+    assert api.get(f"{emu.base_url}/accounts", timeout=5).status_code == 400
+    assert api.get(f"{emu.base_url}/accounts/nope", timeout=5).json()["codeDescription"] == "ACCOUNT_NOT_FOUND"
+
+
+def test_transactions_shape(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    truth = emu.truth()
+    for account in accounts_of(api, emu.base_url, item["id"]):
+        rows = list(truth["transactions"][account["id"]].values())
+        assert len(rows) == 60
+        for row in rows:
+            assert set(row) >= TX_FIELDS
+            assert row["type"] in ("DEBIT", "CREDIT")
+            assert row["status"] in ("POSTED", "PENDING")
+            assert ISO.match(row["date"]) and ISO.match(row["createdAt"])
+            assert round(row["amount"], 2) == row["amount"]
+            if account["type"] == "BANK":
+                assert (row["amount"] < 0) == (row["type"] == "DEBIT")
+                assert row["providerId"] is not None
+            else:
+                assert row["providerId"] is None
+                assert row["creditCardMetadata"]["billId"]
+        if account["subtype"] == "CHECKING_ACCOUNT":
+            pix = [r for r in rows if r["operationType"] == "PIX"]
+            assert pix
+            assert all(r["paymentData"]["payer"]["documentNumber"]["type"] == "CPF" for r in pix)
+    one = rows[0]
+    assert api.get(f"{emu.base_url}/transactions/{one['id']}", timeout=5).json() == one
+    missing = api.get(f"{emu.base_url}/transactions/nope", timeout=5)
+    assert missing.json()["codeDescription"] == "TRANSACTION_NOT_FOUND"
+
+
+def test_perf_user_multiplies_transactions(emu: PluggyEmulator) -> None:
+    item = emu.create_item("user-1", "user-ok-perf-3", transactions_per_account=10)
+    counts = {len(rows) for rows in emu.truth()["transactions"].values()}
+    assert counts == {30}
+    assert emu.truth()["items"][item["id"]]["status"] == "UPDATED"
+
+
+def test_seed_makes_data_deterministic() -> None:
+    def snapshot() -> tuple[str, list[float]]:
+        with PluggyEmulator(seed=42) as emulator:
+            item = emulator.create_item("u")
+            rows = emulator.truth()["transactions"]
+            return item["id"], sorted(r["amount"] for acc in rows.values() for r in acc.values())
+
+    assert snapshot() == snapshot()
+
+
+# --- /v2/transactions ----------------------------------------------------------------------------
+
+
+def test_v2_pagination_visits_every_transaction_once(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    for account in accounts_of(api, emu.base_url, item["id"]):
+        rows = all_pages(api, emu.base_url, {"accountId": account["id"]})
+        ids = [r["id"] for r in rows]
+        assert len(ids) == len(set(ids)) == 60
+        assert set(ids) == set(emu.truth()["transactions"][account["id"]])
+        dates = [r["date"] for r in rows]
+        assert dates == sorted(dates, reverse=True)
+    assert emu.stats()["GET /v2/transactions"] == 3 * 9  # 60 rows in pages of 7
+
+
+def test_v2_next_keeps_filters(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    account_id = accounts_of(api, emu.base_url, item["id"])[0]["id"]
+    rows = list(emu.truth()["transactions"][account_id].values())
+    date_from = sorted(r["date"][:10] for r in rows)[len(rows) // 2]
+    first = api.get(
+        f"{emu.base_url}/v2/transactions", params={"accountId": account_id, "dateFrom": date_from}, timeout=5
+    ).json()
+    assert first["next"] is not None
+    query = parse_qs(urlsplit(first["next"]).query)
+    assert query["dateFrom"] == [date_from]
+    assert query["accountId"] == [account_id]
+    paged = all_pages(api, emu.base_url, {"accountId": account_id, "dateFrom": date_from})
+    assert {r["id"] for r in paged} == {r["id"] for r in rows if r["date"][:10] >= date_from}
+
+
+def test_v2_ids_filter_and_limit(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    account_id = accounts_of(api, emu.base_url, item["id"])[0]["id"]
+    wanted = list(emu.truth()["transactions"][account_id])[5:8]
+    resp = api.get(
+        f"{emu.base_url}/v2/transactions", params={"accountId": account_id, "ids": ",".join(wanted)}, timeout=5
+    )
+    assert sorted(r["id"] for r in resp.json()["results"]) == sorted(wanted)
+    too_many = ",".join(f"id-{n}" for n in range(501))
+    resp = api.get(f"{emu.base_url}/v2/transactions", params={"accountId": account_id, "ids": too_many}, timeout=5)
+    assert resp.status_code == 400
+    assert resp.json()["codeDescription"] == "IDS_PARAMETER_EXCEEDS_MAX_LENGTH"
+
+
+def test_v2_parameter_errors(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    account_id = accounts_of(api, emu.base_url, item["id"])[0]["id"]
+    url = f"{emu.base_url}/v2/transactions"
+    assert api.get(url, timeout=5).status_code == 400  # accountId is required
+    both = {"accountId": account_id, "createdAtFrom": "2020-01-01T00:00:00.000Z", "dateFrom": "2020-01-01"}
+    assert api.get(url, params=both, timeout=5).status_code == 400
+    bad = api.get(url, params={"accountId": account_id, "after": "not-a-cursor"}, timeout=5)
+    assert bad.status_code == 400
+    assert bad.json()["message"] == "Invalid cursor"
+
+
+def test_legacy_transactions_endpoint_is_gone(emu: PluggyEmulator, api: requests.Session) -> None:
+    resp = api.get(f"{emu.base_url}/transactions", params={"accountId": "x", "pageSize": "500"}, timeout=5)
+    assert resp.status_code == 410
+    assert "2026-12-31" in resp.json()["message"]
+    assert emu.stats()["GET /transactions"] == 1
+
+
+# --- webhooks resource ---------------------------------------------------------------------------
+
+
+def test_webhooks_crud(emu: PluggyEmulator, api: requests.Session) -> None:
+    base = emu.base_url
+    resp = api.post(f"{base}/webhooks", json={"url": "https://example.com/h", "event": "item/updated"}, timeout=5)
+    assert resp.status_code == 201
+    hook = resp.json()
+    assert set(hook) == {"id", "url", "event", "headers", "createdAt", "updatedAt", "disabledAt"}
+    assert (hook["headers"], hook["disabledAt"]) == ({}, None)
+    listed = api.get(f"{base}/webhooks", timeout=5).json()
+    assert (listed["total"], listed["results"][0]["id"]) == (1, hook["id"])
+    patched = api.patch(f"{base}/webhooks/{hook['id']}", json={"headers": {"X-Secret": "s"}}, timeout=5).json()
+    assert patched["headers"] == {"X-Secret": "s"}
+    assert patched["updatedAt"] > hook["updatedAt"]
+    cleared = api.patch(f"{base}/webhooks/{hook['id']}", json={"headers": None}, timeout=5).json()
+    assert cleared["headers"] == {}
+    disabled = api.patch(f"{base}/webhooks/{hook['id']}", json={"enabled": False}, timeout=5).json()
+    assert disabled["disabledAt"] is not None
+    enabled = api.patch(f"{base}/webhooks/{hook['id']}", json={"enabled": True}, timeout=5).json()
+    assert enabled["disabledAt"] is None
+    assert api.delete(f"{base}/webhooks/{hook['id']}", timeout=5).json() == {"count": 1}
+    gone = api.get(f"{base}/webhooks/{hook['id']}", timeout=5)
+    assert (gone.status_code, gone.json()["codeDescription"]) == (404, "WEBHOOK_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "https://example.com/h", "event": "item/exploded"},
+        {"url": "http://example.com/h", "event": "all"},
+        {"url": "https://example.com/h", "event": "all", "headers": {"X": 1}},
+    ],
+)
+def test_webhook_validation(emu: PluggyEmulator, api: requests.Session, body: dict[str, Any]) -> None:
+    resp = api.post(f"{emu.base_url}/webhooks", json=body, timeout=5)
+    assert resp.status_code == 400
+    assert resp.json()["code"] == 400
+
+
+# --- webhook delivery ----------------------------------------------------------------------------
+
+
+def test_delivery_with_headers_and_signature(emu: PluggyEmulator, api: requests.Session, receiver: Receiver) -> None:
+    resp = api.post(
+        f"{emu.base_url}/webhooks",
+        json={"url": receiver.url, "event": "all", "headers": {"X-Webhook-Secret": "hunter2"}},
+        timeout=5,
+    )
+    assert resp.status_code == 201
+    api.post(f"{emu.base_url}/webhooks", json={"url": receiver.url, "event": "item/deleted"}, timeout=5)
+    item = emu.create_item("user-1")
+    assert emu.wait_for_deliveries(5)
+    payloads = receiver.payloads()
+    assert [p["event"] for p in payloads] == ["item/login_succeeded", "item/created"]
+    for request, payload in zip(receiver.requests, payloads, strict=True):
+        headers = {k.lower(): v for k, v in request["headers"].items()}
+        assert headers["x-webhook-secret"] == "hunter2"
+        assert headers["content-type"] == "application/json"
+        expected = hmac.new(SIGNING_KEY.encode(), request["body"], hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["x-pluggy-signature"], expected)
+        assert payload["itemId"] == item["id"]
+        assert payload["clientId"] == CLIENT_ID
+        assert payload["triggeredBy"] == "USER"
+        assert request["path"] == "/hooks/pluggy"
+    assert [p["eventId"] for p in payloads] == [e["eventId"] for e in emu.events()]
+    # The item/deleted-only webhook received nothing so far.
+    assert all(d["event"] != "item/deleted" for d in emu.deliveries())
+
+
+def test_item_webhook_url_gets_its_events_without_custom_headers(emu: PluggyEmulator, receiver: Receiver) -> None:
+    emu.create_item("user-1", webhook_url=receiver.url)
+    assert emu.wait_for_deliveries(5)
+    assert [p["event"] for p in receiver.payloads()] == ["item/login_succeeded", "item/created"]
+
+
+def test_retries_on_500_then_drops(emu: PluggyEmulator) -> None:
+    failing = Receiver(lambda n: 500)
+    try:
+        emu.create_webhook(failing.url, "item/updated")
+        item = emu.create_item("user-1")
+        event_id = emu.sync_item(item["id"])["eventIds"][0]
+        assert emu.wait_for_deliveries(5)
+        attempts = [d for d in emu.deliveries() if d["eventId"] == event_id]
+        assert [d["attempt"] for d in attempts] == [1, 2, 3, 4]
+        assert [d["outcome"] for d in attempts] == ["retrying"] * 3 + ["dropped"]
+        assert {d["statusCode"] for d in attempts} == {500}
+        assert {p["eventId"] for p in failing.payloads()} == {event_id}
+        assert len({r["body"] for r in failing.requests}) == 1  # the same bytes on every retry
+    finally:
+        failing.close()
+
+
+def test_retry_then_success(emu: PluggyEmulator) -> None:
+    flaky = Receiver(lambda n: 500 if n == 0 else 204)
+    try:
+        emu.create_webhook(flaky.url)
+        emu.send_event("item/updated", itemId="abc", triggeredBy="SYNC")
+        assert emu.wait_for_deliveries(5)
+        assert [(d["attempt"], d["outcome"]) for d in emu.deliveries()] == [(1, "retrying"), (2, "delivered")]
+    finally:
+        flaky.close()
+
+
+def test_401_is_never_retried(emu: PluggyEmulator) -> None:
+    unauthorized = Receiver(lambda n: 401)
+    try:
+        emu.create_webhook(unauthorized.url)
+        emu.send_event("item/updated", itemId="abc")
+        assert emu.wait_for_deliveries(5)
+        assert [(d["attempt"], d["statusCode"], d["outcome"]) for d in emu.deliveries()] == [(1, 401, "dropped")]
+        assert len(unauthorized.requests) == 1
+    finally:
+        unauthorized.close()
+
+
+def test_unreachable_receiver_is_recorded_as_error(emu: PluggyEmulator) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    emu.create_webhook(f"http://127.0.0.1:{port}/h")
+    emu.send_event("item/updated", itemId="abc")
+    assert emu.wait_for_deliveries(5)
+    records = emu.deliveries()
+    assert len(records) == 4
+    assert all(d["statusCode"] is None and d["error"] for d in records)
+
+
+def test_webhook_is_disabled_after_repeated_failed_notifications() -> None:
+    failing = Receiver(lambda n: 401)
+    try:
+        with PluggyEmulator(disable_webhook_after_failures=2) as emulator:
+            hook = emulator.create_webhook(failing.url)
+            for _ in range(2):
+                emulator.send_event("item/updated", itemId="abc")
+            assert emulator.wait_for_deliveries(5)
+            emulator.send_event("item/updated", itemId="abc")
+            assert emulator.wait_for_deliveries(5)
+            assert emulator.truth()["webhooks"][0]["disabledAt"] is not None
+            assert len(failing.requests) == 2  # the third notification had no enabled target
+            assert emulator.truth()["webhooks"][0]["id"] == hook["id"]
+    finally:
+        failing.close()
+
+
+# --- syncs and item lifecycle --------------------------------------------------------------------
+
+
+def test_sync_changes_reach_truth_and_events(emu: PluggyEmulator, api: requests.Session, receiver: Receiver) -> None:
+    emu.create_webhook(receiver.url)
+    item = emu.create_item("user-1")
+    before = emu.truth()
+    summary = emu.sync_item(item["id"], add=6, change=3, delete=2, restate_credit_card=2)
+    after = emu.truth()
+    assert after["items"][item["id"]]["updatedAt"] > before["items"][item["id"]]["updatedAt"]
+    card_id = next(a for a, acc in after["accounts"].items() if acc["type"] == "CREDIT")
+    assert len(summary["restated"]) == 2
+    for old_id, new_id in summary["restated"].items():
+        assert old_id in summary["deleted"][card_id] and new_id in summary["created"][card_id]
+        assert old_id not in after["transactions"][card_id] and new_id in after["transactions"][card_id]
+        old, new = before["transactions"][card_id][old_id], after["transactions"][card_id][new_id]
+        assert (old["amount"], old["date"]) == (new["amount"], new["date"])
+        assert old["descriptionRaw"] != new["descriptionRaw"]
+    for account_id, ids in summary["updated"].items():
+        for tx_id in ids:
+            assert after["transactions"][account_id][tx_id] != before["transactions"][account_id][tx_id]
+    total_before = sum(len(v) for v in before["transactions"].values())
+    total_after = sum(len(v) for v in after["transactions"].values())
+    assert total_after == total_before + 6 - 2
+    assert emu.wait_for_deliveries(5)
+    sync_events = [p for p in receiver.payloads() if p["eventId"] in summary["eventIds"]]
+    names = [p["event"] for p in sync_events]
+    assert names[0] == "item/updated"
+    assert names == sorted(
+        names, key=["item/updated", "transactions/created", "transactions/updated", "transactions/deleted"].index
+    )
+    for payload in sync_events:
+        if payload["event"] == "transactions/created":
+            assert payload["transactionsCreatedAtFrom"] == summary["transactionsCreatedAtFrom"]
+            link = payload["createdTransactionsLink"]
+            assert link.startswith(f"{emu.base_url}/v2/transactions?")
+            rows = api.get(link, timeout=5).json()["results"]
+            assert sorted(r["id"] for r in rows) == sorted(summary["created"][payload["accountId"]])
+        elif payload["event"] == "transactions/deleted":
+            assert payload["transactionIds"] == summary["deleted"][payload["accountId"]]
+            assert "triggeredBy" not in payload
+        elif payload["event"] == "transactions/updated":
+            assert payload["transactionIds"] == summary["updated"][payload["accountId"]]
+
+
+def test_created_at_from_returns_only_new_rows(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    summary = emu.sync_item(item["id"], add=9)
+    for account_id, ids in summary["created"].items():
+        rows = all_pages(
+            api, emu.base_url, {"accountId": account_id, "createdAtFrom": summary["transactionsCreatedAtFrom"]}
+        )
+        assert sorted(r["id"] for r in rows) == sorted(ids)
+
+
+def test_sync_without_changes_still_sends_item_updated(emu: PluggyEmulator) -> None:
+    item = emu.create_item("user-1")
+    summary = emu.sync_item(item["id"])
+    assert [e["event"] for e in emu.events()][-1] == "item/updated"
+    assert len(summary["eventIds"]) == 1
+
+
+def test_new_account_sync(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1", transactions_per_account=10)
+    summary = emu.sync_item(item["id"], new_account=True)
+    new_id = summary["newAccountId"]
+    assert new_id in {a["id"] for a in accounts_of(api, emu.base_url, item["id"])}
+    created = [p for p in events_named(emu, "transactions/created") if p["accountId"] == new_id]
+    assert len(created) == 1
+    assert len(summary["created"][new_id]) == 5
+
+
+def test_error_waiting_reconnect_delete(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    emu.fail_item(item["id"], "USER_AUTHORIZATION_PENDING")
+    error_event = events_named(emu, "item/error")[-1]
+    assert error_event["error"]["code"] == "USER_AUTHORIZATION_PENDING"
+    assert error_event["error"]["message"]
+    failed = api.get(f"{emu.base_url}/items/{item['id']}", timeout=5).json()
+    assert failed["error"]["code"] == "USER_AUTHORIZATION_PENDING"
+    emu.fail_item(item["id"], "INVALID_CREDENTIALS")
+    assert emu.truth()["items"][item["id"]]["status"] == "LOGIN_ERROR"
+    emu.set_waiting_user_input(item["id"])
+    assert emu.truth()["items"][item["id"]]["status"] == "WAITING_USER_INPUT"
+    assert events_named(emu, "item/waiting_user_input")[-1]["itemId"] == item["id"]
+    reconnected = emu.reconnect_item(item["id"])
+    assert (reconnected["status"], reconnected["error"]) == ("UPDATED", None)
+    assert emu.events()[-1]["event"] == "item/updated"
+    emu.delete_item(item["id"])
+    last = emu.events()[-1]["payload"]
+    assert (last["event"], last["itemId"]) == ("item/deleted", item["id"])
+    assert "triggeredBy" not in last
+    assert emu.truth()["accounts"] == {}
+
+
+def test_updated_at_strictly_increases(emu: PluggyEmulator) -> None:
+    item = emu.create_item("user-1")
+    stamps = [item["updatedAt"]]
+    for _ in range(5):
+        emu.sync_item(item["id"])
+        stamps.append(emu.truth()["items"][item["id"]]["updatedAt"])
+    assert all(a < b for a, b in itertools.pairwise(stamps))
+
+
+def test_connector_and_payment_events(emu: PluggyEmulator) -> None:
+    emu.set_connector_status("UNSTABLE")
+    connector = events_named(emu, "connector/status_updated")[0]
+    assert connector == {
+        "event": "connector/status_updated",
+        "id": "0",
+        "connectorId": "0",
+        "clientId": CLIENT_ID,
+        "data": {"status": "UNSTABLE"},
+    }
+    emu.send_payment_event("payment_intent/created", payment_request_id="pr-1")
+    intent = events_named(emu, "payment_intent/created")[0]
+    assert intent["paymentRequestId"] == "pr-1" and intent["paymentIntentId"]
+    emu.send_payment_event("scheduled_payment/error")
+    scheduled = events_named(emu, "scheduled_payment/error")[0]
+    assert set(scheduled["error"]) == {"title", "code", "description"}
+    assert scheduled["scheduledPaymentId"] and scheduled["paymentRequestId"]
+
+
+def test_send_event_can_repeat_an_event_id(emu: PluggyEmulator, receiver: Receiver) -> None:
+    emu.create_webhook(receiver.url)
+    first = emu.send_event("item/updated", itemId="i-1", triggeredBy="SYNC")
+    second = emu.send_event("item/updated", itemId="i-1", triggeredBy="SYNC", eventId=first)
+    assert first == second
+    assert emu.wait_for_deliveries(5)
+    assert [p["eventId"] for p in receiver.payloads()] == [first, first]
+
+
+# --- faults, rate limits, control HTTP, lifecycle -------------------------------------------------
+
+
+def test_fault_injection(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    url = f"{emu.base_url}/items/{item['id']}"
+    emu.fault("GET /items/{id}", "500")
+    assert api.get(url, timeout=5).status_code == 500
+    assert api.get(url, timeout=5).status_code == 200
+    emu.fault("GET /items/{id}", "429", retry_after_seconds=3)
+    limited = api.get(url, timeout=5)
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "3"
+    assert "RateLimit-Reset" in limited.headers
+    emu.fault("GET /items/{id}", "drop")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, headers={"X-API-KEY": api.headers["X-API-KEY"]}, timeout=5)
+    emu.fault("GET /items/{id}", "delay", delay_seconds=0.6)
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(url, headers={"X-API-KEY": api.headers["X-API-KEY"]}, timeout=0.2)
+    assert api.get(url, timeout=5).status_code == 200
+    assert emu.stats()["GET /items/{id}"] == 6
+    with pytest.raises(ValueError, match="unknown route"):
+        emu.fault("GET /nope", "500")
+
+
+def test_rate_limit_answers_429_with_headers() -> None:
+    with PluggyEmulator(rate_limit_per_minute=3) as limited:
+        key = api_key(limited.base_url)
+        statuses = []
+        for _ in range(4):
+            resp = requests.get(f"{limited.base_url}/webhooks", headers={"X-API-KEY": key}, timeout=5)
+            statuses.append(resp.status_code)
+        assert statuses == [200, 200, 200, 429]
+        assert resp.json() == {
+            "message": "Too many requests. Please try again later (see Retry-After header in seconds)",
+            "code": 429,
+        }
+        assert resp.headers["Retry-After"] == "60"
+        assert resp.headers["RateLimit-Limit"] == "3"
+        assert 0 < int(resp.headers["RateLimit-Reset"]) <= 60
+
+
+def test_control_http_routes(emu: PluggyEmulator, api: requests.Session) -> None:
+    base = f"{emu.base_url}/_emulator"
+    item = requests.post(f"{base}/items", json={"clientUserId": "cli", "transactionsPerAccount": 4}, timeout=5).json()
+    assert item["clientUserId"] == "cli"
+    summary = requests.post(f"{base}/items/{item['id']}/sync", json={"add": 2}, timeout=5).json()
+    assert sum(len(ids) for ids in summary["created"].values()) == 2
+    state = requests.get(f"{base}/state", timeout=5).json()
+    assert sum(len(rows) for rows in state["transactions"].values()) == 3 * 4 + 2
+    bad = requests.post(f"{base}/items/{item['id']}/sync", json={"add": -1}, timeout=5)
+    assert bad.status_code == 400
+    unknown = requests.post(f"{base}/items/nope/sync", json={}, timeout=5)
+    assert unknown.status_code == 404
+    requests.post(f"{base}/faults", json={"route": "GET /webhooks", "kind": "500"}, timeout=5)
+    assert api.get(f"{emu.base_url}/webhooks", timeout=5).status_code == 500
+    assert requests.get(f"{base}/stats", timeout=5).json()["GET /webhooks"] == 1
+    requests.post(f"{base}/stats/reset", timeout=5)
+    assert requests.get(f"{base}/stats", timeout=5).json() == {}
+    event = requests.post(f"{base}/events", json={"event": "item/updated", "itemId": "x"}, timeout=5).json()
+    assert event["eventId"] == emu.events()[-1]["eventId"]
+    assert requests.post(f"{base}/wait", json={"timeout": 1}, timeout=5).json() == {"idle": True}
+
+
+def test_stop_leaves_no_thread_or_socket() -> None:
+    before = threading.active_count()
+    emulator = PluggyEmulator()
+    base = emulator.start()
+    session = requests.Session()  # keeps its connection open (HTTP/1.1 keep-alive)
+    assert session.get(f"{base}/webhooks", timeout=5).status_code == 403
+    emulator.stop()
+    session.close()
+    assert threading.active_count() == before
+    port = int(base.rsplit(":", 1)[1])
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass

@@ -1,0 +1,10 @@
+"""A local Pluggy API emulator: Pluggy's REST API on 127.0.0.1 plus webhook deliveries like Pluggy's.
+
+Start it in a test with `with PluggyEmulator(seed=1) as emu: base = emu.base_url`, or from a shell with
+`python -m pluggy_pipeline_local.emulator --port 8765`. Shapes follow /work/shared/pluggy-api.md.
+"""
+
+from pluggy_pipeline_local.emulator.server import PluggyEmulator
+from pluggy_pipeline_local.emulator.state import PluggyApiError
+
+__all__ = ["PluggyApiError", "PluggyEmulator"]

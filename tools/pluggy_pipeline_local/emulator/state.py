@@ -1,0 +1,1837 @@
+"""The emulator's data: items, accounts, transactions, webhooks, API keys, and every mutation.
+
+Shapes follow /work/shared/pluggy-api.md (sections 1-5, 8, 9); webhook payloads follow seed 003.
+Everything is guarded by one re-entrant lock (`EmulatorState.lock`); mutations emit notifications
+while holding it, so webhook order always matches the order of the changes.
+Sandbox data comes from a per-item `random.Random` derived from the emulator seed, so one item's data
+does not depend on how many API keys were issued or how other items were changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hmac
+import json
+import random
+import re
+import secrets
+import threading
+import time
+import uuid
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
+
+from pluggy_pipeline_local.emulator.webhooks import DeliveryTarget, Notification
+
+JsonDict = dict[str, Any]
+KeyKind = Literal["api", "connect"]
+
+SANDBOX_CONNECTOR_ID = 0
+SANDBOX_PASSWORD = "password-ok"  # noqa: S105 - Pluggy's public sandbox password, not a secret
+MAX_IDS = 500
+DEFAULT_TRANSACTIONS_PER_ACCOUNT = 60
+HISTORY_DAYS = 90
+MAX_PERF_MULTIPLIER = 5000
+CONNECT_TOKEN_TTL_SECONDS = 30 * 60
+AUTO_SYNC_INTERVAL = timedelta(hours=24)
+DAY_MS = 86_400_000
+BRT_OFFSET_MS = 3 * 3_600_000  # transaction dates are midnight in Sao Paulo (03:00Z)
+
+# SDK 0.90.0 WEBHOOK_EVENTS (pluggy-api.md section 5); `all` subscribes to every event.
+WEBHOOK_EVENTS: tuple[str, ...] = (
+    "item/created",
+    "item/updated",
+    "item/deleted",
+    "item/error",
+    "item/waiting_user_input",
+    "item/waiting_user_action",
+    "item/login_succeeded",
+    "connector/status_updated",
+    "transactions/created",
+    "transactions/updated",
+    "transactions/deleted",
+    "payment_intent/created",
+    "payment_intent/completed",
+    "payment_intent/waiting_payer_authorization",
+    "payment_intent/error",
+    "scheduled_payment/created",
+    "scheduled_payment/completed",
+    "scheduled_payment/error",
+    "scheduled_payment/canceled",
+    "scheduled_payment/all_completed",
+    "scheduled_payment/all_created",
+    "boleto/updated",
+    "payment_request/updated",
+    "automatic_pix_payment/created",
+    "automatic_pix_payment/completed",
+    "automatic_pix_payment/error",
+    "automatic_pix_payment/canceled",
+    "smart_transfer_preauthorization/completed",
+    "smart_transfer_preauthorization/error",
+    "smart_transfer_payment/completed",
+    "smart_transfer_payment/error",
+)
+ALL_EVENTS = "all"
+TRIGGERED_BY = frozenset({"USER", "CLIENT", "SYNC", "INTERNAL"})
+# Seed 003: triggeredBy is sent "for all events except item/deleted, connector/status_updated and
+# transactions/deleted".
+NO_TRIGGERED_BY = frozenset({"item/deleted", "connector/status_updated", "transactions/deleted"})
+PAYMENT_INTENT_EVENTS = frozenset(
+    {
+        "payment_intent/created",
+        "payment_intent/completed",
+        "payment_intent/waiting_payer_authorization",
+        "payment_intent/error",
+    }
+)
+SCHEDULED_PAYMENT_EVENTS = frozenset(
+    {
+        "scheduled_payment/created",
+        "scheduled_payment/completed",
+        "scheduled_payment/error",
+        "scheduled_payment/canceled",
+    }
+)
+CONNECTOR_STATUSES = frozenset({"ONLINE", "UNSTABLE", "OFFLINE"})
+
+ERROR_MESSAGES: dict[str, str] = {
+    "INVALID_CREDENTIALS": "Invalid credentials, please check them and try again",
+    "ALREADY_LOGGED_IN": "The user is already logged in another session",
+    "UNEXPECTED_ERROR": "An unexpected error occurred, please try again later",
+    "INVALID_CREDENTIALS_MFA": "Invalid MFA credentials",
+    "SITE_NOT_AVAILABLE": "The institution site is not available",
+    "ACCOUNT_LOCKED": "The account is locked at the institution",
+    "ACCOUNT_CREDENTIALS_RESET": "The institution requires a credentials reset",
+    "CONNECTION_ERROR": "Could not connect to the institution",
+    "ACCOUNT_NEEDS_ACTION": "The account needs an action at the institution",
+    "USER_AUTHORIZATION_PENDING": "The user has not yet authorized the access at the institution",
+    "USER_AUTHORIZATION_NOT_GRANTED": "The user did not authorize the access",
+    "USER_NOT_SUPPORTED": "This kind of user is not supported",
+    "USER_INPUT_TIMEOUT": "User requested input had expired",
+}
+# Errors that need new credentials or a user action: the item stops auto-syncing (LOGIN_ERROR).
+# The rest are retryable runs that failed (OUTDATED). pluggy-api.md section 8.
+LOGIN_ERROR_CODES = frozenset(
+    {
+        "INVALID_CREDENTIALS",
+        "INVALID_CREDENTIALS_MFA",
+        "ACCOUNT_LOCKED",
+        "ACCOUNT_CREDENTIALS_RESET",
+        "ACCOUNT_NEEDS_ACTION",
+        "USER_NOT_SUPPORTED",
+        "USER_AUTHORIZATION_NOT_GRANTED",
+    }
+)
+# Sandbox usernames (pluggy-api.md section 9) that end in an error.
+SANDBOX_ERROR_USERS: dict[str, str] = {
+    "user-logged": "ALREADY_LOGGED_IN",
+    "user-locked": "ACCOUNT_LOCKED",
+    "user-error": "UNEXPECTED_ERROR",
+    "user-unavailable": "SITE_NOT_AVAILABLE",
+    "user-account-need-actions": "ACCOUNT_NEEDS_ACTION",
+    "user-account-need-actions-provider-message": "ACCOUNT_NEEDS_ACTION",
+    "user-connection-error": "CONNECTION_ERROR",
+    "user-account-credentials-reset": "ACCOUNT_CREDENTIALS_RESET",
+    "user-not-supported": "USER_NOT_SUPPORTED",
+}
+_PERF_USER = re.compile(r"user-ok-perf-(\d+)")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal"})
+ITEM_PRODUCTS = ["ACCOUNTS", "CREDIT_CARDS", "TRANSACTIONS", "PAYMENT_DATA"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BILL_NAMESPACE = uuid.UUID("6f0b7c52-3c3c-4b7e-9d0a-6b1f5f1c2a10")
+
+CATEGORIES: dict[str, str] = {
+    "01010000": "Salary",
+    "01040000": "Proceeds interests and dividends",
+    "03010000": "Fixed income",
+    "04000000": "Withdrawal",
+    "05010000": "Same person transfer",
+    "05030000": "Transfer - TED",
+    "05070000": "Transfer - PIX",
+    "05100000": "Credit card payment",
+    "06010000": "Bank fees",
+    "06020000": "Credit card fees",
+    "07010000": "Bills",
+    "08010000": "Groceries",
+    "09010000": "Eating out",
+    "09020000": "Food delivery",
+    "10010000": "Online shopping",
+    "11010000": "Video streaming",
+    "12010000": "Pharmacy",
+    "13010000": "Gas stations",
+    "14010000": "Taxi and ride-hailing",
+}
+_PEOPLE = (
+    "Maria Silva",
+    "Joao Souza",
+    "Ana Oliveira",
+    "Carlos Pereira",
+    "Beatriz Costa",
+    "Rafael Lima",
+    "Fernanda Alves",
+    "Lucas Rocha",
+    "Juliana Martins",
+    "Pedro Santos",
+)
+_COMPANIES = (
+    "Acme Tecnologia Ltda",
+    "Companhia de Energia Paulista",
+    "Agua e Esgoto Municipal",
+    "Telefonia Brasil SA",
+    "Condominio Jardim das Flores",
+)
+
+
+@dataclass(frozen=True)
+class _Merchant:
+    display: str
+    raw: str
+    business_name: str
+    cnpj_base: str  # 12 digits; the check digits are computed
+    cnae: str
+    category_id: str
+    mcc: int
+    low: float
+    high: float
+
+
+_MERCHANTS = (
+    _Merchant("Uber", "UBER *TRIP", "Uber Viagens Ltda", "178956460001", "4923002", "14010000", 4121, 9, 80),
+    _Merchant(
+        "iFood", "IFD*IFOOD", "Ifood Restaurantes Online SA", "143802000001", "8299799", "09020000", 5812, 25, 160
+    ),
+    _Merchant(
+        "Supermercado Bom Preco",
+        "SUPERM BOM PRECO",
+        "Bom Preco Alimentos Ltda",
+        "423187650001",
+        "4711302",
+        "08010000",
+        5411,
+        30,
+        650,
+    ),
+    _Merchant(
+        "Netflix", "NETFLIX.COM", "Streaming Brasil Ltda", "135905850001", "5911199", "11010000", 4899, 39.9, 55.9
+    ),
+    _Merchant(
+        "Amazon",
+        "AMAZON MARKETPLACE",
+        "Varejo Online do Brasil Ltda",
+        "154369400001",
+        "4713004",
+        "10010000",
+        5942,
+        20,
+        900,
+    ),
+    _Merchant(
+        "Drogaria Saude",
+        "DROGARIA SAUDE 123",
+        "Drogaria Saude SA",
+        "615858650001",
+        "4771701",
+        "12010000",
+        5912,
+        12,
+        220,
+    ),
+    _Merchant(
+        "Posto Avenida",
+        "POSTO AVENIDA",
+        "Auto Posto Avenida Ltda",
+        "330412620001",
+        "4731800",
+        "13010000",
+        5541,
+        60,
+        320,
+    ),
+    _Merchant(
+        "Padaria Pao Quente",
+        "PADARIA PAO QUENTE",
+        "Pao Quente Padaria Ltda",
+        "071234560001",
+        "1091102",
+        "09010000",
+        5814,
+        6,
+        70,
+    ),
+)
+
+
+# Bank rows with no counterparty data: (low, high, description, descriptionRaw, operationType, categoryId).
+_SIMPLE_BANK_ROWS: dict[str, tuple[float, float, str, str, str, str]] = {
+    "fee": (5, 45, "Tarifa pacote de servicos", "TARIFA PACOTE SERVICOS", "PACOTE_TARIFA_SERVICOS", "06010000"),
+    "withdrawal": (50, 300, "Saque 24h", "SAQUE BANCO24HORAS {ddmm}", "SAQUE", "04000000"),
+    "card_bill": (300, 2500, "Pagamento fatura cartao", "PAGTO FATURA CARTAO CREDITO", "BOLETO", "05100000"),
+    "yield": (0.5, 40, "Rendimento poupanca", "REND POUPANCA", "RENDIMENTO_APLIC_FINANCEIRA", "01040000"),
+    "transfer_in": (
+        100,
+        2000,
+        "Transferencia da conta corrente",
+        "TRANSF CC P/ POUP",
+        "TRANSFERENCIA_MESMA_INSTITUICAO",
+        "05010000",
+    ),
+    "transfer_out": (
+        50,
+        1000,
+        "Transferencia para conta corrente",
+        "TRANSF POUP P/ CC",
+        "TRANSFERENCIA_MESMA_INSTITUICAO",
+        "05010000",
+    ),
+}
+_BANK_CREDIT_KINDS = frozenset({"pix_in", "ted_in", "salary", "yield", "transfer_in"})
+
+
+class PluggyApiError(Exception):
+    """An API error rendered as Pluggy's body `{code, message, codeDescription?, ...}`."""
+
+    def __init__(self, status: int, message: str, code_description: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code_description = code_description
+        self.extra = extra
+
+    def body(self) -> JsonDict:
+        body: JsonDict = {"code": self.status, "message": self.message}
+        if self.code_description is not None:
+            body["codeDescription"] = self.code_description
+        body.update(self.extra)
+        return body
+
+
+def item_not_found() -> PluggyApiError:
+    # Exact body from pluggy-api.md section 2.
+    return PluggyApiError(404, "item not found", "ITEM_NOT_FOUND")
+
+
+# --- time -----------------------------------------------------------------------------------------
+
+
+def iso_from_ms(ms: int) -> str:
+    """Pluggy's date format `YYYY-MM-DDTHH:mm:ss.sssZ`."""
+    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_iso_ms(value: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 timestamp (naive means UTC); ValueError if invalid."""
+    text = value.strip()
+    if _DATE.fullmatch(text):
+        text += "T00:00:00"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    # Integer arithmetic: float timestamps can be off by one millisecond.
+    delta = dt - _EPOCH
+    return delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+class Clock:
+    """Wall-clock milliseconds that strictly increase, so every change gets a later `updatedAt`."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def now_ms(self) -> int:
+        now = time.time_ns() // 1_000_000
+        self._last = max(now, self._last + 1)
+        return self._last
+
+
+# --- fake documents -------------------------------------------------------------------------------
+
+
+def _check_digits(digits: str, weights: Iterable[int]) -> int:
+    total = sum(int(d) * w for d, w in zip(digits, weights, strict=True))
+    rest = total % 11
+    return 0 if rest < 2 else 11 - rest
+
+
+def fake_cpf(rng: random.Random) -> str:
+    """A CPF with valid check digits (digits only)."""
+    digits = "".join(str(rng.randint(0, 9)) for _ in range(9))
+    digits += str(_check_digits(digits, range(10, 1, -1)))
+    digits += str(_check_digits(digits, range(11, 1, -1)))
+    return digits
+
+
+def format_cpf(digits: str) -> str:
+    return f"{digits[:3]}.{digits[3:6]}.{digits[6:9]}-{digits[9:]}"
+
+
+def cnpj_from_base(base: str) -> str:
+    """A 14-digit CNPJ from a 12-digit base, with valid check digits."""
+    first = _check_digits(base, (5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2))
+    second = _check_digits(base + str(first), (6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2))
+    return f"{base}{first}{second}"
+
+
+def format_cnpj(digits: str) -> str:
+    return f"{digits[:2]}.{digits[2:5]}.{digits[5:8]}/{digits[8:12]}-{digits[12:]}"
+
+
+def rng_uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _money(value: float) -> float:
+    return round(value + 0.0, 2)
+
+
+# --- records kept beside the API data ---------------------------------------------------------------
+
+
+@dataclass
+class KeyInfo:
+    kind: KeyKind
+    expires_at: float
+    item_ids: set[str] = field(default_factory=set)  # connect tokens: the items they may see
+    client_user_id: str | None = None
+    webhook_url: str | None = None
+
+
+@dataclass
+class _ItemMeta:
+    username: str
+    password: str
+    rng: random.Random
+    transactions_per_account: int
+    owner: str
+    cpf: str
+    account_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _PageRequest:
+    account_id: str
+    date_from: str | None
+    date_to: str | None
+    created_at_from: str | None
+    ids: set[str] | None
+    after: tuple[int, str] | None
+    raw: dict[str, str]
+
+
+@dataclass
+class _SyncChanges:
+    """What one sync changed, per account, in the order the rows were touched."""
+
+    stamp_ms: int
+    created: dict[str, list[str]] = field(default_factory=dict)
+    updated: dict[str, list[str]] = field(default_factory=dict)
+    deleted: dict[str, list[str]] = field(default_factory=dict)
+    restated: dict[str, str] = field(default_factory=dict)  # old id -> new id
+    touched: set[str] = field(default_factory=set)  # accounts whose balance may have moved
+
+    @property
+    def stamp(self) -> str:
+        return iso_from_ms(self.stamp_ms)
+
+    def record(self, account_id: str, *, created: str | None = None, deleted: str | None = None) -> None:
+        if created is not None:
+            self.created.setdefault(account_id, []).append(created)
+        if deleted is not None:
+            self.deleted.setdefault(account_id, []).append(deleted)
+        self.touched.add(account_id)
+
+
+def sandbox_connector() -> JsonDict:
+    """Connector 0 "Pluggy Bank" (pluggy-api.md sections 2 and 9)."""
+    return {
+        "id": SANDBOX_CONNECTOR_ID,
+        "name": "Pluggy Bank",
+        "institutionUrl": "https://pluggy.ai",
+        "imageUrl": "https://cdn.pluggy.ai/assets/connector-icons/sandbox.svg",
+        "primaryColor": "ef294b",
+        "type": "PERSONAL_BANK",
+        "country": "BR",
+        "credentials": [
+            {
+                "label": "User",
+                "name": "user",
+                "type": "text",
+                "placeholder": "user-ok",
+                "validation": None,
+                "validationMessage": None,
+                "optional": False,
+            },
+            {
+                "label": "Password",
+                "name": "password",
+                "type": "password",
+                "placeholder": "password-ok",
+                "validation": None,
+                "validationMessage": None,
+                "optional": False,
+            },
+        ],
+        "hasMFA": False,
+        "oauth": False,
+        "oauthUrl": None,
+        "health": {"status": "ONLINE", "stage": None, "details": None},
+        "isOpenFinance": False,
+        "isSandbox": True,
+        "products": list(ITEM_PRODUCTS),
+        "supportsPaymentInitiation": False,
+        "supportsScheduledPayments": False,
+        "supportsSmartTransfers": False,
+        "supportsBoletoManagement": False,
+        "createdAt": "2020-01-01T00:00:00.000Z",
+    }
+
+
+class EmulatorState:
+    """All emulated Pluggy data and its mutations (call everything with or without holding `lock`)."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        notify: Callable[[Notification], None],
+        seed: int = 0,
+        page_size: int = 500,
+        api_key_ttl_seconds: float = 7200.0,
+        disable_webhook_after_failures: int | None = 10,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be >= 1")
+        self.lock = threading.RLock()
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self._notify = notify
+        self._seed = seed
+        self.page_size = page_size
+        self.api_key_ttl_seconds = api_key_ttl_seconds
+        self._disable_after = disable_webhook_after_failures
+        self.base_url = "http://127.0.0.1"
+        self._clock = Clock()
+        self._item_counter = 0
+        self._keys: dict[str, KeyInfo] = {}
+        self._connectors: dict[int, JsonDict] = {SANDBOX_CONNECTOR_ID: sandbox_connector()}
+        self._items: dict[str, JsonDict] = {}
+        self._meta: dict[str, _ItemMeta] = {}
+        self._accounts: dict[str, JsonDict] = {}
+        self._transactions: dict[str, dict[str, JsonDict]] = {}
+        self._tx_account: dict[str, str] = {}
+        self._order: dict[str, tuple[list[tuple[int, str]], list[str]]] = {}
+        self._deleted_items: list[str] = []
+        self._deleted_accounts: list[str] = []
+        self._deleted_tx: dict[str, list[str]] = {}
+        self._webhooks: dict[str, JsonDict] = {}
+        self._webhook_failures: dict[str, int] = {}
+        self._events: list[JsonDict] = []
+
+    # ==============================================================================================
+    # Auth
+
+    def _jwt(self, claims: JsonDict) -> str:
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+        payload = b64(json.dumps(claims, separators=(",", ":")).encode())
+        # Looks like a signature; nothing verifies it (keys are looked up in `_keys`).
+        return f"{header}.{payload}.{b64(secrets.token_bytes(32))}"
+
+    def issue_api_key(self, client_id: Any, client_secret: Any) -> str:
+        """`POST /auth`; 401 CLIENT_KEYS_UNAUTHORIZED on a wrong pair."""
+        ok = (
+            isinstance(client_id, str)
+            and isinstance(client_secret, str)
+            and hmac.compare_digest(client_id.encode(), self.client_id.encode())
+            and hmac.compare_digest(client_secret.encode(), self._client_secret.encode())
+        )
+        if not ok:
+            raise PluggyApiError(401, "Invalid client credentials", "CLIENT_KEYS_UNAUTHORIZED")
+        return self._issue("api", self.api_key_ttl_seconds, {"clientId": self.client_id})
+
+    def issue_own_api_key(self) -> str:
+        """An API key without the HTTP round trip (for tools and benchmarks)."""
+        return self.issue_api_key(self.client_id, self._client_secret)
+
+    def _issue(self, kind: KeyKind, ttl: float, claims: JsonDict, info: KeyInfo | None = None) -> str:
+        now = time.time()
+        token = self._jwt({"id": str(uuid.uuid4()), **claims, "iat": int(now), "exp": int(now + ttl), "kind": kind})
+        key_info = info or KeyInfo(kind=kind, expires_at=now + ttl)
+        key_info.expires_at = now + ttl
+        with self.lock:
+            self._keys[token] = key_info
+        return token
+
+    def issue_connect_token(self, item_id: Any, options: Any) -> str:
+        """`POST /connect_token`; the token sees only its item and the items created with it."""
+        if options is not None and not isinstance(options, dict):
+            raise PluggyApiError(400, "options must be an object")
+        opts: JsonDict = options or {}
+        info = KeyInfo(kind="connect", expires_at=0.0)
+        with self.lock:
+            if item_id is not None:
+                if not isinstance(item_id, str) or item_id not in self._items:
+                    raise item_not_found()
+                info.item_ids.add(item_id)
+        cuid = opts.get("clientUserId")
+        hook = opts.get("webhookUrl")
+        info.client_user_id = cuid if isinstance(cuid, str) else None
+        info.webhook_url = hook if isinstance(hook, str) else None
+        claims: JsonDict = {"clientId": self.client_id, "itemId": item_id, "options": opts}
+        return self._issue("connect", CONNECT_TOKEN_TTL_SECONDS, claims, info)
+
+    def authenticate(self, key: str | None) -> KeyInfo:
+        """The key's record; 403 when missing or unknown, 401 when expired."""
+        with self.lock:
+            info = self._keys.get(key) if key else None
+        if info is None:
+            raise PluggyApiError(403, "Missing or invalid authorization token")
+        if info.expires_at <= time.time():
+            raise PluggyApiError(401, "Expired authorization token", "API_KEY_EXPIRED")
+        return info
+
+    # ==============================================================================================
+    # Notifications
+
+    def _emit(
+        self,
+        event: str,
+        fields: JsonDict,
+        *,
+        item: JsonDict | None = None,
+        with_event_id: bool = True,
+        event_id: str | None = None,
+    ) -> str:
+        """Build the payload, pick the targets and hand the notification to the dispatcher."""
+        eid = event_id or str(uuid.uuid4())
+        payload: JsonDict = {"event": event}
+        if with_event_id:
+            payload["eventId"] = eid
+        payload.update(fields)
+        payload.setdefault("clientId", self.client_id)
+        targets = [
+            DeliveryTarget(url=w["url"], headers=dict(w["headers"]), webhook_id=w["id"])
+            for w in self._webhooks.values()
+            if w["disabledAt"] is None and w["event"] in (event, ALL_EVENTS)
+        ]
+        # An item's own webhookUrl gets every event of that item, without custom headers (section 5).
+        if item is not None and item.get("webhookUrl"):
+            targets.append(DeliveryTarget(url=item["webhookUrl"]))
+        notification = Notification(eid, event, payload, tuple(targets))
+        self._events.append(
+            {
+                "eventId": eid,
+                "event": event,
+                "payload": copy.deepcopy(payload),
+                "urls": [t.url for t in targets],
+                "emittedAt": iso_from_ms(int(time.time() * 1000)),
+            }
+        )
+        self._notify(notification)
+        return eid
+
+    def _emit_item_event(self, event: str, item: JsonDict, triggered_by: str, extra: JsonDict | None = None) -> str:
+        fields: JsonDict = {"itemId": item["id"]}
+        if event not in NO_TRIGGERED_BY:
+            fields["triggeredBy"] = triggered_by
+        fields.update(extra or {})
+        # Docs: clientUserId is echoed in every item/* webhook.
+        fields["clientUserId"] = item.get("clientUserId")
+        return self._emit(event, fields, item=item)
+
+    def events(self) -> list[JsonDict]:
+        with self.lock:
+            return copy.deepcopy(self._events)
+
+    def send_event(self, event: str, fields: Mapping[str, Any]) -> str:
+        """Deliver an arbitrary event; `eventId=None` omits the key, a given eventId is reused."""
+        if not isinstance(event, str) or not event:
+            raise ValueError("event must be a non-empty string")
+        data = dict(fields)
+        with_event_id = True
+        event_id: str | None = None
+        if "eventId" in data:
+            given = data.pop("eventId")
+            with_event_id = given is not None
+            event_id = str(given) if given is not None else None
+        data.pop("event", None)
+        with self.lock:
+            item_id = data.get("itemId")
+            item = self._items.get(item_id) if isinstance(item_id, str) else None
+            return self._emit(event, data, item=item, with_event_id=with_event_id, event_id=event_id)
+
+    # ==============================================================================================
+    # Items
+
+    @staticmethod
+    def _check_triggered_by(triggered_by: str) -> None:
+        if triggered_by not in TRIGGERED_BY:
+            raise ValueError(f"triggered_by must be one of {sorted(TRIGGERED_BY)}")
+
+    def _require_item(self, item_id: str) -> JsonDict:
+        item = self._items.get(item_id)
+        if item is None:
+            raise item_not_found()
+        return item
+
+    def get_item(self, item_id: str) -> JsonDict:
+        with self.lock:
+            return copy.deepcopy(self._require_item(item_id))
+
+    def create_item(
+        self,
+        *,
+        username: str = "user-ok",
+        password: str = SANDBOX_PASSWORD,
+        client_user_id: str | None = None,
+        webhook_url: str | None = None,
+        transactions_per_account: int | None = None,
+        triggered_by: str = "USER",
+        connector_id: int = SANDBOX_CONNECTOR_ID,
+    ) -> tuple[JsonDict, JsonDict]:
+        """Create an item and run its first sync; returns (item as POST /items answers, final item).
+
+        Success sends item/login_succeeded then item/created; a failing sandbox user sends item/error.
+        """
+        self._check_triggered_by(triggered_by)
+        if transactions_per_account is not None and transactions_per_account < 0:
+            raise ValueError("transactions_per_account must be >= 0")
+        with self.lock:
+            connector = self._connectors.get(connector_id)
+            if connector is None:
+                raise PluggyApiError(404, "connector not found", "CONNECTOR_NOT_FOUND")
+            self._item_counter += 1
+            rng = random.Random(f"pluggy-emulator:{self._seed}:{self._item_counter}")  # noqa: S311 - sandbox data, not security
+            item_id = rng_uuid(rng)
+            cpf = fake_cpf(rng)
+            meta = _ItemMeta(
+                username=username,
+                password=password,
+                rng=rng,
+                transactions_per_account=(
+                    DEFAULT_TRANSACTIONS_PER_ACCOUNT if transactions_per_account is None else transactions_per_account
+                ),
+                owner=rng.choice(_PEOPLE),
+                cpf=cpf,
+            )
+            now = iso_from_ms(self._clock.now_ms())
+            item: JsonDict = {
+                "id": item_id,
+                "connector": copy.deepcopy(connector),
+                "status": "UPDATING",
+                "executionStatus": "CREATED",
+                "error": None,
+                "statusDetail": None,
+                "parameter": None,
+                "userAction": None,
+                "createdAt": now,
+                "updatedAt": now,
+                "lastUpdatedAt": None,
+                "webhookUrl": webhook_url,
+                "clientUserId": client_user_id,
+                "consecutiveFailedLoginAttempts": 0,
+                "nextAutoSyncAt": None,
+                "consentExpiresAt": None,
+                "products": list(ITEM_PRODUCTS),
+            }
+            self._items[item_id] = item
+            self._meta[item_id] = meta
+            snapshot = copy.deepcopy(item)
+            self._run_sync(item, meta, triggered_by=triggered_by, first=True)
+            return snapshot, copy.deepcopy(item)
+
+    def update_item_api(self, item_id: str, body: JsonDict, triggered_by: str) -> JsonDict:
+        """`PATCH /items/{id}`: optional new credentials/fields, then a new sync (answered as UPDATING)."""
+        with self.lock:
+            item = self._require_item(item_id)
+            meta = self._meta[item_id]
+            params = body.get("parameters")
+            if params is not None:
+                if not isinstance(params, dict):
+                    raise PluggyApiError(400, "parameters must be an object")
+                if isinstance(params.get("user"), str):
+                    meta.username = params["user"]
+                if isinstance(params.get("password"), str):
+                    meta.password = params["password"]
+            for key in ("clientUserId", "webhookUrl"):
+                if key in body and (body[key] is None or isinstance(body[key], str)):
+                    item[key] = body[key]
+            item["status"] = "UPDATING"
+            item["executionStatus"] = "CREATED"
+            item["updatedAt"] = iso_from_ms(self._clock.now_ms())
+            snapshot = copy.deepcopy(item)
+            self._run_sync(item, meta, triggered_by=triggered_by, first=False)
+            return snapshot
+
+    def _outcome(self, meta: _ItemMeta) -> tuple[str | None, int, str]:
+        """(error code or None, transaction multiplier, variant) for a sandbox username."""
+        name = meta.username
+        if meta.password != SANDBOX_PASSWORD:
+            return "INVALID_CREDENTIALS", 1, "error"
+        if name == "user-ok":
+            return None, 1, "ok"
+        if name == "user-ok-account-error":
+            return None, 1, "partial"
+        if name == "user-ok-account-warning":
+            return None, 1, "warning"
+        perf = _PERF_USER.fullmatch(name)
+        if perf:
+            return None, max(1, min(int(perf.group(1)), MAX_PERF_MULTIPLIER)), "ok"
+        return SANDBOX_ERROR_USERS.get(name, "INVALID_CREDENTIALS"), 1, "error"
+
+    def _run_sync(self, item: JsonDict, meta: _ItemMeta, *, triggered_by: str, first: bool) -> None:
+        code, multiplier, variant = self._outcome(meta)
+        if code is not None:
+            provider_message = (
+                "Mensagem do banco: regularize sua conta" if meta.username.endswith("provider-message") else None
+            )
+            self._set_error(item, code, None, triggered_by, provider_message=provider_message)
+            return
+        created: dict[str, tuple[list[str], str]] = {}
+        if not meta.account_ids:
+            created = self._create_accounts(item, meta, multiplier, variant)
+        self._finish_success(item, variant)
+        if first:
+            self._emit_item_event("item/login_succeeded", item, triggered_by)
+            self._emit_item_event("item/created", item, triggered_by)
+            return
+        self._emit_item_event("item/updated", item, triggered_by)
+        if created:
+            stamp = next(iter(created.values()))[1]
+            for account_id, (ids, _) in created.items():
+                if ids:
+                    self._emit_created(item, account_id, stamp, triggered_by)
+
+    def _finish_success(self, item: JsonDict, variant: str) -> None:
+        now_ms = self._clock.now_ms()
+        now = iso_from_ms(now_ms)
+        item["status"] = "UPDATED"
+        item["executionStatus"] = "PARTIAL_SUCCESS" if variant == "partial" else "SUCCESS"
+        item["error"] = None
+        item["parameter"] = None
+        item["userAction"] = None
+        item["statusDetail"] = self._status_detail(variant, now)
+        item["lastUpdatedAt"] = now
+        item["updatedAt"] = now
+        item["consecutiveFailedLoginAttempts"] = 0
+        item["nextAutoSyncAt"] = iso_from_ms(now_ms + int(AUTO_SYNC_INTERVAL.total_seconds() * 1000))
+
+    @staticmethod
+    def _status_detail(variant: str, now: str) -> JsonDict | None:
+        def product(updated: bool = True, warnings: list[JsonDict] | None = None) -> JsonDict:
+            return {"isUpdated": updated, "lastUpdatedAt": now if updated else None, "warnings": warnings or []}
+
+        if variant == "partial":
+            # user-ok-account-error: the credit card product failed, so its account is not collected.
+            return {
+                "accounts": product(),
+                "creditCards": product(False, [{"code": "001", "message": "Credit card data could not be collected"}]),
+                "transactions": product(),
+                "paymentData": product(),
+            }
+        if variant == "warning":
+            return {
+                "accounts": product(
+                    True,
+                    [
+                        {
+                            "code": "002",
+                            "message": "Some account data may be incomplete",
+                            "providerMessage": "Servico temporariamente indisponivel",
+                        }
+                    ],
+                ),
+                "creditCards": product(),
+                "transactions": product(),
+                "paymentData": product(),
+            }
+        return None
+
+    def _set_error(
+        self,
+        item: JsonDict,
+        code: str,
+        message: str | None,
+        triggered_by: str,
+        *,
+        provider_message: str | None = None,
+    ) -> str:
+        error: JsonDict = {"code": code, "message": message or ERROR_MESSAGES.get(code, "Item execution failed")}
+        if provider_message is not None:
+            error["providerMessage"] = provider_message
+        login_error = code in LOGIN_ERROR_CODES
+        item["status"] = "LOGIN_ERROR" if login_error else "OUTDATED"
+        item["executionStatus"] = code
+        item["error"] = error
+        item["parameter"] = None
+        item["updatedAt"] = iso_from_ms(self._clock.now_ms())
+        if login_error:
+            # No auto-sync until new credentials arrive (section 8).
+            item["consecutiveFailedLoginAttempts"] = int(item["consecutiveFailedLoginAttempts"]) + 1
+            item["nextAutoSyncAt"] = None
+        payload_error = {"code": error["code"], "message": error["message"]}
+        return self._emit_item_event("item/error", item, triggered_by, {"error": payload_error})
+
+    def fail_item(
+        self, item_id: str, code: str = "INVALID_CREDENTIALS", *, message: str | None = None, triggered_by: str = "SYNC"
+    ) -> str:
+        """Make the item's latest run fail with `code`; sends item/error. Returns the eventId."""
+        self._check_triggered_by(triggered_by)
+        if not code:
+            raise ValueError("code must be a non-empty error code")
+        with self.lock:
+            return self._set_error(self._require_item(item_id), code, message, triggered_by)
+
+    def set_waiting_user_input(self, item_id: str, *, triggered_by: str = "USER") -> str:
+        """MFA needed: status WAITING_USER_INPUT with a `parameter`; sends item/waiting_user_input."""
+        self._check_triggered_by(triggered_by)
+        with self.lock:
+            item = self._require_item(item_id)
+            now_ms = self._clock.now_ms()
+            item["status"] = "WAITING_USER_INPUT"
+            item["executionStatus"] = "WAITING_USER_INPUT"
+            item["parameter"] = {
+                "name": "token",
+                "label": "Token",
+                "type": "number",
+                "assistiveText": "Type 123456",
+                "placeholder": "123456",
+                "validation": "^\\d{6}$",
+                "validationMessage": "The token must have 6 digits",
+                "optional": False,
+                "expiresAt": iso_from_ms(now_ms + 5 * 60_000),
+            }
+            item["updatedAt"] = iso_from_ms(now_ms)
+            return self._emit_item_event("item/waiting_user_input", item, triggered_by)
+
+    def reconnect_item(self, item_id: str, *, triggered_by: str = "USER") -> JsonDict:
+        """A successful run again (fresh credentials): status UPDATED, sends item/updated."""
+        self._check_triggered_by(triggered_by)
+        with self.lock:
+            item = self._require_item(item_id)
+            meta = self._meta[item_id]
+            if self._outcome(meta)[0] is not None:
+                # Reconnecting means the user typed working credentials.
+                meta.username, meta.password = "user-ok", SANDBOX_PASSWORD
+            self._run_sync(item, meta, triggered_by=triggered_by, first=False)
+            return copy.deepcopy(item)
+
+    def delete_item(self, item_id: str, *, triggered_by: str = "CLIENT") -> str:
+        """Delete the item with its accounts and transactions; sends item/deleted. Returns the eventId."""
+        self._check_triggered_by(triggered_by)
+        with self.lock:
+            item = self._require_item(item_id)
+            meta = self._meta.pop(item_id)
+            for account_id in meta.account_ids:
+                self._accounts.pop(account_id, None)
+                for tx_id in self._transactions.pop(account_id, {}):
+                    self._tx_account.pop(tx_id, None)
+                self._order.pop(account_id, None)
+                self._deleted_accounts.append(account_id)
+            del self._items[item_id]
+            self._deleted_items.append(item_id)
+            return self._emit_item_event("item/deleted", item, triggered_by)
+
+    # ==============================================================================================
+    # Sandbox data
+
+    def _create_accounts(
+        self, item: JsonDict, meta: _ItemMeta, multiplier: int, variant: str
+    ) -> dict[str, tuple[list[str], str]]:
+        """The sandbox item's accounts with their history; {accountId: (new tx ids, createdAt)}."""
+        specs: list[tuple[str, str]] = [("BANK", "CHECKING_ACCOUNT"), ("BANK", "SAVINGS_ACCOUNT")]
+        if variant != "partial":
+            specs.append(("CREDIT", "CREDIT_CARD"))
+        created: dict[str, tuple[list[str], str]] = {}
+        stamp_ms = self._clock.now_ms()
+        for index, (kind, subtype) in enumerate(specs):
+            account = self._new_account(item, meta, kind=kind, subtype=subtype, index=index, stamp_ms=stamp_ms)
+            count = meta.transactions_per_account * multiplier
+            created[account["id"]] = (self._generate_history(meta, account, count, stamp_ms), iso_from_ms(stamp_ms))
+        return created
+
+    def _new_account(
+        self, item: JsonDict, meta: _ItemMeta, *, kind: str, subtype: str, index: int, stamp_ms: int
+    ) -> JsonDict:
+        rng = meta.rng
+        stamp = iso_from_ms(stamp_ms)
+        account_id = rng_uuid(rng)
+        branch = "0001"
+        digits = f"{rng.randint(10000, 99999)}-{rng.randint(0, 9)}"
+        account: JsonDict = {
+            "id": account_id,
+            "itemId": item["id"],
+            "type": kind,
+            "subtype": subtype,
+            "number": f"{branch}/{digits}",
+            "name": "",
+            "marketingName": None,
+            "balance": 0.0,
+            "currencyCode": "BRL",
+            "owner": meta.owner,
+            "taxNumber": format_cpf(meta.cpf),
+            "bankData": None,
+            "creditData": None,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+        }
+        if subtype == "CHECKING_ACCOUNT":
+            account["name"] = "Conta Corrente" if index == 0 else f"Conta Corrente {index + 1}"
+            account["marketingName"] = "Pluggy Conta Digital"
+            account["bankData"] = {
+                "transferNumber": f"{branch}/{digits}",
+                "closingBalance": 0.0,
+                "automaticallyInvestedBalance": 0.0,
+                "overdraftContractedLimit": 1000.0,
+                "overdraftUsedLimit": 0.0,
+                "unarrangedOverdraftAmount": 0.0,
+            }
+        elif subtype == "SAVINGS_ACCOUNT":
+            account["name"] = "Conta Poupanca"
+            account["marketingName"] = "Poupanca Pluggy"
+            account["bankData"] = {
+                "transferNumber": f"{branch}/{digits}",
+                "closingBalance": 0.0,
+                "automaticallyInvestedBalance": None,
+                "overdraftContractedLimit": None,
+                "overdraftUsedLimit": None,
+                "unarrangedOverdraftAmount": None,
+            }
+        else:
+            last4 = f"{rng.randint(0, 9999):04d}"
+            account["number"] = last4  # credit card numbers are masked to the last 4 digits
+            account["name"] = "Mastercard Black"
+            account["marketingName"] = "Pluggy Black Mastercard"
+            limit = float(rng.choice((5000, 8000, 12000, 20000)))
+            account["creditData"] = {
+                "level": "BLACK",
+                "brand": "MASTERCARD",
+                "brandAdditionalInfo": None,
+                "balanceCloseDate": None,
+                "balanceDueDate": None,
+                "availableCreditLimit": limit,
+                "balanceForeignCurrency": None,
+                "minimumPayment": 0.0,
+                "creditLimit": limit,
+                "isLimitFlexible": False,
+                "status": "ACTIVE",
+                "holderType": "MAIN",
+                "disaggregatedCreditLimits": None,
+                "additionalCards": None,
+            }
+        self._accounts[account_id] = account
+        self._transactions[account_id] = {}
+        self._deleted_tx[account_id] = []
+        meta.account_ids.append(account_id)
+        return account
+
+    @staticmethod
+    def _today_ms(now_ms: int) -> int:
+        """Midnight in Sao Paulo of the current local day, as UTC milliseconds."""
+        local_day = (now_ms - BRT_OFFSET_MS) // DAY_MS
+        return local_day * DAY_MS + BRT_OFFSET_MS
+
+    def _generate_history(self, meta: _ItemMeta, account: JsonDict, count: int, stamp_ms: int) -> list[str]:
+        rng = meta.rng
+        today = self._today_ms(stamp_ms)
+        dates = sorted(today - rng.randint(0, HISTORY_DAYS - 1) * DAY_MS for _ in range(count))
+        rows = [self._make_tx(meta, account, d, stamp_ms, today) for d in dates]
+        if account["type"] == "BANK":
+            opening = _money(
+                rng.uniform(800, 9000) if account["subtype"] == "CHECKING_ACCOUNT" else rng.uniform(2000, 30000)
+            )
+            self._set_bank_balance(account, opening, stamp_ms, bump=False)
+        for row in rows:
+            self._insert_tx(account, row)
+        if account["type"] == "CREDIT":
+            self._refresh_card(account, stamp_ms, bump=False)
+        return [row["id"] for row in rows]
+
+    def _insert_tx(self, account: JsonDict, row: JsonDict) -> None:
+        """Store a row; bank rows get the running balance (institution-provided, never recomputed)."""
+        if account["type"] == "BANK":
+            balance = _money(float(account["balance"]) + float(row["amount"]))
+            row["balance"] = balance
+            self._set_bank_balance(account, balance, None, bump=False)
+        self._transactions[account["id"]][row["id"]] = row
+        self._tx_account[row["id"]] = account["id"]
+        self._order.pop(account["id"], None)
+
+    @staticmethod
+    def _set_bank_balance(account: JsonDict, balance: float, stamp_ms: int | None, *, bump: bool) -> None:
+        account["balance"] = _money(balance)
+        bank = account["bankData"]
+        bank["closingBalance"] = account["balance"]
+        if bank["overdraftUsedLimit"] is not None:
+            bank["overdraftUsedLimit"] = _money(max(0.0, -account["balance"]))
+        if bump and stamp_ms is not None:
+            account["updatedAt"] = iso_from_ms(stamp_ms)
+
+    def _refresh_card(self, account: JsonDict, stamp_ms: int, *, bump: bool) -> None:
+        """Card balance = purchases on the open bill (payments settle earlier bills); limits follow."""
+        rows = self._transactions[account["id"]].values()
+        current_bill = self._bill_month(self._today_ms(stamp_ms))
+        balance = _money(
+            sum(
+                float(r["amount"])
+                for r in rows
+                if r["type"] == "DEBIT" and r["creditCardMetadata"]["billForecastDate"] == current_bill
+            )
+        )
+        credit = account["creditData"]
+        account["balance"] = balance
+        credit["availableCreditLimit"] = _money(float(credit["creditLimit"]) - balance)
+        credit["minimumPayment"] = _money(balance * 0.15)
+        year, month = (int(x) for x in current_bill.split("-"))
+        close = datetime(year, month, 5, 3, tzinfo=UTC)
+        credit["balanceCloseDate"] = iso_from_ms(int(close.timestamp() * 1000))
+        credit["balanceDueDate"] = iso_from_ms(int((close + timedelta(days=7)).timestamp() * 1000))
+        if bump:
+            account["updatedAt"] = iso_from_ms(stamp_ms)
+
+    @staticmethod
+    def _bill_month(date_ms: int) -> str:
+        """The bill (YYYY-MM) a purchase lands on: the bill closes on day 5 of its month."""
+        day = datetime.fromtimestamp((date_ms - BRT_OFFSET_MS) // 1000, tz=UTC)
+        year, month = day.year, day.month
+        if day.day >= 5:
+            month += 1
+            if month == 13:
+                year, month = year + 1, 1
+        return f"{year:04d}-{month:02d}"
+
+    def _make_tx(self, meta: _ItemMeta, account: JsonDict, date_ms: int, stamp_ms: int, today_ms: int) -> JsonDict:
+        rng = meta.rng
+        stamp = iso_from_ms(stamp_ms)
+        row: JsonDict = {
+            "id": rng_uuid(rng),
+            "accountId": account["id"],
+            "date": iso_from_ms(date_ms),
+            "description": "",
+            "descriptionRaw": None,
+            "currencyCode": "BRL",
+            "amount": 0.0,
+            "amountInAccountCurrency": None,
+            "balance": None,
+            "category": None,
+            "categoryId": None,
+            "providerCode": f"{rng.randint(0, 999999):06d}",
+            "providerId": None,
+            "status": "POSTED",
+            "type": "DEBIT",
+            "operationType": None,
+            "operationTypeAdditionalInfo": None,
+            "paymentData": None,
+            "creditCardMetadata": None,
+            "merchant": None,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+        }
+        if account["type"] == "CREDIT":
+            self._fill_card_tx(meta, account, row, date_ms, today_ms)
+        else:
+            self._fill_bank_tx(meta, account, row, date_ms)
+        return row
+
+    @staticmethod
+    def _set_category(row: JsonDict, category_id: str) -> None:
+        row["categoryId"] = category_id
+        row["category"] = CATEGORIES[category_id]
+
+    @staticmethod
+    def _merchant(merchant: _Merchant) -> JsonDict:
+        return {
+            "name": merchant.display,
+            "businessName": merchant.business_name,
+            "cnpj": format_cnpj(cnpj_from_base(merchant.cnpj_base)),
+            "cnae": merchant.cnae,
+            "category": CATEGORIES[merchant.category_id],
+        }
+
+    @staticmethod
+    def _party(rng: random.Random, name: str, cpf: str | None = None) -> JsonDict:
+        return {
+            "documentNumber": {"type": "CPF", "value": cpf or fake_cpf(rng)},
+            "name": name,
+            "accountNumber": f"{rng.randint(10000, 999999)}-{rng.randint(0, 9)}",
+            "branchNumber": f"{rng.randint(1, 9999):04d}",
+            "routingNumber": f"{rng.randint(1, 999):03d}",
+            "routingNumberISPB": f"{rng.randint(0, 99999999):08d}",
+        }
+
+    def _fill_bank_tx(self, meta: _ItemMeta, account: JsonDict, row: JsonDict, date_ms: int) -> None:
+        rng = meta.rng
+        row["providerId"] = f"{rng.getrandbits(64):016x}"  # institution's own id on bank rows
+        if account["subtype"] == "SAVINGS_ACCOUNT":
+            kind = rng.choices(("yield", "transfer_in", "transfer_out", "pix_in"), (50, 30, 15, 5))[0]
+        else:
+            kind = rng.choices(
+                ("pix_out", "pix_in", "debit_card", "boleto", "ted_in", "salary", "fee", "withdrawal", "card_bill"),
+                (30, 15, 25, 8, 5, 4, 5, 4, 4),
+            )[0]
+        ddmm = iso_from_ms(date_ms)[8:10] + "/" + iso_from_ms(date_ms)[5:7]
+        simple = _SIMPLE_BANK_ROWS.get(kind)
+        if simple is not None:
+            low, high, description, raw, operation, category_id = simple
+            amount = rng.uniform(low, high)
+            row.update(description=description, descriptionRaw=raw.format(ddmm=ddmm), operationType=operation)
+            self._set_category(row, category_id)
+        elif kind in ("pix_out", "pix_in"):
+            amount = self._fill_pix(meta, row, outgoing=kind == "pix_out", ddmm=ddmm)
+        elif kind == "debit_card":
+            merchant = rng.choice(_MERCHANTS)
+            amount = rng.uniform(merchant.low, merchant.high)
+            row["description"] = merchant.display
+            row["descriptionRaw"] = f"COMPRA CARTAO DEB {merchant.raw} {ddmm}"
+            row["operationType"] = "CARTAO"
+            row["merchant"] = self._merchant(merchant)
+            self._set_category(row, merchant.category_id)
+        elif kind == "boleto":
+            amount = self._fill_boleto(meta, row)
+        else:  # ted_in, salary
+            salary = kind == "salary"
+            company = _COMPANIES[0] if salary else rng.choice(_COMPANIES)
+            amount = rng.uniform(3500, 9000) if salary else rng.uniform(200, 3000)
+            row["description"] = f"{'Salario' if salary else 'TED recebida'} - {company}"
+            row["descriptionRaw"] = f"{'CRED SALARIO' if salary else 'TED CRED'} {company.upper()}"
+            row["operationType"] = "FOLHA_PAGAMENTO" if salary else "TED"
+            self._set_category(row, "01010000" if salary else "05030000")
+        credit = kind in _BANK_CREDIT_KINDS
+        # Bank rows: DEBIT negative, CREDIT positive, as in the OAS examples.
+        row["type"] = "CREDIT" if credit else "DEBIT"
+        row["amount"] = _money(amount if credit else -amount)
+
+    def _fill_pix(self, meta: _ItemMeta, row: JsonDict, *, outgoing: bool, ddmm: str) -> float:
+        rng = meta.rng
+        owner = self._party(rng, meta.owner, meta.cpf)
+        person = rng.choice([p for p in _PEOPLE if p != meta.owner])
+        other = self._party(rng, person)
+        row["description"] = f"Pix {'enviado' if outgoing else 'recebido'} - {person}"
+        row["descriptionRaw"] = f"PIX {'TRANSF' if outgoing else 'RECEB'} {person.upper()} {ddmm}"
+        row["operationType"] = "PIX"
+        self._set_category(row, "05070000")
+        row["paymentData"] = {
+            "payer": owner if outgoing else other,
+            "receiver": other if outgoing else owner,
+            "paymentMethod": "PIX",
+            "referenceNumber": f"E{rng.getrandbits(96):024x}",
+            "reason": rng.choice((None, "Aluguel", "Jantar", "Presente")),
+            "receiverReferenceId": None,
+            "boletoMetadata": None,
+        }
+        return rng.uniform(10, 800) if outgoing else rng.uniform(20, 1500)
+
+    def _fill_boleto(self, meta: _ItemMeta, row: JsonDict) -> float:
+        rng = meta.rng
+        company = rng.choice(_COMPANIES)
+        amount = rng.uniform(80, 900)
+        row["description"] = f"Pagamento de boleto - {company}"
+        row["descriptionRaw"] = f"PAG BOLETO {company.upper()}"
+        row["operationType"] = "BOLETO"
+        self._set_category(row, "07010000")
+        line = "".join(str(rng.randint(0, 9)) for _ in range(47))
+        row["paymentData"] = {
+            "payer": self._party(rng, meta.owner, meta.cpf),
+            "receiver": None,
+            "paymentMethod": "BOLETO",
+            "referenceNumber": None,
+            "reason": None,
+            "receiverReferenceId": None,
+            "boletoMetadata": {
+                "digitableLine": line,
+                "barcode": line[:44],
+                "baseAmount": _money(amount),
+                "penaltyAmount": None,
+                "interestAmount": None,
+                "discountAmount": None,
+            },
+        }
+        return amount
+
+    def _fill_card_tx(self, meta: _ItemMeta, account: JsonDict, row: JsonDict, date_ms: int, today_ms: int) -> None:
+        rng = meta.rng
+        kind = rng.choices(("purchase", "installment", "payment", "annual_fee"), (75, 15, 6, 4))[0]
+        bill_month = self._bill_month(date_ms)
+        metadata: JsonDict = {
+            "installmentNumber": None,
+            "totalInstallments": None,
+            "totalAmount": None,
+            "payeeMCC": None,
+            "purchaseDate": row["date"],
+            "billId": str(uuid.uuid5(_BILL_NAMESPACE, f"{account['id']}:{bill_month}")),
+            "cardNumber": account["number"],
+            "feeType": None,
+            "otherCreditsType": None,
+            "billForecastDate": bill_month,
+        }
+        row["providerId"] = None  # card rows have no institution id: their ids are not stable
+        if kind in ("purchase", "installment"):
+            merchant = rng.choice(_MERCHANTS)
+            row["merchant"] = self._merchant(merchant)
+            row["descriptionRaw"] = f"{merchant.raw} SAO PAULO BR"
+            row["operationType"] = None
+            metadata["payeeMCC"] = merchant.mcc
+            self._set_category(row, merchant.category_id)
+            if kind == "installment":
+                total = rng.choice((2, 3, 4, 6, 10, 12))
+                number = rng.randint(1, total)
+                total_amount = _money(rng.uniform(300, 3000))
+                amount = total_amount / total
+                metadata.update(installmentNumber=number, totalInstallments=total, totalAmount=total_amount)
+                row["description"] = f"{merchant.display} {number}/{total}"
+                row["descriptionRaw"] = f"{merchant.raw} PARC {number:02d}/{total:02d}"
+            else:
+                amount = rng.uniform(merchant.low, merchant.high)
+                row["description"] = merchant.display
+            # Recent purchases may still be authorizations (PENDING).
+            if today_ms - date_ms < 3 * DAY_MS and rng.random() < 0.5:
+                row["status"] = "PENDING"
+            row["type"] = "DEBIT"
+            row["amount"] = _money(amount)
+        elif kind == "payment":
+            row["description"] = "Pagamento recebido"
+            row["descriptionRaw"] = "PAGAMENTO RECEBIDO"
+            self._set_category(row, "05100000")
+            # Card convention: bill payments are CREDIT (negative), purchases DEBIT (positive).
+            row["type"] = "CREDIT"
+            row["amount"] = _money(-rng.uniform(500, 4000))
+        else:
+            row["description"] = "Anuidade"
+            row["descriptionRaw"] = "ANUIDADE DIFERENCIADA"
+            metadata["feeType"] = "ANUIDADE"
+            self._set_category(row, "06020000")
+            row["type"] = "DEBIT"
+            row["amount"] = _money(rng.uniform(20, 60))
+        row["creditCardMetadata"] = metadata
+
+    # ==============================================================================================
+    # Syncs with changes
+
+    def sync_item(
+        self,
+        item_id: str,
+        *,
+        add: int = 0,
+        change: int = 0,
+        delete: int = 0,
+        restate_credit_card: int = 0,
+        new_account: bool = False,
+        triggered_by: str = "SYNC",
+    ) -> JsonDict:
+        """A successful sync that found changes; counts are for the whole item, spread over accounts.
+
+        Sends item/updated, then transactions/created, transactions/updated and transactions/deleted
+        per affected account. A restated card row is a delete plus a create with a new id.
+        """
+        self._check_triggered_by(triggered_by)
+        if min(add, change, delete, restate_credit_card) < 0:
+            raise ValueError("add, change, delete and restate_credit_card must be >= 0")
+        with self.lock:
+            item = self._require_item(item_id)
+            meta = self._meta[item_id]
+            restated, deleted_pairs, changed_pairs = self._pick_rows(meta, restate_credit_card, delete, change)
+            if add and not meta.account_ids:
+                raise ValueError("the item has no accounts to add transactions to")
+            changes = _SyncChanges(stamp_ms=self._clock.now_ms())
+            for account_id, tx_id in changed_pairs:
+                self._change_tx(meta, self._transactions[account_id][tx_id], changes.stamp)
+                self._order.pop(account_id, None)
+                changes.updated.setdefault(account_id, []).append(tx_id)
+            for account_id, tx_id in restated:
+                new = self._restated_copy(meta, self._remove_tx(account_id, tx_id), changes.stamp)
+                self._insert_tx(self._accounts[account_id], new)
+                changes.record(account_id, deleted=tx_id, created=new["id"])
+                changes.restated[tx_id] = new["id"]
+            for account_id, tx_id in deleted_pairs:
+                old = self._remove_tx(account_id, tx_id)
+                account = self._accounts[account_id]
+                if account["type"] == "BANK":
+                    balance = float(account["balance"]) - float(old["amount"])
+                    self._set_bank_balance(account, balance, None, bump=False)
+                changes.record(account_id, deleted=tx_id)
+            self._add_rows(meta, add, changes)
+            new_account_id: str | None = None
+            if new_account:
+                account = self._new_account(
+                    item,
+                    meta,
+                    kind="BANK",
+                    subtype="CHECKING_ACCOUNT",
+                    index=len(meta.account_ids),
+                    stamp_ms=changes.stamp_ms,
+                )
+                count = max(1, meta.transactions_per_account // 2)
+                changes.created[account["id"]] = self._generate_history(meta, account, count, changes.stamp_ms)
+                new_account_id = account["id"]
+            for account_id in changes.touched:
+                account = self._accounts[account_id]
+                if account["type"] == "CREDIT":
+                    self._refresh_card(account, changes.stamp_ms, bump=True)
+                else:
+                    account["updatedAt"] = changes.stamp
+            variant = self._outcome(meta)[2]
+            self._finish_success(item, "ok" if variant == "error" else variant)
+            event_ids = self._emit_sync_events(item, meta, changes, triggered_by)
+            return {
+                "itemId": item_id,
+                "item": copy.deepcopy(item),
+                "transactionsCreatedAtFrom": changes.stamp,
+                "created": changes.created,
+                "updated": changes.updated,
+                "deleted": changes.deleted,
+                "restated": changes.restated,
+                "newAccountId": new_account_id,
+                "eventIds": event_ids,
+            }
+
+    def _pick_rows(
+        self, meta: _ItemMeta, restate: int, delete: int, change: int
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """(restated card rows, deleted rows, changed rows), disjoint, as (accountId, transactionId)."""
+        rng = meta.rng
+        existing = [(a, t) for a in meta.account_ids for t in self._transactions[a]]
+        cards = [(a, t) for a, t in existing if self._accounts[a]["type"] == "CREDIT"]
+        if restate > len(cards):
+            raise ValueError(f"only {len(cards)} credit card transactions can be restated")
+        restated = rng.sample(cards, restate)
+        restated_set = set(restated)
+        remaining = [pair for pair in existing if pair not in restated_set]
+        if delete + change > len(remaining):
+            raise ValueError(f"only {len(remaining)} transactions can be deleted or changed")
+        picked = rng.sample(remaining, delete + change)
+        return restated, picked[:delete], picked[delete:]
+
+    def _add_rows(self, meta: _ItemMeta, add: int, changes: _SyncChanges) -> None:
+        """New rows dated today or the two days before, round-robin over the item's accounts."""
+        today = self._today_ms(changes.stamp_ms)
+        accounts = [self._accounts[a] for a in meta.account_ids]
+        for n in range(add):
+            account = accounts[n % len(accounts)]
+            date_ms = today - meta.rng.randint(0, 2) * DAY_MS
+            row = self._make_tx(meta, account, date_ms, changes.stamp_ms, today)
+            self._insert_tx(account, row)
+            changes.record(account["id"], created=row["id"])
+
+    def _emit_sync_events(self, item: JsonDict, meta: _ItemMeta, changes: _SyncChanges, triggered_by: str) -> list[str]:
+        """item/updated, then transactions/created, /updated and /deleted per account, in that order."""
+        event_ids = [self._emit_item_event("item/updated", item, triggered_by)]
+        for account_id in meta.account_ids:
+            if changes.created.get(account_id):
+                event_ids.append(self._emit_created(item, account_id, changes.stamp, triggered_by))
+        for account_id in meta.account_ids:
+            if changes.updated.get(account_id):
+                fields = {
+                    "itemId": item["id"],
+                    "accountId": account_id,
+                    "transactionIds": changes.updated[account_id],
+                    "triggeredBy": triggered_by,
+                }
+                event_ids.append(self._emit("transactions/updated", fields, item=item))
+        for account_id in meta.account_ids:
+            if changes.deleted.get(account_id):
+                fields = {"itemId": item["id"], "accountId": account_id, "transactionIds": changes.deleted[account_id]}
+                event_ids.append(self._emit("transactions/deleted", fields, item=item))
+        return event_ids
+
+    def _emit_created(self, item: JsonDict, account_id: str, stamp: str, triggered_by: str) -> str:
+        query = urlencode({"accountId": account_id, "createdAtFrom": stamp})
+        fields = {
+            "itemId": item["id"],
+            "accountId": account_id,
+            "transactionsCreatedAtFrom": stamp,
+            "createdTransactionsLink": f"{self.base_url}/v2/transactions?{query}",
+            "triggeredBy": triggered_by,
+        }
+        return self._emit("transactions/created", fields, item=item)
+
+    def _remove_tx(self, account_id: str, tx_id: str) -> JsonDict:
+        row = self._transactions[account_id].pop(tx_id)
+        self._tx_account.pop(tx_id, None)
+        self._deleted_tx[account_id].append(tx_id)
+        self._order.pop(account_id, None)
+        return row
+
+    def _change_tx(self, meta: _ItemMeta, row: JsonDict, stamp: str) -> None:
+        """An update Pluggy reports as transactions/updated: a pending row posts, or it is recategorized."""
+        if row["status"] == "PENDING":
+            row["status"] = "POSTED"
+        else:
+            choices = [c for c in CATEGORIES if c != row["categoryId"]]
+            self._set_category(row, meta.rng.choice(choices))
+        row["updatedAt"] = stamp
+
+    def _restated_copy(self, meta: _ItemMeta, old: JsonDict, stamp: str) -> JsonDict:
+        """Same purchase, slightly different text, new id: what an unstable card id looks like."""
+        new = copy.deepcopy(old)
+        new["id"] = rng_uuid(meta.rng)
+        raw = str(old["descriptionRaw"] or old["description"])
+        new["descriptionRaw"] = raw.replace("*", " ") if "*" in raw else f"{raw} BR"
+        text = str(old["description"])
+        new["description"] = text.upper() if text.upper() != text else text.title()
+        new["providerCode"] = f"{meta.rng.randint(0, 999999):06d}"
+        new["status"] = "POSTED"
+        new["createdAt"] = stamp
+        new["updatedAt"] = stamp
+        return new
+
+    # ==============================================================================================
+    # Accounts and transactions (read side)
+
+    def list_accounts(self, item_id: str, account_type: str | None, key: KeyInfo) -> JsonDict:
+        with self.lock:
+            self._check_item_scope(item_id, key)
+            if item_id not in self._items:
+                raise item_not_found()
+            results = [
+                copy.deepcopy(self._accounts[a])
+                for a in self._meta[item_id].account_ids
+                if account_type is None or self._accounts[a]["type"] == account_type
+            ]
+        return {"page": 1, "total": len(results), "totalPages": 1, "results": results}
+
+    def get_account(self, account_id: str) -> JsonDict:
+        with self.lock:
+            account = self._accounts.get(account_id)
+            if account is None:
+                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+            return copy.deepcopy(account)
+
+    def get_transaction(self, tx_id: str) -> JsonDict:
+        with self.lock:
+            account_id = self._tx_account.get(tx_id)
+            if account_id is None:
+                raise PluggyApiError(404, "transaction not found", "TRANSACTION_NOT_FOUND")
+            return copy.deepcopy(self._transactions[account_id][tx_id])
+
+    def _check_item_scope(self, item_id: str, key: KeyInfo) -> None:
+        if key.kind == "connect" and item_id not in key.item_ids:
+            raise PluggyApiError(403, "This connect token cannot access this item")
+
+    def check_item_access(self, item_id: str, key: KeyInfo) -> None:
+        self._check_item_scope(item_id, key)
+
+    @staticmethod
+    def _encode_cursor(key: tuple[int, str]) -> str:
+        return base64.b64encode(json.dumps({"d": key[0], "i": key[1]}, separators=(",", ":")).encode()).decode()
+
+    @staticmethod
+    def _decode_cursor(cursor: str) -> tuple[int, str]:
+        try:
+            # A "+" that was not URL-encoded arrives as a space.
+            data = json.loads(base64.b64decode(cursor.replace(" ", "+"), validate=True))
+            if not isinstance(data, dict) or set(data) != {"d", "i"}:
+                raise ValueError("bad cursor")
+            sort_date, tx_id = data["d"], data["i"]
+            if isinstance(sort_date, bool) or not isinstance(sort_date, int) or not isinstance(tx_id, str):
+                raise ValueError("bad cursor")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise PluggyApiError(400, "Invalid cursor") from None
+        return sort_date, tx_id
+
+    def _sorted(self, account_id: str) -> tuple[list[tuple[int, str]], list[str]]:
+        """(sort keys, ids): newest date first, then id; cached until the account's rows change."""
+        cached = self._order.get(account_id)
+        if cached is None:
+            keys = sorted((-parse_iso_ms(row["date"]), row["id"]) for row in self._transactions[account_id].values())
+            cached = (keys, [k[1] for k in keys])
+            self._order[account_id] = cached
+        return cached
+
+    @staticmethod
+    def parse_v2_query(query: Mapping[str, list[str]]) -> _PageRequest:
+        """Validate `GET /v2/transactions` parameters (errors are Pluggy-style 400s)."""
+
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[-1] if values else None
+
+        account_id = one("accountId")
+        if not account_id:
+            raise PluggyApiError(400, "accountId is required", "ACCOUNT_ID_REQUIRED")
+        raw: dict[str, str] = {"accountId": account_id}
+        date_from, date_to = one("dateFrom"), one("dateTo")
+        for name, value in (("dateFrom", date_from), ("dateTo", date_to)):
+            if value is not None:
+                try:
+                    datetime.strptime(value, "%Y-%m-%d")  # a plain calendar date: no timezone
+                except ValueError:
+                    raise PluggyApiError(400, f"{name} must be a date (yyyy-mm-dd)") from None
+                raw[name] = value
+        created_raw = one("createdAtFrom")
+        created_at_from: str | None = None
+        if created_raw is not None:
+            if date_from is not None:
+                raise PluggyApiError(400, "createdAtFrom cannot be combined with dateFrom")
+            try:
+                created_at_from = iso_from_ms(parse_iso_ms(created_raw))
+            except ValueError:
+                raise PluggyApiError(400, "createdAtFrom must be an ISO 8601 date-time") from None
+            raw["createdAtFrom"] = created_raw
+        ids: set[str] | None = None
+        ids_raw = [v for value in query.get("ids", []) for v in value.split(",") if v.strip()]
+        if ids_raw:
+            if len(ids_raw) > MAX_IDS:
+                raise PluggyApiError(
+                    400, f"ids parameter exceeds the maximum of {MAX_IDS} ids", "IDS_PARAMETER_EXCEEDS_MAX_LENGTH"
+                )
+            ids = {v.strip() for v in ids_raw}
+            raw["ids"] = ",".join(v.strip() for v in ids_raw)
+        after_raw = one("after")
+        after = EmulatorState._decode_cursor(after_raw) if after_raw is not None else None
+        return _PageRequest(account_id, date_from, date_to, created_at_from, ids, after, raw)
+
+    def list_transactions_v2(self, query: Mapping[str, list[str]], key: KeyInfo) -> JsonDict:
+        request = self.parse_v2_query(query)
+        with self.lock:
+            account = self._accounts.get(request.account_id)
+            if account is None:
+                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+            self._check_item_scope(account["itemId"], key)
+            keys, ids = self._sorted(request.account_id)
+            rows = self._transactions[request.account_id]
+            start = bisect_right(keys, request.after) if request.after is not None else 0
+            results: list[JsonDict] = []
+            last: tuple[int, str] | None = None
+            more = False
+            for index in range(start, len(ids)):
+                row = rows[ids[index]]
+                if not self._matches(row, request):
+                    continue
+                if len(results) == self.page_size:
+                    more = True
+                    break
+                results.append(copy.deepcopy(row))
+                last = keys[index]
+        next_query: str | None = None
+        if more and last is not None:
+            next_query = "?" + urlencode({**request.raw, "after": self._encode_cursor(last)})
+        return {"results": results, "next": next_query}
+
+    @staticmethod
+    def _matches(row: JsonDict, request: _PageRequest) -> bool:
+        if request.ids is not None:
+            # As documented for the legacy endpoint: with ids, the date filters are ignored.
+            if row["id"] not in request.ids:
+                return False
+        else:
+            day = str(row["date"])[:10]
+            if request.date_from is not None and day < request.date_from:
+                return False
+            if request.date_to is not None and day > request.date_to:
+                return False
+        # Same fixed-width format on both sides, so string order is time order.
+        return request.created_at_from is None or str(row["createdAt"]) >= request.created_at_from
+
+    # ==============================================================================================
+    # Connectors and payment events
+
+    def list_connectors(self) -> JsonDict:
+        with self.lock:
+            results = [copy.deepcopy(c) for c in self._connectors.values()]
+        return {"page": 1, "total": len(results), "totalPages": 1, "results": results}
+
+    def get_connector(self, connector_id: str) -> JsonDict:
+        with self.lock:
+            connector = self._connectors.get(int(connector_id)) if connector_id.isdigit() else None
+            if connector is None:
+                raise PluggyApiError(404, "connector not found", "CONNECTOR_NOT_FOUND")
+            return copy.deepcopy(connector)
+
+    def set_connector_status(self, status: str, connector_id: int = SANDBOX_CONNECTOR_ID) -> str:
+        """Change a connector's health; sends connector/status_updated shaped as in seed 003."""
+        if status not in CONNECTOR_STATUSES:
+            raise ValueError(f"status must be one of {sorted(CONNECTOR_STATUSES)}")
+        with self.lock:
+            connector = self._connectors.get(connector_id)
+            if connector is None:
+                raise PluggyApiError(404, "connector not found", "CONNECTOR_NOT_FOUND")
+            connector["health"]["status"] = status
+            fields = {"id": str(connector_id), "connectorId": str(connector_id), "data": {"status": status}}
+            # Seed 003's example has no eventId: the deprecated `id` carries the connector id instead.
+            return self._emit("connector/status_updated", fields, with_event_id=False)
+
+    def send_payment_event(
+        self,
+        event: str,
+        *,
+        payment_request_id: str | None = None,
+        payment_intent_id: str | None = None,
+        bulk_payment_id: str | None = None,
+        scheduled_payment_id: str | None = None,
+        error: Mapping[str, Any] | None = None,
+    ) -> str:
+        """payment_intent/* and scheduled_payment/* events with seed 003's fields (missing ids generated)."""
+        fields: JsonDict = {}
+        if event in PAYMENT_INTENT_EVENTS:
+            if bulk_payment_id is not None:
+                fields["bulkPaymentId"] = bulk_payment_id
+            else:
+                fields["paymentRequestId"] = payment_request_id or str(uuid.uuid4())
+            fields["paymentIntentId"] = payment_intent_id or str(uuid.uuid4())
+        elif event in SCHEDULED_PAYMENT_EVENTS:
+            fields["paymentRequestId"] = payment_request_id or str(uuid.uuid4())
+            fields["scheduledPaymentId"] = scheduled_payment_id or str(uuid.uuid4())
+            if event == "scheduled_payment/error":
+                fields["error"] = dict(
+                    error
+                    or {
+                        "title": "Pagamento nao realizado",
+                        "code": "SALDO_INSUFICIENTE",
+                        "description": "Saldo insuficiente na conta do pagador",
+                    }
+                )
+        else:
+            raise ValueError(f"not a payment event: {event}")
+        if error is not None and "error" not in fields:
+            fields["error"] = dict(error)
+        with self.lock:
+            return self._emit(event, fields)
+
+    # ==============================================================================================
+    # Webhooks resource
+
+    @staticmethod
+    def validate_webhook_url(url: Any) -> str:
+        if not isinstance(url, str) or not url:
+            raise PluggyApiError(400, "url is required", "INVALID_WEBHOOK_URL")
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host:
+            raise PluggyApiError(400, "url must be an absolute https URL", "INVALID_WEBHOOK_URL")
+        # Unlike Pluggy (https only), plain http is accepted for loopback receivers of this local emulator.
+        if parts.scheme == "http" and host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+            raise PluggyApiError(400, "url must use https (http is only allowed on loopback)", "INVALID_WEBHOOK_URL")
+        return url
+
+    @staticmethod
+    def _validate_event(event: Any) -> str:
+        if event not in WEBHOOK_EVENTS and event != ALL_EVENTS:
+            raise PluggyApiError(
+                400, f"event must be one of the webhook events or '{ALL_EVENTS}'", "INVALID_WEBHOOK_EVENT"
+            )
+        return str(event)
+
+    @staticmethod
+    def _validate_headers(headers: Any) -> dict[str, str]:
+        if headers is None:
+            return {}
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise PluggyApiError(400, "headers must be an object of string values", "INVALID_WEBHOOK_HEADERS")
+        return dict(headers)
+
+    def create_webhook(self, url: Any, event: Any, headers: Any = None) -> JsonDict:
+        url = self.validate_webhook_url(url)
+        event = self._validate_event(event)
+        clean_headers = self._validate_headers(headers)
+        with self.lock:
+            now = iso_from_ms(self._clock.now_ms())
+            webhook: JsonDict = {
+                "id": str(uuid.uuid4()),
+                "url": url,
+                "event": event,
+                "headers": clean_headers,
+                "createdAt": now,
+                "updatedAt": now,
+                "disabledAt": None,
+            }
+            self._webhooks[webhook["id"]] = webhook
+            return copy.deepcopy(webhook)
+
+    def list_webhooks(self) -> JsonDict:
+        with self.lock:
+            results = [copy.deepcopy(w) for w in self._webhooks.values()]
+        return {"page": 1, "total": len(results), "totalPages": 1, "results": results}
+
+    def _require_webhook(self, webhook_id: str) -> JsonDict:
+        webhook = self._webhooks.get(webhook_id)
+        if webhook is None:
+            raise PluggyApiError(404, "webhook not found", "WEBHOOK_NOT_FOUND")
+        return webhook
+
+    def get_webhook(self, webhook_id: str) -> JsonDict:
+        with self.lock:
+            return copy.deepcopy(self._require_webhook(webhook_id))
+
+    def update_webhook(self, webhook_id: str, body: Mapping[str, Any]) -> JsonDict:
+        """PATCH url/event/headers (null clears)/enabled (true clears disabledAt, false sets it)."""
+        changes: JsonDict = {}
+        if "url" in body:
+            changes["url"] = self.validate_webhook_url(body["url"])
+        if "event" in body:
+            changes["event"] = self._validate_event(body["event"])
+        if "headers" in body:
+            changes["headers"] = self._validate_headers(body["headers"])
+        enabled = body.get("enabled")
+        if "enabled" in body and not isinstance(enabled, bool):
+            raise PluggyApiError(400, "enabled must be a boolean")
+        with self.lock:
+            webhook = self._require_webhook(webhook_id)
+            now = iso_from_ms(self._clock.now_ms())
+            webhook.update(changes)
+            if enabled is True:
+                webhook["disabledAt"] = None
+                self._webhook_failures.pop(webhook_id, None)
+            elif enabled is False and webhook["disabledAt"] is None:
+                webhook["disabledAt"] = now
+            webhook["updatedAt"] = now
+            return copy.deepcopy(webhook)
+
+    def delete_webhook(self, webhook_id: str) -> JsonDict:
+        with self.lock:
+            self._require_webhook(webhook_id)
+            del self._webhooks[webhook_id]
+            self._webhook_failures.pop(webhook_id, None)
+        return {"count": 1}
+
+    def record_delivery_outcome(self, target: DeliveryTarget, ok: bool) -> None:
+        """Called by the dispatcher once a notification is final; disables a webhook that keeps failing."""
+        if target.webhook_id is None:
+            return
+        with self.lock:
+            webhook = self._webhooks.get(target.webhook_id)
+            if webhook is None:
+                return
+            if ok:
+                self._webhook_failures.pop(target.webhook_id, None)
+                return
+            failures = self._webhook_failures.get(target.webhook_id, 0) + 1
+            self._webhook_failures[target.webhook_id] = failures
+            if self._disable_after is not None and failures >= self._disable_after and webhook["disabledAt"] is None:
+                now = iso_from_ms(self._clock.now_ms())
+                webhook["disabledAt"] = now
+                webhook["updatedAt"] = now
+
+    # ==============================================================================================
+    # Ground truth
+
+    def truth(self) -> JsonDict:
+        """Everything a faithful copy should hold, for field-by-field comparison."""
+        with self.lock:
+            transactions = {}
+            for account_id in self._accounts:
+                _, ids = self._sorted(account_id)
+                rows = self._transactions[account_id]
+                transactions[account_id] = {tx_id: copy.deepcopy(rows[tx_id]) for tx_id in ids}
+            return {
+                "clientId": self.client_id,
+                "items": copy.deepcopy(self._items),
+                "accounts": copy.deepcopy(self._accounts),
+                "transactions": transactions,
+                "deletedItemIds": list(self._deleted_items),
+                "deletedAccountIds": list(self._deleted_accounts),
+                "deletedTransactionIds": {a: list(ids) for a, ids in self._deleted_tx.items() if a in self._accounts},
+                "webhooks": [copy.deepcopy(w) for w in self._webhooks.values()],
+                "connectors": [copy.deepcopy(c) for c in self._connectors.values()],
+            }
