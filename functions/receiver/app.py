@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pluggy_pipeline.observability import METRICS_NAMESPACE, SERVICE
+from pluggy_pipeline.observability import logger, metrics
 from pluggy_pipeline.receiver import receive, record
-
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -120,9 +120,14 @@ def _queue_attributes(properties: Mapping[str, Any], resources: LocalResources) 
         "MessageRetentionPeriod",
         "DelaySeconds",
         "ReceiveMessageWaitTimeSeconds",
+        "DeduplicationScope",
+        "FifoThroughputLimit",
     ):
         if key in properties:
             attributes[key] = str(properties[key])
+    for key in ("FifoQueue", "ContentBasedDeduplication"):
+        if key in properties:
+            attributes[key] = "true" if properties[key] in (True, "true") else "false"
     redrive = properties.get("RedrivePolicy")
     if redrive:
         target = redrive["deadLetterTargetArn"]
@@ -161,9 +166,10 @@ def create_resources(
     # Queues without a redrive policy (the dead-letter queues) must exist before those pointing at them.
     for logical in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q].get("Properties", {})):
         properties = queues[logical].get("Properties", {})
-        url = sqs.create_queue(QueueName=f"{prefix}-{logical}", Attributes=_queue_attributes(properties, resources))[
-            "QueueUrl"
-        ]
+        # CloudFormation suffixes generated FIFO queue names with .fifo; SQS requires it.
+        suffix = ".fifo" if properties.get("FifoQueue") in (True, "true") else ""
+        name = f"{prefix}-{logical}{suffix}"
+        url = sqs.create_queue(QueueName=name, Attributes=_queue_attributes(properties, resources))["QueueUrl"]
         resources.queue_urls[logical] = url
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         resources.queue_arns[logical] = arn

@@ -127,3 +127,39 @@ class ReceiverSettings:
             insecure_local_dev=_bool(source, "INSECURE_LOCAL_DEV_NO_AUTH"),
             secrets=SecretSettings.from_env(source),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings:
+    events_table: str
+    records_table: str
+    queue_url: str
+    dead_letter_queue_url: str
+    pluggy_base_url: str
+    pluggy_credentials_secret_arn: str
+    env_pluggy_client_id: str
+    env_pluggy_client_secret: str
+    reconcile_after_hours: int
+    reconcile_batch_limit: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
+        source = os.environ if env is None else env
+        settings = cls(
+            events_table=_required(source, "EVENTS_TABLE_NAME"),
+            records_table=_required(source, "RECORDS_TABLE_NAME"),
+            queue_url=_required(source, "EVENT_QUEUE_URL"),
+            dead_letter_queue_url=_required(source, "EVENT_DLQ_URL"),
+            pluggy_base_url=_get(source, "PLUGGY_BASE_URL", "https://api.pluggy.ai").rstrip("/"),
+            pluggy_credentials_secret_arn=_get(source, "PLUGGY_CREDENTIALS_SECRET_ARN"),
+            env_pluggy_client_id=_get(source, "PLUGGY_CLIENT_ID"),
+            env_pluggy_client_secret=_get(source, "PLUGGY_CLIENT_SECRET"),
+            reconcile_after_hours=_int(source, "RECONCILE_AFTER_HOURS", 26),
+            reconcile_batch_limit=_int(source, "RECONCILE_BATCH_LIMIT", 500),
+        )
+        has_env_pair = settings.env_pluggy_client_id and settings.env_pluggy_client_secret
+        if not (settings.pluggy_credentials_secret_arn or has_env_pair):
+            raise ConfigurationError(
+                "Pluggy credentials missing: set PLUGGY_CREDENTIALS_SECRET_ARN or PLUGGY_CLIENT_ID/PLUGGY_CLIENT_SECRET"
+            )
+        return settings

@@ -1,8 +1,10 @@
 """EventsTable: the dedupe ledger and the event log, one record per Pluggy event.
 
 Record life: RECEIVED (the receiver claimed the event and is enqueueing it, or has enqueued it)
--> PROCESSING -> PROCESSED | FAILED. The receiver writes with one conditional PutItem and never
-updates afterwards, so a new event costs exactly one DynamoDB call and one SQS call.
+-> PROCESSING -> PROCESSED | FAILED. The receiver claims with one conditional PutItem, sends to SQS,
+then stamps `queuedAt` on its claim: a RECEIVED record with `queuedAt` is in the queue, so a later
+delivery of it is a duplicate (2XX, not re-queued) even while the processor has not picked it up yet.
+A duplicate costs one DynamoDB call; a new event two DynamoDB calls and one SQS call.
 
 Why a retry is never swallowed: if enqueueing fails the receiver deletes its claim (conditioned
 on its own attempt token) and answers 5XX. If even that delete fails, or the function dies between
@@ -66,8 +68,11 @@ def iso_now(now: float) -> str:
 
 _CLAIM_CONDITION = (
     "attribute_not_exists(eventId)"
-    " OR (#status = :received AND leaseUntil < :now)"
-    " OR (keySource = :bodyHash AND receivedAtEpoch < :windowStart AND #status <> :received)"
+    # A claim whose receiver died (or failed to release it) before the event was queued.
+    " OR (#status = :received AND leaseUntil < :now AND attribute_not_exists(queuedAt))"
+    # A keyless event seen long enough ago that the same body now means a new event.
+    " OR (keySource = :bodyHash AND receivedAtEpoch < :windowStart"
+    " AND (#status <> :received OR attribute_exists(queuedAt)))"
 )
 
 
@@ -122,11 +127,26 @@ class EventStore:
                 raise translate(exc, "claiming the event") from None
             existing: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
             status = _string(existing, "status")
-            outcome = ClaimOutcome.IN_FLIGHT if status == EventStatus.RECEIVED else ClaimOutcome.DUPLICATE
+            enqueuing = status == EventStatus.RECEIVED and "queuedAt" not in existing
+            outcome = ClaimOutcome.IN_FLIGHT if enqueuing else ClaimOutcome.DUPLICATE
             return Claim(outcome, event.event_id, token="", existing_status=status)
         except Exception as exc:
             raise translate(exc, "claiming the event") from None
         return Claim(ClaimOutcome.NEW, event.event_id, token=token)
+
+    def mark_queued(self, claim: Claim) -> bool:
+        """Record that our claim's event is in the queue; False if that failed (the event is queued anyway)."""
+        try:
+            self._client_factory().update_item(
+                TableName=self._table,
+                Key={"eventId": {"S": claim.event_id}},
+                UpdateExpression="SET queuedAt = :now",
+                ConditionExpression="attemptToken = :token",
+                ExpressionAttributeValues={":now": {"S": iso_now(self._clock())}, ":token": {"S": claim.token}},
+            )
+        except Exception:
+            return False
+        return True
 
     def release(self, claim: Claim) -> bool:
         """Delete our own claim after a failed enqueue; False if that failed too (the lease covers it)."""
@@ -147,3 +167,96 @@ def _string(item: Mapping[str, Any], name: str) -> str | None:
     if isinstance(value, Mapping) and "S" in value:
         return str(value["S"])
     return None
+
+
+class StartOutcome(StrEnum):
+    STARTED = "started"
+    ALREADY_PROCESSED = "already_processed"
+
+
+class ProcessingLog:
+    """The processor's side of EventsTable: PROCESSING -> PROCESSED (with counts) or FAILED (with the error)."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        table_name: str,
+        *,
+        ttl_days: int = 30,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client_factory = client_factory
+        self._table = table_name
+        self._ttl_seconds = ttl_days * 86400
+        self._clock = clock
+
+    def start(self, event_id: str, event_type: str, payload: str) -> StartOutcome:
+        """Mark the event PROCESSING unless it was already PROCESSED (a redelivered SQS message).
+
+        Creates the record when missing: the processor's own messages (reconciliation) never
+        passed through the receiver, and a record may have expired while its message waited in a DLQ.
+        """
+        now = self._clock()
+        try:
+            self._client_factory().update_item(
+                TableName=self._table,
+                Key={"eventId": {"S": event_id}},
+                UpdateExpression=(
+                    "SET #status = :processing, startedAt = :now, attempts = if_not_exists(attempts, :zero) + :one,"
+                    " eventType = if_not_exists(eventType, :type), payload = if_not_exists(payload, :payload),"
+                    " receivedAt = if_not_exists(receivedAt, :now), expiresAt = if_not_exists(expiresAt, :ttl)"
+                ),
+                ConditionExpression="attribute_not_exists(eventId) OR #status <> :processed",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":processing": {"S": EventStatus.PROCESSING.value},
+                    ":processed": {"S": EventStatus.PROCESSED.value},
+                    ":now": {"S": iso_now(now)},
+                    ":zero": {"N": "0"},
+                    ":one": {"N": "1"},
+                    ":type": {"S": event_type},
+                    ":payload": {"S": payload},
+                    ":ttl": {"N": str(int(now) + self._ttl_seconds)},
+                },
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return StartOutcome.ALREADY_PROCESSED
+            raise translate(exc, "starting the event") from None
+        except Exception as exc:
+            raise translate(exc, "starting the event") from None
+        return StartOutcome.STARTED
+
+    def finish(self, event_id: str, counts: Mapping[str, int], *, handled: bool = True) -> None:
+        self._set(
+            event_id,
+            "SET #status = :s, processedAt = :now, counts = :counts, handled = :handled REMOVE #error",
+            {
+                ":s": {"S": EventStatus.PROCESSED.value},
+                ":counts": {"M": {k: {"N": str(v)} for k, v in counts.items()}},
+                ":handled": {"BOOL": handled},
+            },
+        )
+
+    def fail(self, event_id: str, error: str, *, permanent: bool) -> None:
+        self._set(
+            event_id,
+            "SET #status = :s, failedAt = :now, #error = :error, permanent = :permanent",
+            {
+                ":s": {"S": EventStatus.FAILED.value},
+                ":error": {"S": error[:1000]},
+                ":permanent": {"BOOL": permanent},
+            },
+        )
+
+    def _set(self, event_id: str, expression: str, values: dict[str, Any]) -> None:
+        try:
+            self._client_factory().update_item(
+                TableName=self._table,
+                Key={"eventId": {"S": event_id}},
+                UpdateExpression=expression,
+                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeValues={":now": {"S": iso_now(self._clock())}, **values},
+            )
+        except Exception as exc:
+            raise translate(exc, "updating the event log") from None

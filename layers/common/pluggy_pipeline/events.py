@@ -34,8 +34,9 @@ class EventName(StrEnum):
     SCHEDULED_PAYMENT_ALL_CREATED = "scheduled_payment/all_created"
     SCHEDULED_PAYMENT_ALL_COMPLETED = "scheduled_payment/all_completed"
     PAYMENT_REQUEST_UPDATED = "payment_request/updated"
-    # Not a delivery from Pluggy: the reconciliation schedule's own message asking for an item sync.
-    RECONCILE = "pipeline/reconcile"
+    # Not deliveries from Pluggy: the reconciliation schedule's sweep, and the item syncs it fans out.
+    PIPELINE_RECONCILE = "pipeline/reconcile"
+    PIPELINE_SYNC_ITEM = "pipeline/sync_item"
 
     @classmethod
     def parse(cls, name: str) -> EventName | None:

@@ -18,16 +18,15 @@ from typing import Any, NoReturn
 from urllib.parse import SplitResult, parse_qsl, quote, urlsplit
 
 import requests
-from aws_lambda_powertools import Logger
 from requests.adapters import HTTPAdapter
 
 from pluggy_pipeline import __version__
 from pluggy_pipeline.errors import ConfigurationError, NotFoundError, PermanentError, TransientError
+from pluggy_pipeline.observability import logger
 
 JSON = dict[str, Any]
 Params = dict[str, str]
 
-logger = Logger(child=True)
 
 DEFAULT_BASE_URL = "https://api.pluggy.ai"
 API_KEY_LIFETIME_S = 2 * 60 * 60  # documented lifetime, used when the key is not a decodable JWT

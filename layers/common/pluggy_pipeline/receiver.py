@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from pluggy_pipeline import aws
@@ -24,11 +24,10 @@ from pluggy_pipeline.errors import ConfigurationError, PipelineError
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import Claim, ClaimOutcome, EventStore, KeySource, NewEvent
 from pluggy_pipeline.http import ApiRequest, ApiResponse
-from pluggy_pipeline.observability import SERVICE
+from pluggy_pipeline.observability import logger
 from pluggy_pipeline.secrets import provider_from_settings
 
 WEBHOOK_PATH = "/webhooks/pluggy"
-logger = Logger(service=SERVICE, child=True)
 
 # Characters SQS refuses in a message body; JSON allows some of them (e.g. U+FFFF) inside strings.
 _NOT_SQS_SAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -71,6 +70,11 @@ def _reject_constant(name: str) -> None:
     raise BadPayload(f"{name} is not valid JSON")
 
 
+def _attribute_safe(value: str) -> bool:
+    # A JSON escape (\uffff, a lone \ud800) passes the raw-text check but not a DynamoDB key or SQS attribute.
+    return not _NOT_SQS_SAFE.search(value)
+
+
 def parse_delivery(body: bytes) -> Delivery:
     """Validate a delivery's body; BadPayload carries the reason given back in the 400."""
     try:
@@ -92,26 +96,32 @@ def parse_delivery(body: bytes) -> Delivery:
         raise BadPayload("'event' must be a non-empty string")
     if len(event_type) > 200:
         raise BadPayload("'event' is too long")
+    if not _attribute_safe(event_type):
+        raise BadPayload("'event' contains control or non-character code points")
     raw_id = payload.get("eventId")
     if raw_id is None:
         # Some deliveries (connector/status_updated in Pluggy's reference) carry no eventId:
         # key them on a canonical hash so Pluggy's retries of the same body still dedupe.
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        event_id = "sha256-" + hashlib.sha256(canonical.encode()).hexdigest()
+        # surrogatepass: an escaped lone surrogate is still a stable key, not a crash.
+        event_id = "sha256-" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
         key_source = KeySource.BODY_HASH
-    elif isinstance(raw_id, str) and raw_id.strip() and len(raw_id) <= 200:
+    elif isinstance(raw_id, str) and raw_id.strip() and len(raw_id) <= 200 and _attribute_safe(raw_id):
         event_id, key_source = raw_id, KeySource.EVENT_ID
     else:
-        raise BadPayload("'eventId' must be a non-empty string of at most 200 characters")
+        raise BadPayload("'eventId' must be a non-empty string of at most 200 valid characters")
     client_id = payload.get("clientId")
+    if client_id is not None and not isinstance(client_id, str):
+        # Otherwise a non-string clientId would pass as "no clientId" and skip the client id check.
+        raise BadPayload("'clientId' must be a string")
     item_id = payload.get("itemId")
     return Delivery(
         event_id=event_id,
         event_type=event_type,
         key_source=key_source,
         text=text,
-        client_id=client_id if isinstance(client_id, str) else None,
-        item_id=item_id if isinstance(item_id, str) and len(item_id) <= 200 else None,
+        client_id=client_id,
+        item_id=item_id if isinstance(item_id, str) and len(item_id) <= 200 and _attribute_safe(item_id) else None,
     )
 
 
@@ -211,6 +221,9 @@ class WebhookReceiver:
                     extra={"eventId": delivery.event_id},
                 )
             raise
+        if not self._store.mark_queued(claim):
+            # Queued all the same: answer 2XX. A redelivery after the lease may be queued twice (at least once).
+            logger.warning("could not mark the event queued", extra={"eventId": delivery.event_id})
 
 
 @functools.cache

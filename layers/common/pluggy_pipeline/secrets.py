@@ -76,6 +76,7 @@ class SecretsManagerProvider:
         self._lock = threading.Lock()
         self._cached: WebhookSecrets | None = None
         self._fetched_at = float("-inf")
+        self._refresh_tried_at = float("-inf")
 
     def _fetch(self) -> WebhookSecrets:
         try:
@@ -103,8 +104,11 @@ class SecretsManagerProvider:
 
     def refresh(self) -> WebhookSecrets | None:
         with self._lock:
-            if self._clock() - self._fetched_at < MIN_REFRESH_INTERVAL_SECONDS:
+            now = self._clock()
+            # Counted from the last attempt too: a failing GetSecretValue must not be retried per delivery.
+            if now - max(self._fetched_at, self._refresh_tried_at) < MIN_REFRESH_INTERVAL_SECONDS:
                 return None
+            self._refresh_tried_at = now
             try:
                 return self._fetch()
             except PipelineError:

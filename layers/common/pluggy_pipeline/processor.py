@@ -1,0 +1,472 @@
+"""The processor's domain logic: one queued event in, Pluggy re-fetched, records written.
+
+Events of one item share an SQS FIFO message group, so they are processed one at a time and in
+order; versioned writes (Pluggy's updatedAt) still guard against replays from the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pluggy_pipeline import aws
+from pluggy_pipeline.config import ProcessorSettings
+from pluggy_pipeline.errors import NotFoundError, PermanentError
+from pluggy_pipeline.event_queue import EventQueue
+from pluggy_pipeline.event_store import ProcessingLog, StartOutcome, iso_now
+from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
+from pluggy_pipeline.observability import logger
+from pluggy_pipeline.pluggy_client import PluggyClient
+from pluggy_pipeline.records import JSON, RecordStore, account_key, item_key, transaction_key
+
+# Execution states after which an item's data can be collected (pluggy-api.md §8).
+DATA_READY = frozenset({"SUCCESS", "PARTIAL_SUCCESS"})
+# Later payment states must not be overwritten by an earlier one delivered late.
+TERMINAL_PAYMENT_STATES = frozenset({"COMPLETED", "ERROR", "CANCELED", "ALL_COMPLETED"})
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    message_id: str
+    body: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_sqs_record(cls, record: Mapping[str, Any]) -> QueueMessage:
+        attributes = {
+            name: str(value.get("stringValue", ""))
+            for name, value in (record.get("messageAttributes") or {}).items()
+            if isinstance(value, Mapping)
+        }
+        return cls(str(record.get("messageId", "")), str(record.get("body", "")), attributes)
+
+
+@dataclass
+class Counts:
+    values: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        if amount:
+            self.values[name] = self.values.get(name, 0) + amount
+
+
+def _parse(message: QueueMessage) -> tuple[str, str, JSON]:
+    try:
+        payload = json.loads(message.body)
+    except ValueError:
+        raise PermanentError("message body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise PermanentError("message body is not a JSON object")
+    event = payload.get("event")
+    if not isinstance(event, str) or not event:
+        raise PermanentError("message has no event name")
+    event_id = message.attributes.get("eventId") or payload.get("eventId") or f"sqs-{message.message_id}"
+    return str(event_id), event, payload
+
+
+def _required_str(payload: Mapping[str, Any], name: str) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not value:
+        raise PermanentError(f"event has no {name}")
+    return value
+
+
+def item_record(item: JSON, synced_at: str, *, full_sync_at: str | None = None) -> JSON:
+    item_id = str(item["id"])
+    user = item.get("clientUserId")
+    record: JSON = {
+        **item_key(item_id),
+        "kind": "item",
+        "itemId": item_id,
+        "status": item.get("status"),
+        "executionStatus": item.get("executionStatus"),
+        "errorCode": (item.get("error") or {}).get("code"),
+        "updatedAt": item.get("updatedAt") or "",
+        "syncedAt": synced_at,
+        "lastFullSyncAt": full_sync_at,
+        "deleted": False,
+        "data": item,
+        "syncPk": "ITEM",
+        "syncSk": synced_at,
+    }
+    if isinstance(user, str) and user:
+        record.update(clientUserId=user, userPk=f"USER#{user}", userSk=f"ITEM#{item_id}")
+    return record
+
+
+def account_record(account: JSON, item_id: str, watermark: str | None) -> JSON:
+    return {
+        **account_key(item_id, str(account["id"])),
+        "kind": "account",
+        "accountId": str(account["id"]),
+        "itemId": item_id,
+        "updatedAt": account.get("updatedAt") or "",
+        "txWatermark": watermark,
+        "data": account,
+    }
+
+
+def transaction_record(tx: JSON, item_id: str | None) -> JSON:
+    account_id, tx_id = str(tx["accountId"]), str(tx["id"])
+    return {
+        **transaction_key(account_id, tx_id),
+        "kind": "transaction",
+        "transactionId": tx_id,
+        "accountId": account_id,
+        "itemId": item_id,
+        "txDate": f"{tx.get('date') or ''}#{tx_id}",
+        "updatedAt": tx.get("updatedAt") or "",
+        "data": tx,
+    }
+
+
+def after(timestamp: str) -> str:
+    """The createdAtFrom that starts just past a watermark: +1 ms, Pluggy's timestamp resolution.
+
+    createdAtFrom is inclusive and a first sync stores its whole history with one createdAt, so an
+    inclusive watermark would re-read everything. Nothing can be created later in the same
+    millisecond as the newest row we already read: a new sync starts after the one that notified us.
+    """
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00")) + timedelta(milliseconds=1)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _max(current: str | None, candidates: Iterable[Any]) -> str | None:
+    values = [str(v) for v in candidates if v]
+    if current:
+        values.append(current)
+    return max(values) if values else None
+
+
+class Processor:
+    def __init__(
+        self,
+        pluggy: PluggyClient,
+        records: RecordStore,
+        log: ProcessingLog,
+        queue: EventQueue,
+        dead_letters: EventQueue,
+        *,
+        reconcile_after_hours: int = 26,
+        reconcile_batch_limit: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.pluggy = pluggy
+        self.records = records
+        self._log = log
+        self._queue = queue
+        self._dead_letters = dead_letters
+        self._reconcile_after = timedelta(hours=reconcile_after_hours)
+        self._reconcile_limit = reconcile_batch_limit
+        self._clock = clock
+
+    # -- one message ----------------------------------------------------------------------------------
+
+    def process(self, message: QueueMessage) -> None:
+        """Handle one message. Transient errors propagate (the message returns to the queue); permanent
+        ones are recorded and the message is parked in the dead-letter queue at once."""
+        try:
+            event_id, event, payload = _parse(message)
+        except PermanentError as exc:
+            self._park(message, f"sqs-{message.message_id}", str(exc))
+            return
+        logger.append_keys(eventId=event_id, event=event)
+        logger.set_correlation_id(event_id)
+        if self._log.start(event_id, event, message.body) is StartOutcome.ALREADY_PROCESSED:
+            logger.info("already processed; skipping redelivered message")
+            return
+        counts = Counts()
+        try:
+            handled = self.dispatch(event, payload, counts)
+        except PermanentError as exc:
+            self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=True)
+            self._park(message, event_id, str(exc))
+            return
+        except Exception as exc:
+            self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            raise
+        self._log.finish(event_id, counts.values, handled=handled)
+        logger.info("event processed", extra={"counts": counts.values, "handled": handled})
+
+    def _park(self, message: QueueMessage, event_id: str, reason: str) -> None:
+        logger.error("permanent failure: parking message in the dead-letter queue", extra={"reason": reason})
+        self._dead_letters.send(
+            event_id=event_id,
+            event_type=message.attributes.get("eventType", "unknown"),
+            body=message.body,
+            group_id=message.attributes.get("groupId") or event_id,
+            extra_attributes={"failureReason": reason[:256]},
+        )
+
+    def dispatch(self, event: str, payload: JSON, counts: Counts) -> bool:
+        """Run the event's handler; False when the event is unknown (recorded, not failed)."""
+        name = EventName.parse(event)
+        if name in {EventName.ITEM_DELETED}:
+            self.delete_item(_required_str(payload, "itemId"), counts)
+        elif name in ITEM_EVENTS or name in {EventName.ACCOUNT_CREATED, EventName.ACCOUNT_UPDATED}:
+            self.sync_item(_required_str(payload, "itemId"), counts)
+        elif name is EventName.PIPELINE_SYNC_ITEM:
+            self.sync_item(_required_str(payload, "itemId"), counts, full=bool(payload.get("full")))
+        elif name is EventName.TRANSACTIONS_CREATED:
+            self.transactions_created(payload, counts)
+        elif name is EventName.TRANSACTIONS_UPDATED:
+            self.transactions_updated(payload, counts)
+        elif name is EventName.TRANSACTIONS_DELETED:
+            self.transactions_deleted(payload, counts)
+        elif name is EventName.CONNECTOR_STATUS_UPDATED:
+            self.connector_status(payload, counts)
+        elif name in PAYMENT_EVENTS:
+            self.payment_status(event, payload, counts)
+        elif name is EventName.PIPELINE_RECONCILE:
+            self.reconcile(counts)
+        else:
+            return False
+        return True
+
+    # -- items ----------------------------------------------------------------------------------------
+
+    def sync_item(self, item_id: str, counts: Counts, *, full: bool = False) -> None:
+        """Re-fetch the item; when its execution finished with data, refresh accounts and transactions."""
+        try:
+            item = self.pluggy.get_item(item_id)
+        except NotFoundError:
+            self.delete_item(item_id, counts)  # Pluggy says it is gone: that is the truth to mirror
+            return
+        now = iso_now(self._clock())
+        stored = self.records.get(item_key(item_id))
+        ready = item.get("executionStatus") in DATA_READY
+        previous_full = stored.get("lastFullSyncAt") if stored else None
+        record = item_record(item, now, full_sync_at=now if (full and ready) else previous_full)
+        if not self.records.put_versioned(record):
+            counts.add("staleItem")  # a newer copy is stored already (a replay); it was synced then
+            return
+        counts.add("items")
+        if not ready:
+            return  # error / waiting for the user: status and error are stored, there is no new data
+        detail = item.get("statusDetail") or {}
+
+        def updated(*products: str) -> bool:
+            # statusDetail is null on SUCCESS; on PARTIAL_SUCCESS only products with isUpdated true changed.
+            return any((detail.get(p) or {}).get("isUpdated", True) is not False for p in products)
+
+        if updated("accounts", "creditCards") or updated("transactions"):
+            self._sync_accounts(item_id, counts, full=full, transactions=updated("transactions"))
+
+    def _sync_accounts(self, item_id: str, counts: Counts, *, full: bool, transactions: bool) -> None:
+        accounts = self.pluggy.list_accounts(item_id)
+        stored = {str(a["accountId"]): a for a in self.records.accounts_of_item(item_id)}
+        for account in accounts:
+            previous = stored.get(str(account["id"]))
+            watermark = previous.get("txWatermark") if previous else None
+            if self.records.put_versioned(account_record(account, item_id, watermark)):
+                counts.add("accounts")
+            if transactions:
+                self._sync_transactions(item_id, str(account["id"]), None if full else watermark, counts, full=full)
+        current = {str(a["id"]) for a in accounts}
+        for account_id in set(stored) - current:  # the account is gone from Pluggy
+            self._drop_account(item_id, account_id, counts)
+
+    def _sync_transactions(
+        self, item_id: str, account_id: str, watermark: str | None, counts: Counts, *, full: bool
+    ) -> None:
+        """Pull what was created since the watermark (all history the first time) and advance it."""
+        newest = watermark
+        seen: set[str] = set()
+        created_from = after(watermark) if watermark else None
+        for page in self.pluggy.iter_transactions(account_id, created_at_from=created_from):
+            stats = self.records.batch_put(transaction_record(tx, item_id) for tx in page)
+            counts.add("transactions", stats.written)
+            newest = _max(newest, (tx.get("createdAt") for tx in page))
+            if full:
+                seen.update(str(tx["id"]) for tx in page)
+        if full:
+            # A full sync also heals deletions whose transactions/deleted webhook was lost.
+            stale = [k for k in self.records.transaction_keys_of_account(account_id) if k["sk"][3:] not in seen]
+            counts.add("transactionsDeleted", self.records.batch_delete(stale).written)
+        if newest and newest != watermark:
+            self.records.update(account_key(item_id, account_id), {"txWatermark": newest})
+
+    def _drop_account(self, item_id: str, account_id: str, counts: Counts) -> None:
+        counts.add(
+            "transactionsDeleted",
+            self.records.batch_delete(self.records.transaction_keys_of_account(account_id)).written,
+        )
+        self.records.delete(account_key(item_id, account_id))
+        counts.add("accountsDeleted")
+
+    def delete_item(self, item_id: str, counts: Counts) -> None:
+        """item/deleted (or a 404): remove accounts and transactions, keep a tombstone of the item."""
+        for account in self.records.accounts_of_item(item_id):
+            self._drop_account(item_id, str(account["accountId"]), counts)
+        stored = self.records.get(item_key(item_id)) or {}
+        tombstone = {
+            **item_key(item_id),
+            "kind": "item",
+            "itemId": item_id,
+            "status": "DELETED",
+            "deleted": True,
+            "deletedAt": iso_now(self._clock()),
+            "updatedAt": stored.get("updatedAt", ""),
+            "data": stored.get("data"),
+            "clientUserId": stored.get("clientUserId"),
+            "userPk": stored.get("userPk"),
+            "userSk": stored.get("userSk"),
+        }
+        self.records.batch_put([tombstone])  # unconditional: a deletion wins over any earlier version
+        counts.add("itemsDeleted")
+
+    # -- transactions ---------------------------------------------------------------------------------
+
+    def transactions_created(self, payload: JSON, counts: Counts) -> None:
+        account_id = _required_str(payload, "accountId")
+        item_id = payload.get("itemId") if isinstance(payload.get("itemId"), str) else None
+        created_from = payload.get("transactionsCreatedAtFrom")
+        link = payload.get("createdTransactionsLinkV2") or payload.get("createdTransactionsLink")
+        if isinstance(link, str) and link:
+            pages = self.pluggy.iter_link(link, account_id=account_id)
+        elif isinstance(created_from, str) and created_from:
+            pages = self.pluggy.iter_transactions(account_id, created_at_from=created_from)
+        else:
+            raise PermanentError("transactions/created has neither a link nor transactionsCreatedAtFrom")
+        newest: str | None = None
+        for page in pages:
+            counts.add("transactions", self.records.batch_put(transaction_record(tx, item_id) for tx in page).written)
+            newest = _max(newest, (tx.get("createdAt") for tx in page))
+        if item_id and newest and isinstance(created_from, str):
+            self._advance_watermark(item_id, account_id, created_from, newest)
+
+    def _advance_watermark(self, item_id: str, account_id: str, created_from: str, newest: str) -> None:
+        # Only when contiguous: moving past a gap would skip transactions created inside it forever.
+        account = self.records.get(account_key(item_id, account_id))
+        watermark = account.get("txWatermark") if account else None
+        if watermark and watermark >= created_from and newest > watermark:
+            self.records.update(account_key(item_id, account_id), {"txWatermark": newest})
+
+    def transactions_updated(self, payload: JSON, counts: Counts) -> None:
+        account_id = _required_str(payload, "accountId")
+        ids = [str(i) for i in payload.get("transactionIds") or []]
+        item_id = payload.get("itemId") if isinstance(payload.get("itemId"), str) else None
+        fresh = self.pluggy.get_transactions_by_ids(account_id, ids)
+        counts.add("transactions", self.records.batch_put(transaction_record(tx, item_id) for tx in fresh).written)
+        gone = set(ids) - {str(tx["id"]) for tx in fresh}
+        # An id Pluggy no longer returns was deleted since the event was sent: mirror that.
+        counts.add(
+            "transactionsDeleted", self.records.batch_delete(transaction_key(account_id, i) for i in gone).written
+        )
+
+    def transactions_deleted(self, payload: JSON, counts: Counts) -> None:
+        ids = [str(i) for i in payload.get("transactionIds") or []]
+        account_id = payload.get("accountId")
+        if isinstance(account_id, str) and account_id:
+            keys = [transaction_key(account_id, i) for i in ids]
+        else:
+            found = (self.records.find_transaction(i) for i in ids)
+            keys = [{"pk": r["pk"], "sk": r["sk"]} for r in found if r]
+        counts.add("transactionsDeleted", self.records.batch_delete(keys).written)
+
+    # -- connectors and payments (never re-fetched: the event is the data) ----------------------------
+
+    def connector_status(self, payload: JSON, counts: Counts) -> None:
+        data: JSON = payload["data"] if isinstance(payload.get("data"), dict) else {}
+        connector_id = payload.get("connectorId") or payload.get("id") or data.get("connectorId")
+        if connector_id is None:
+            raise PermanentError("connector/status_updated has no connector id")
+        record = {
+            "pk": f"CONNECTOR#{connector_id}",
+            "sk": "STATUS",
+            "kind": "connector",
+            "connectorId": str(connector_id),
+            "status": data.get("status"),
+            "version": iso_now(self._clock()),
+            "data": payload,
+        }
+        if self.records.put_versioned(record, version_attribute="version"):
+            counts.add("connectors")
+
+    def payment_status(self, event: str, payload: JSON, counts: Counts) -> None:
+        family, _, action = event.partition("/")
+        if family == "payment_intent":
+            entity, entity_id = "PAYMENT_INTENT", payload.get("paymentIntentId")
+        elif family == "scheduled_payment" and not action.startswith("all_"):
+            entity, entity_id = "SCHEDULED_PAYMENT", payload.get("scheduledPaymentId")
+        else:
+            entity, entity_id = "PAYMENT_REQUEST", payload.get("paymentRequestId")
+        if not isinstance(entity_id, str) or not entity_id:
+            raise PermanentError(f"{event} has no payment id")
+        data: JSON = payload["data"] if isinstance(payload.get("data"), dict) else {}
+        status = str(data.get("status") or action).upper()
+        rank = 2 if status in TERMINAL_PAYMENT_STATES else 1
+        record = {
+            "pk": f"{entity}#{entity_id}",
+            "sk": "STATUS",
+            "kind": entity.lower(),
+            "paymentId": entity_id,
+            "paymentRequestId": payload.get("paymentRequestId"),
+            "bulkPaymentId": payload.get("bulkPaymentId"),
+            "status": status,
+            "event": event,
+            "error": payload.get("error"),
+            "version": f"{rank}#{iso_now(self._clock())}",
+            "data": payload,
+        }
+        if self.records.put_versioned(record, version_attribute="version"):
+            counts.add("payments")
+
+    # -- reconciliation -------------------------------------------------------------------------------
+
+    def reconcile(self, counts: Counts) -> None:
+        """Queue a full sync of every item not synced within the window: heals lost webhooks."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        cutoff = iso_now((now - self._reconcile_after).timestamp())
+        bucket = now.strftime("%Y%m%d%H")
+        for item_id in self.records.items_synced_before(cutoff, self._reconcile_limit):
+            body = json.dumps({"event": EventName.PIPELINE_SYNC_ITEM.value, "itemId": item_id, "full": True})
+            self._queue.send(
+                event_id=f"sync-{item_id}-{bucket}",
+                event_type=EventName.PIPELINE_SYNC_ITEM.value,
+                body=body,
+                group_id=f"item:{item_id}",
+            )
+            counts.add("itemsQueued")
+
+
+def pluggy_credentials(settings: ProcessorSettings) -> Callable[[], tuple[str, str]]:
+    """Client id/secret from Secrets Manager ({"clientId", "clientSecret"}) in AWS, the env locally."""
+    if not settings.pluggy_credentials_secret_arn:
+        return lambda: (settings.env_pluggy_client_id, settings.env_pluggy_client_secret)
+
+    def from_secret() -> tuple[str, str]:
+        try:
+            raw = aws.secretsmanager(aws.PROCESSOR_CONFIG).get_secret_value(
+                SecretId=settings.pluggy_credentials_secret_arn
+            )["SecretString"]
+            data = json.loads(raw)
+        except ValueError:
+            raise PermanentError("the Pluggy credentials secret is not JSON") from None
+        except Exception as exc:
+            raise aws.translate(exc, "reading the Pluggy credentials") from None
+        return str(data.get("clientId", "")), str(data.get("clientSecret", ""))
+
+    return from_secret
+
+
+@functools.cache
+def get_processor() -> Processor:
+    """Built once per container: the Pluggy API key and HTTP pool survive across invocations."""
+    settings = ProcessorSettings.from_env()
+    dynamodb = functools.partial(aws.dynamodb, aws.PROCESSOR_CONFIG)
+    sqs = functools.partial(aws.sqs, aws.PROCESSOR_CONFIG)
+    return Processor(
+        PluggyClient(settings.pluggy_base_url, pluggy_credentials(settings)),
+        RecordStore(dynamodb, settings.records_table),
+        ProcessingLog(dynamodb, settings.events_table),
+        EventQueue(sqs, settings.queue_url),
+        EventQueue(sqs, settings.dead_letter_queue_url),
+        reconcile_after_hours=settings.reconcile_after_hours,
+        reconcile_batch_limit=settings.reconcile_batch_limit,
+    )
