@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager, redirect_stdout
 from io import StringIO
-from types import ModuleType
 from typing import Any
 
+from pluggy_pipeline_local.cli_support import LocalContext, load_handler
 from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_ID,
     LOCAL_SIGNING_KEY,
@@ -21,28 +20,7 @@ from pluggy_pipeline_local.devsecrets import (
 )
 from pluggy_pipeline_local.events_corpus import RECEIVER_EVENTS_DIR
 from pluggy_pipeline_local.moto_server import moto_server
-from pluggy_pipeline_local.template import REPO_ROOT, function_environment, load_template
-
-
-def load_handler(function: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """A function's lambda_handler from functions/<name>/app.py (they are not packages)."""
-    spec = importlib.util.spec_from_file_location(f"{function}_app", REPO_ROOT / "functions" / function / "app.py")
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"functions/{function}/app.py not found")
-    module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    handler: Callable[[dict[str, Any], Any], dict[str, Any]] = module.lambda_handler
-    return handler
-
-
-class LocalContext:
-    function_name = "local"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:local"
-    aws_request_id = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 6000
+from pluggy_pipeline_local.template import function_environment, load_template
 
 
 @contextmanager

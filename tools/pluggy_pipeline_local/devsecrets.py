@@ -9,3 +9,5 @@ LOCAL_SIGNING_KEY = "local-dev-signing-key-not-for-production"
 LOCAL_PLUGGY_CLIENT_ID = "4552bee0-b87f-48b5-896b-c23113839319"
 # Pluggy's published webhook source IP; the events/ files deliver from it.
 PLUGGY_SOURCE_IP = "177.71.238.212"
+# The Pluggy emulator's client secret (the local stand-in for a Pluggy application's credentials).
+LOCAL_PLUGGY_CLIENT_SECRET = "local-dev-pluggy-client-secret-not-for-production"

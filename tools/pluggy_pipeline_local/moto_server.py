@@ -58,7 +58,11 @@ def make_clients(endpoint: str, services: tuple[str, ...] = ("dynamodb", "sqs", 
 
 @contextmanager
 def moto_server(
-    template: Mapping[str, Any] | None = None, *, port: int | None = None, prefix: str | None = None
+    template: Mapping[str, Any] | None = None,
+    *,
+    port: int | None = None,
+    prefix: str | None = None,
+    secret_values: Mapping[str, str] | None = None,
 ) -> Iterator[LocalAws]:
     """Start moto, create the template's tables, queues and secrets, stop it on exit."""
     port = port or free_port()
@@ -72,7 +76,7 @@ def moto_server(
             template if template is not None else load_template(),
             **clients,
             prefix=prefix,
-            secret_values={"WebhookSecret": local_secret_value()},
+            secret_values={"WebhookSecret": local_secret_value(), **(secret_values or {})},
         )
         yield LocalAws(endpoint, resources, clients)
     finally:

@@ -1,0 +1,442 @@
+"""The whole pipeline on one machine, standing in for API Gateway, Lambda and the SQS trigger.
+
+- AWS is moto in server mode (real HTTP), with every table, queue and secret of template.yaml.
+- An HTTP front on 127.0.0.1 turns each request into the API Gateway proxy event the deployed REST API
+  would send (`POST /webhooks/pluggy`) and calls the real ReceiverFunction handler.
+- A poller plays the SQS event source mapping: it receives batches of the template's BatchSize, calls the
+  real ProcessorFunction handler, deletes the successes and leaves `batchItemFailures` in the queue; moto's
+  redrive moves a message to the DLQ after maxReceiveCount. Failed messages become visible again after
+  `retry_delay` seconds instead of the template's 540 (time compression, like the emulator's time_scale).
+- The reconciliation schedule is a timer putting `pipeline/reconcile` into the queue.
+- The Pluggy emulator plays Pluggy, with a webhook registered through the real `register` code path.
+
+Each function runs in this process with its template environment; a lock per function makes each behave
+like one Lambda container (Powertools' logger and metrics are per-container state).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from pluggy_pipeline import aws
+from pluggy_pipeline.observability import logger
+from pluggy_pipeline.pluggy_client import PluggyClient
+from pluggy_pipeline.processor import get_processor
+from pluggy_pipeline.receiver import WEBHOOK_PATH, get_receiver
+
+from pluggy_pipeline_local.cli_support import LocalContext, load_handler
+from pluggy_pipeline_local.devsecrets import (
+    LOCAL_PLUGGY_CLIENT_ID,
+    LOCAL_PLUGGY_CLIENT_SECRET,
+    LOCAL_SIGNING_KEY,
+    LOCAL_WEBHOOK_SECRET,
+)
+from pluggy_pipeline_local.emulator import PluggyEmulator
+from pluggy_pipeline_local.moto_server import LocalAws, local_secret_value, moto_server
+from pluggy_pipeline_local.register import register_webhook
+from pluggy_pipeline_local.template import REPO_ROOT, function_environment, load_template
+
+STATE_FILE = REPO_ROOT / ".local-stack.json"
+log = logging.getLogger("pluggy_pipeline_local.stack")
+
+
+@dataclass
+class StackOptions:
+    host: str = "127.0.0.1"
+    port: int = 0  # the HTTP front; 0 picks a free port
+    with_emulator: bool = True
+    emulator_time_scale: float = 0.01  # Pluggy's 60 s between webhook retries becomes 0.6 s
+    emulator_seed: int = 0
+    retry_delay: float = 1.0  # seconds before a failed message is visible again
+    reconcile_every: float | None = None  # seconds; None disables the schedule
+    reconcile_after_hours: int | None = None
+    quiet: bool = True  # keep the functions' JSON logs out of the terminal
+    state_file: Path | None = STATE_FILE
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+class _Front(ThreadingHTTPServer):
+    daemon_threads = True
+    stack: LocalStack
+
+
+class _FrontHandler(BaseHTTPRequestHandler):
+    server: _Front
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        event = proxy_event_from_http(self.command, self.path, self.headers.items(), raw, self.client_address[0])
+        response = self.server.stack.invoke_receiver(event)
+        body = str(response.get("body") or "").encode()
+        self.send_response(int(response["statusCode"]))
+        for name, value in (response.get("headers") or {}).items():
+            self.send_header(name, str(value))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+def proxy_event_from_http(
+    method: str, target: str, headers: Any, raw: bytes, peer_ip: str, *, stage: str = "local"
+) -> dict[str, Any]:
+    """The REST API proxy event API Gateway would build for this request."""
+    path, _, query = target.partition("?")
+    multi: dict[str, list[str]] = {}
+    for name, value in headers:
+        multi.setdefault(name, []).append(value)
+    try:
+        body: str | None = raw.decode("utf-8") if raw else None
+        is_base64 = False
+    except UnicodeDecodeError:
+        body, is_base64 = base64.b64encode(raw).decode(), True
+    params = {}
+    for part in filter(None, query.split("&")):
+        name, _, value = part.partition("=")
+        params[name] = value
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": {name: values[-1] for name, values in multi.items()},
+        "multiValueHeaders": multi,
+        "queryStringParameters": params or None,
+        "multiValueQueryStringParameters": {k: [v] for k, v in params.items()} or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "123456789012",
+            "stage": stage,
+            "requestId": str(uuid.uuid4()),
+            "requestTimeEpoch": int(time.time() * 1000),
+            "identity": {"sourceIp": peer_ip, "userAgent": multi.get("User-Agent", [""])[-1]},
+            "path": f"/{stage}{path}",
+            "resourcePath": path,
+            "httpMethod": method,
+            "protocol": "HTTP/1.1",
+        },
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """The event the SQS event source mapping hands to Lambda for a received batch."""
+    records = []
+    for message in messages:
+        attributes = {
+            name: {"stringValue": value["StringValue"], "dataType": value.get("DataType", "String")}
+            for name, value in (message.get("MessageAttributes") or {}).items()
+            if "StringValue" in value
+        }
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": dict(message.get("Attributes") or {}),
+                "messageAttributes": attributes,
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+        )
+    return {"Records": records}
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.template = load_template()
+        self.aws: LocalAws | None = None
+        self.emulator: PluggyEmulator | None = None
+        self._moto_cm: Any = None
+        self._front: _Front | None = None
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._receiver_lock = threading.Lock()
+        self._processor_lock = threading.Lock()
+        self._receiver: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
+        self._processor: Callable[[dict[str, Any], Any], Any] | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._polling = threading.Event()
+        self.invocations = {"receiver": 0, "processor": 0}
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def webhook_url(self) -> str:
+        assert self._front is not None
+        host, port = self._front.server_address[:2]
+        return f"http://{host!s}:{port}{WEBHOOK_PATH}"
+
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        options = self.options
+        self._moto_cm = moto_server(
+            self.template,
+            secret_values={
+                "WebhookSecret": local_secret_value(),
+                "PluggyCredentialsSecret": json.dumps(
+                    {"clientId": LOCAL_PLUGGY_CLIENT_ID, "clientSecret": LOCAL_PLUGGY_CLIENT_SECRET}
+                ),
+            },
+        )
+        self.aws = self._moto_cm.__enter__()
+        if options.with_emulator:
+            self.emulator = PluggyEmulator(
+                LOCAL_PLUGGY_CLIENT_ID,
+                LOCAL_PLUGGY_CLIENT_SECRET,
+                seed=options.emulator_seed,
+                time_scale=options.emulator_time_scale,
+                signing_key=LOCAL_SIGNING_KEY,
+            )
+            self.emulator.start()
+        self._apply_environment()
+        self._receiver = load_handler("receiver")
+        self._processor = load_handler("processor")
+        self._front = _Front((options.host, options.port), _FrontHandler)
+        self._front.stack = self
+        self._spawn("front", self._front.serve_forever)
+        self._spawn("sqs-trigger", self._poll)
+        if options.reconcile_every:
+            self._spawn("reconcile-schedule", self._reconcile_timer)
+        if self.emulator is not None:
+            self.register()
+        if options.state_file is not None:
+            options.state_file.write_text(json.dumps(self.describe(), indent=2) + "\n")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._front is not None:
+            self._front.shutdown()
+            self._front.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        if self.emulator is not None:
+            self.emulator.stop()
+        if self._moto_cm is not None:
+            self._moto_cm.__exit__(None, None, None)
+            self._moto_cm = None
+        self._restore_environment()
+        state_file = self.options.state_file
+        if state_file is not None and state_file.exists():
+            state_file.unlink()
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _apply_environment(self) -> None:
+        assert self.aws is not None
+        parameters = {
+            "PluggyClientId": LOCAL_PLUGGY_CLIENT_ID,
+            "RequireSignature": "true" if self.emulator is not None else "false",
+            # Locally the peer is loopback; the allowlist path is exercised with it.
+            "AllowedSourceCidrs": "127.0.0.1/32,::1/128",
+            "PluggyApiBaseUrl": self.emulator.base_url if self.emulator else "https://api.pluggy.ai",
+            "LogLevel": "ERROR" if self.options.quiet else "INFO",
+        }
+        if self.options.reconcile_after_hours is not None:
+            parameters["ReconcileAfterHours"] = str(self.options.reconcile_after_hours)
+        env: dict[str, str] = {}
+        for function in ("ReceiverFunction", "ProcessorFunction"):
+            for key, value in function_environment(self.template, function, self.aws.resources, parameters).items():
+                if key in env and env[key] != value:
+                    raise RuntimeError(f"{key} differs between functions; they cannot share this process")
+                env[key] = value
+        env.update(self.aws.env)
+        if self.options.quiet:
+            env["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF blobs are for CloudWatch, not a terminal
+        env.update(self.options.extra_env)
+        self._saved_env = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        logger.setLevel(env["POWERTOOLS_LOG_LEVEL"])  # the shared logger read its level at import
+        aws.reset_clients()
+        get_receiver.cache_clear()
+        get_processor.cache_clear()
+
+    def _restore_environment(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+        aws.reset_clients()
+        get_receiver.cache_clear()
+        get_processor.cache_clear()
+
+    # -- the functions --------------------------------------------------------------------------------
+
+    def invoke_receiver(self, event: dict[str, Any]) -> dict[str, Any]:
+        assert self._receiver is not None
+        with self._receiver_lock:
+            self.invocations["receiver"] += 1
+            return self._receiver(event, LocalContext("ReceiverFunction"))
+
+    def _batch_size(self) -> int:
+        events = self.template["Resources"]["ProcessorFunction"]["Properties"]["Events"]
+        return int(next(iter(events.values()))["Properties"].get("BatchSize", 10))
+
+    def _poll(self) -> None:
+        assert self.aws is not None and self._processor is not None
+        sqs = self.aws.clients["sqs"]
+        queue_url = self.aws.resources.queue_urls["EventQueue"]
+        queue_arn = self.aws.resources.queue_arns["EventQueue"]
+        batch_size = self._batch_size()
+        while not self._stop.is_set():
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=batch_size,
+                    WaitTimeSeconds=1,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("receive_message failed")
+                time.sleep(0.5)
+                continue
+            if not messages:
+                continue
+            self._polling.set()
+            try:
+                self._deliver(sqs, queue_url, sqs_event(messages, queue_arn, "us-east-1"), messages)
+            finally:
+                self._polling.clear()
+
+    def _deliver(self, sqs: Any, queue_url: str, event: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        assert self._processor is not None
+        with self._processor_lock:
+            self.invocations["processor"] += 1
+            try:
+                result = self._processor(event, LocalContext("ProcessorFunction"))
+                failed = {f["itemIdentifier"] for f in (result or {}).get("batchItemFailures", [])}
+            except Exception:
+                log.exception("processor invocation failed")
+                failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start : start + 10])
+            ]
+            sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+        for message in messages:
+            if message["MessageId"] in failed:
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=max(0, round(self.options.retry_delay)),
+                )
+
+    def _reconcile_timer(self) -> None:
+        interval = self.options.reconcile_every or 0
+        while not self._stop.wait(interval):
+            self.trigger_reconcile()
+
+    def trigger_reconcile(self) -> None:
+        """What the EventBridge rule sends every hour (template InputTemplate)."""
+        assert self.aws is not None
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.aws.clients["sqs"].send_message(
+            QueueUrl=self.aws.resources.queue_urls["EventQueue"],
+            MessageBody=json.dumps(
+                {
+                    "event": "pipeline/reconcile",
+                    "eventId": f"reconcile-{now}-{uuid.uuid4().hex[:6]}",
+                    "scheduledAt": now,
+                }
+            ),
+            MessageGroupId="reconcile",
+        )
+
+    # -- Pluggy side ----------------------------------------------------------------------------------
+
+    def pluggy_client(self) -> PluggyClient:
+        assert self.emulator is not None
+        return PluggyClient(self.emulator.base_url, lambda: (LOCAL_PLUGGY_CLIENT_ID, LOCAL_PLUGGY_CLIENT_SECRET))
+
+    def register(self) -> dict[str, Any]:
+        """Register this stack's webhook with the emulator, exactly as `pluggy-pipeline register` does."""
+        client = self.pluggy_client()
+        try:
+            header = os.environ.get("WEBHOOK_SECRET_HEADER", "X-Webhook-Secret")
+            return register_webhook(client, self.webhook_url, header, LOCAL_WEBHOOK_SECRET, force=True)
+        finally:
+            client.close()
+
+    # -- observation ----------------------------------------------------------------------------------
+
+    def queue_depth(self, queue: str = "EventQueue") -> int:
+        assert self.aws is not None
+        attributes = self.aws.clients["sqs"].get_queue_attributes(
+            QueueUrl=self.aws.resources.queue_urls[queue],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def wait_until_idle(self, timeout: float = 60.0, settle: float = 0.3) -> bool:
+        """True once Pluggy has nothing left to deliver and the queue is drained (checked twice, `settle` apart)."""
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while time.monotonic() < deadline:
+            emulator_idle = self.emulator is None or self.emulator.wait_for_deliveries(timeout=0.05)
+            if emulator_idle and self.queue_depth() == 0 and not self._polling.is_set():
+                calm += 1
+                if calm >= 2:
+                    return True
+            else:
+                calm = 0
+            time.sleep(settle)
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        """What other commands need to talk to this running stack (written to .local-stack.json)."""
+        assert self.aws is not None
+        return {
+            "webhookUrl": self.webhook_url,
+            "awsEndpoint": self.aws.endpoint,
+            "region": "us-east-1",
+            "tables": self.aws.resources.tables,
+            "queues": self.aws.resources.queue_urls,
+            "secrets": self.aws.resources.secrets,
+            "pluggyBaseUrl": self.emulator.base_url if self.emulator else None,
+            "secretHeader": os.environ.get("WEBHOOK_SECRET_HEADER", "X-Webhook-Secret"),
+            "pid": os.getpid(),
+        }
