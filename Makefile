@@ -12,7 +12,7 @@ SAM := $(VENV_SAM)/bin/sam
 SAM_ENV := PATH="$(CURDIR)/$(BIN):$(PATH)" SAM_CLI_TELEMETRY=0
 BUILD_DIR := .aws-sam/build
 
-.PHONY: help install install-sam demo local test test-fast lint build invoke bench clean
+.PHONY: help install install-app demo local test test-fast lint build invoke bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ install-app: $(VENV)/.installed
 
 demo: $(VENV)/.installed ## Run the main job locally on the embedded default (moto + Pluggy emulator)
 	$(BIN)/pluggy-pipeline demo
+
+local: $(VENV)/.installed ## Serve the whole pipeline locally (moto + Pluggy emulator) until Ctrl-C
+	$(BIN)/pluggy-pipeline local
 
 test: install build ## Run the whole test suite (unit, handler, built artifact, integration)
 	$(BIN)/pytest
