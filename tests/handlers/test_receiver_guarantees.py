@@ -1,0 +1,719 @@
+"""ReceiverFunction's guarantees end to end (lambda_handler against moto built from template.yaml).
+
+Dedupe, SQS/DynamoDB failures and retries, concurrent duplicates, fail-closed configuration, secret
+rotation and its cost, and what reaches stdout (logs and EMF metrics).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from moto.dynamodb.models import DynamoDBBackend
+from pluggy_pipeline import aws
+from pluggy_pipeline import receiver as receiver_module
+from pluggy_pipeline.auth import sign
+from pluggy_pipeline.event_store import EventStore
+from pluggy_pipeline.observability import SERVICE
+from pluggy_pipeline.secrets import SecretsManagerProvider
+from pluggy_pipeline_local.devsecrets import (
+    LOCAL_PLUGGY_CLIENT_ID,
+    LOCAL_SIGNING_KEY,
+    LOCAL_WEBHOOK_SECRET,
+    PLUGGY_SOURCE_IP,
+)
+from pluggy_pipeline_local.events_corpus import VALID_PAYLOADS, Scenario, proxy_event, scenarios
+
+from tests.conftest import Stack
+from tests.handlers.test_receiver_handler import APP
+
+ITEM = VALID_PAYLOADS["item-updated"]
+KEYLESS = VALID_PAYLOADS["connector-status-updated"]
+
+
+def dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def delivery(
+    payload: Any,
+    *,
+    secret: str | None = LOCAL_WEBHOOK_SECRET,
+    key: str | None = LOCAL_SIGNING_KEY,
+    **scenario: Any,
+) -> dict[str, Any]:
+    """An API Gateway proxy event carrying `payload` (dict or raw text), signed unless told otherwise."""
+    body = payload if isinstance(payload, str) else dumps(payload)
+    headers: dict[str, list[str]] = {"Content-Type": ["application/json"]}
+    if secret is not None:
+        headers["X-Webhook-Secret"] = [secret]
+    if key is not None:
+        headers["X-Pluggy-Signature"] = [sign(body.encode("utf-8", "surrogatepass"), key.encode())]
+    return proxy_event(Scenario("test", 0, body, headers, **scenario))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Flaky:
+    """A boto3 client whose chosen operations fail (or stall) on demand; everything else goes to moto."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.errors: dict[str, Exception] = {}
+        self.delays: dict[str, float] = {}
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._real, name)
+        if not callable(method):
+            return method
+
+        def call(**kwargs: Any) -> Any:
+            self.calls[name] += 1
+            time.sleep(self.delays.get(name, 0))
+            if name in self.errors:
+                raise self.errors[name]
+            return method(**kwargs)
+
+        return call
+
+
+def client_error(code: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """Every API call the receiver's own client makes, by operation (botocore event hook)."""
+    counter: Counter[str] = Counter()
+
+    def hook(model: Any, **_: Any) -> None:
+        counter[model.name] += 1
+
+    client.meta.events.register("before-call", hook)
+    return counter
+
+
+@pytest.fixture
+def invoke(receiver_env: dict[str, str], lambda_context: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def _invoke(event: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = APP.lambda_handler(event, lambda_context)
+        response["json"] = json.loads(response["body"])
+        return response
+
+    return _invoke
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """EventStore's clock, injected into the receiver get_receiver() builds."""
+    fake = Clock()
+    monkeypatch.setattr(receiver_module, "EventStore", functools.partial(EventStore, clock=fake))
+    return fake
+
+
+def _factory(client: Flaky) -> Any:
+    """Stands in for aws.sqs / aws.dynamodb (a functools.cache: conftest calls its cache_clear)."""
+
+    @functools.cache
+    def factory(config: Any = aws.RECEIVER_CONFIG) -> Flaky:
+        return client
+
+    return factory
+
+
+@pytest.fixture
+def flaky_sqs(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Flaky:
+    client = Flaky(stack.sqs)
+    monkeypatch.setattr(aws, "sqs", _factory(client))
+    return client
+
+
+@pytest.fixture
+def flaky_dynamodb(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Flaky:
+    client = Flaky(stack.dynamodb)
+    monkeypatch.setattr(aws, "dynamodb", _factory(client))
+    return client
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """Powertools' JSON log lines (its StreamHandler was bound to stdout when app.py was imported)."""
+    buffer = io.StringIO()
+    handlers = [h for h in logging.getLogger(SERVICE).handlers if isinstance(h, logging.StreamHandler)]
+    assert handlers, "Powertools logger has no stream handler"
+    for handler in handlers:
+        monkeypatch.setattr(handler, "stream", buffer)
+    return buffer
+
+
+def log_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def emf_blobs(stdout: str) -> list[dict[str, Any]]:
+    blobs = []
+    for line in stdout.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            blobs.append(json.loads(line))
+    return blobs
+
+
+def metric_names(blob: dict[str, Any]) -> set[str]:
+    return {m["Name"] for d in blob["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+
+
+# ================================================================================ dedupe
+
+
+def test_duplicate_of_a_queued_event_is_200_not_requeued_and_costs_one_dynamodb_call(invoke: Any, stack: Stack) -> None:
+    event = delivery(ITEM)
+    first = invoke(event)
+    assert first["statusCode"] == 202
+    assert first["json"] == {"status": "accepted", "eventId": ITEM["eventId"]}
+    record = stack.event_record(ITEM["eventId"])
+    assert record is not None and "queuedAt" in record
+    calls = count_calls(aws.dynamodb())
+    sqs_calls = count_calls(aws.sqs())
+    again = invoke(event)
+    assert again["statusCode"] == 200
+    assert again["json"] == {"status": "duplicate", "eventId": ITEM["eventId"]}
+    assert calls == Counter({"PutItem": 1})
+    assert sqs_calls == Counter()
+    assert len(stack.receive_all()) == 1
+    assert stack.event_count() == 1
+    assert stack.event_record(ITEM["eventId"]) == record  # the duplicate changed nothing
+
+
+def test_redelivery_after_the_lease_is_still_a_duplicate(invoke: Any, stack: Stack, clock: Clock) -> None:
+    """Pluggy retries a minute apart; the event may still wait in SQS: it must not be queued twice.
+
+    SendMessage is counted, not just the queue: the FIFO queue's own 5-minute dedupe would hide a resend."""
+    events = {later: {**ITEM, "eventId": f"late-{later}"} for later in (21, 61, 3600)}
+    for payload in events.values():
+        assert invoke(delivery(payload))["statusCode"] == 202
+    sends = count_calls(aws.sqs())
+    start = clock.now
+    for later, payload in events.items():
+        clock.now = start + later
+        again = invoke(delivery(payload))
+        assert again["json"] == {"status": "duplicate", "eventId": payload["eventId"]}, later
+        assert again["statusCode"] == 200
+    assert sends["SendMessage"] == 0
+    assert len(stack.receive_all()) == 3
+
+
+def test_duplicate_of_an_event_the_processor_moved_on(invoke: Any, stack: Stack) -> None:
+    sends = count_calls(aws.sqs())
+    for status in ("PROCESSING", "PROCESSED", "FAILED"):
+        payload = {**ITEM, "eventId": f"moved-{status}"}
+        assert invoke(delivery(payload))["statusCode"] == 202
+        stack.dynamodb.update_item(
+            TableName=stack.events_table,
+            Key={"eventId": {"S": payload["eventId"]}},
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}},
+        )
+        assert invoke(delivery(payload))["json"]["status"] == "duplicate", status
+    assert sends["SendMessage"] == 3
+
+
+def test_keyless_event_dedupes_within_the_window_and_is_new_after_it(
+    invoke: Any, stack: Stack, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEYLESS_DEDUPE_SECONDS", "600")
+    sends = count_calls(aws.sqs())
+    first = invoke(delivery(KEYLESS))
+    assert first["statusCode"] == 202
+    key = first["json"]["eventId"]
+    assert key.startswith("sha256-")
+    clock.now += 60
+    pretty = json.dumps(dict(reversed(list(KEYLESS.items()))), indent=2)  # Pluggy's retry, other key order
+    again = invoke(delivery(pretty))
+    assert again["json"] == {"status": "duplicate", "eventId": key}
+    clock.now += 541  # 601 s after the first: the connector changed status again
+    third = invoke(delivery(KEYLESS))
+    assert (third["statusCode"], third["json"]["eventId"]) == (202, key)
+    # Sent twice. (Only the EventStore clock moved: moto's FIFO queue, still inside its real 5-minute
+    # dedupe window, drops the second copy; SQS would keep it 601 s later.)
+    assert sends["SendMessage"] == 2
+    assert len(stack.receive_all()) >= 1
+    assert stack.event_count() == 1
+
+
+# ================================================================================ SQS failures
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("ServiceUnavailable", "SendMessage"),
+        client_error("KMS.ThrottlingException", "SendMessage"),
+        EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com"),
+    ],
+    ids=["5xx", "throttled", "network"],
+)
+def test_sqs_failure_is_503_without_a_record_and_the_retry_is_queued_once(
+    invoke: Any, stack: Stack, flaky_sqs: Flaky, error: Exception
+) -> None:
+    flaky_sqs.errors["send_message"] = error
+    first = invoke(delivery(ITEM))
+    assert first["statusCode"] == 503
+    assert first["json"] == {"error": "unavailable"}
+    assert first["headers"]["Retry-After"] == "60"
+    assert stack.event_record(ITEM["eventId"]) is None  # the claim was deleted
+    assert stack.event_count() == 0
+    assert stack.receive_all() == []
+    del flaky_sqs.errors["send_message"]
+    retry = invoke(delivery(ITEM))
+    assert retry["statusCode"] == 202
+    messages = stack.receive_all()
+    assert len(messages) == 1
+    assert messages[0]["Body"] == dumps(ITEM)
+    assert flaky_sqs.calls["send_message"] == 2
+    again = invoke(delivery(ITEM))  # and a third delivery is a plain duplicate
+    assert again["statusCode"] == 200
+    assert flaky_sqs.calls["send_message"] == 2
+    assert stack.receive_all() == []
+
+
+def test_sqs_and_release_both_fail_then_in_flight_then_the_lease_lets_the_retry_through(
+    invoke: Any, stack: Stack, flaky_sqs: Flaky, flaky_dynamodb: Flaky, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENQUEUE_LEASE_SECONDS", "20")
+    flaky_sqs.errors["send_message"] = client_error("InternalError", "SendMessage")
+    flaky_dynamodb.errors["delete_item"] = EndpointConnectionError(endpoint_url="https://dynamodb")
+    first = invoke(delivery(ITEM))
+    assert first["statusCode"] == 503
+    assert flaky_dynamodb.calls["delete_item"] == 1
+    record = stack.event_record(ITEM["eventId"])
+    assert record is not None and record["status"]["S"] == "RECEIVED" and "queuedAt" not in record
+    del flaky_sqs.errors["send_message"]
+    immediate = invoke(delivery(ITEM))
+    assert immediate["statusCode"] == 503
+    assert immediate["json"] == {"error": "in_flight", "eventId": ITEM["eventId"]}
+    assert immediate["headers"]["Retry-After"] == "20"
+    clock.now += 19
+    assert invoke(delivery(ITEM))["json"]["error"] == "in_flight"
+    assert stack.receive_all() == []
+    clock.now += 2  # lease over
+    takeover = invoke(delivery(ITEM))
+    assert takeover["statusCode"] == 202
+    assert len(stack.receive_all()) == 1
+    assert invoke(delivery(ITEM))["statusCode"] == 200
+    assert flaky_sqs.calls["send_message"] == 2  # the failed one and the takeover
+    assert stack.receive_all() == []
+    assert stack.event_count() == 1
+
+
+def test_failing_to_mark_the_event_queued_still_answers_202(invoke: Any, stack: Stack, flaky_dynamodb: Flaky) -> None:
+    flaky_dynamodb.errors["update_item"] = client_error("ProvisionedThroughputExceededException", "UpdateItem")
+    assert invoke(delivery(ITEM))["statusCode"] == 202
+    assert len(stack.receive_all()) == 1
+
+
+# ================================================================================ DynamoDB failures
+
+
+def test_dynamodb_failure_on_the_claim_is_503_and_nothing_queued(
+    invoke: Any, stack: Stack, flaky_dynamodb: Flaky, flaky_sqs: Flaky
+) -> None:
+    for code in ("ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"):
+        flaky_dynamodb.errors["put_item"] = client_error(code, "PutItem")
+        response = invoke(delivery(ITEM))
+        assert response["statusCode"] == 503, code
+        assert response["json"] == {"error": "unavailable"}
+        assert response["headers"]["Retry-After"] == "60"
+    flaky_dynamodb.errors["put_item"] = EndpointConnectionError(endpoint_url="https://dynamodb")
+    assert invoke(delivery(ITEM))["statusCode"] == 503
+    assert flaky_dynamodb.calls["put_item"] == 4
+    assert flaky_sqs.calls["send_message"] == 0
+    assert stack.receive_all() == []
+    assert stack.event_count() == 0
+    del flaky_dynamodb.errors["put_item"]
+    assert invoke(delivery(ITEM))["statusCode"] == 202
+    assert len(stack.receive_all()) == 1
+
+
+# ================================================================================ concurrency
+
+
+@pytest.fixture
+def atomic_moto_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies a conditional write atomically; moto checks then writes without a lock, so two
+    threads can both pass the check. Serialize moto's writes to model the real service, nothing more."""
+    lock = threading.Lock()
+    for name in ("put_item", "update_item", "delete_item"):
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, locked)
+
+
+@pytest.mark.usefixtures("atomic_moto_writes")
+@pytest.mark.parametrize("send_delay", [0.0, 0.05])
+def test_concurrent_duplicates_queue_exactly_once(
+    invoke: Any, stack: Stack, flaky_sqs: Flaky, send_delay: float
+) -> None:
+    flaky_sqs.delays["send_message"] = send_delay  # 0.05: the others arrive while the winner is enqueueing
+    event = delivery(ITEM)
+    barrier = threading.Barrier(8)
+    responses: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            responses.append(invoke(event))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len(responses) == 8
+    statuses = Counter(r["statusCode"] for r in responses)
+    assert statuses[202] == 1, statuses
+    for response in responses:
+        assert response["json"]["eventId"] == ITEM["eventId"]
+        if response["statusCode"] == 200:
+            assert response["json"]["status"] == "duplicate"
+        elif response["statusCode"] == 503:
+            assert response["json"]["error"] == "in_flight"
+        else:
+            assert response["statusCode"] == 202
+    if send_delay:
+        assert statuses[503] >= 1  # someone saw the claim before the event was queued
+    assert flaky_sqs.calls["send_message"] == 1
+    assert len(stack.receive_all()) == 1
+    assert stack.event_count() == 1
+    # Pluggy's retries of the in_flight ones are duplicates now.
+    assert invoke(event)["statusCode"] == 200
+    assert stack.receive_all() == []
+
+
+# ================================================================================ configuration
+
+
+def _refusals(stack: Stack, invoke: Any) -> None:
+    for event in (delivery(ITEM), delivery(ITEM, secret="forged"), delivery(KEYLESS), delivery("not json")):
+        response = invoke(event)
+        assert response["statusCode"] == 503, response
+        assert response["json"] == {"error": "not_configured"}
+    assert stack.event_count() == 0
+    assert stack.receive_all() == []
+
+
+def test_no_secret_configured_fails_closed(invoke: Any, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WEBHOOK_SECRET_ARN", "WEBHOOK_SECRET", "WEBHOOK_SIGNING_KEY", "INSECURE_LOCAL_DEV_NO_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    _refusals(stack, invoke)
+
+
+def test_empty_secret_in_secrets_manager_fails_closed(invoke: Any, stack: Stack, receiver_env: dict[str, str]) -> None:
+    stack.secretsmanager.put_secret_value(SecretId=receiver_env["WEBHOOK_SECRET_ARN"], SecretString="{}")
+    _refusals(stack, invoke)
+
+
+def test_require_signature_without_a_signing_key_fails_closed(
+    invoke: Any, stack: Stack, receiver_env: dict[str, str]
+) -> None:
+    assert receiver_env["REQUIRE_SIGNATURE"] == "true"
+    value = json.dumps({"current": LOCAL_WEBHOOK_SECRET})
+    stack.secretsmanager.put_secret_value(SecretId=receiver_env["WEBHOOK_SECRET_ARN"], SecretString=value)
+    _refusals(stack, invoke)
+
+
+def test_insecure_local_dev_without_a_secret_accepts_and_warns(
+    invoke: Any, stack: Stack, monkeypatch: pytest.MonkeyPatch, logs: io.StringIO
+) -> None:
+    for name in ("WEBHOOK_SECRET_ARN", "WEBHOOK_SECRET", "WEBHOOK_SIGNING_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUIRE_SIGNATURE", "false")
+    monkeypatch.setenv("INSECURE_LOCAL_DEV_NO_AUTH", "true")
+    response = invoke(delivery(ITEM, secret=None, key=None))
+    assert response["statusCode"] == 202
+    assert len(stack.receive_all()) == 1
+    warnings = [line for line in log_lines(logs) if "INSECURE_LOCAL_DEV_NO_AUTH" in line["message"]]
+    assert len(warnings) == 1
+    assert warnings[0]["level"] == "WARNING"
+
+
+def test_bad_environment_is_503(invoke: Any, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_BODY_BYTES", "lots")
+    _refusals(stack, invoke)
+
+
+# ================================================================================ rotation
+
+
+def test_rotation_is_picked_up_and_a_forged_flood_costs_one_read_per_30_seconds(
+    invoke: Any, stack: Stack, receiver_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+
+    def provider(settings: Any, factory: Any) -> SecretsManagerProvider:
+        return SecretsManagerProvider(settings.secret_arn, factory, settings.cache_seconds, lambda: now[0])
+
+    monkeypatch.setattr(receiver_module, "provider_from_settings", provider)
+    reads = count_calls(aws.secretsmanager())
+    assert invoke(delivery(ITEM))["statusCode"] == 202
+    assert reads["GetSecretValue"] == 1
+    for n in range(25):
+        forged = invoke(delivery({**ITEM, "eventId": f"forged-{n}"}, secret=f"guess-{n}"))
+        assert forged["statusCode"] == 401
+    assert reads["GetSecretValue"] == 1
+
+    new_secret, new_key = "rotated-webhook-secret", "rotated-signing-key"
+    rotated = {
+        "current": new_secret,
+        "previous": LOCAL_WEBHOOK_SECRET,
+        "signingKey": new_key,
+        "previousSigningKey": LOCAL_SIGNING_KEY,
+    }
+    arn = receiver_env["WEBHOOK_SECRET_ARN"]
+    stack.secretsmanager.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
+    now[0] += 10
+    early = invoke(delivery({**ITEM, "eventId": "r-1"}, secret=new_secret, key=new_key))
+    assert early["statusCode"] == 401  # within 30 s of the last read: not re-read yet
+    assert reads["GetSecretValue"] == 1
+    now[0] += 21
+    assert invoke(delivery({**ITEM, "eventId": "r-1"}, secret=new_secret, key=new_key))["statusCode"] == 202
+    assert reads["GetSecretValue"] == 2
+    # both generations accepted during the rotation, with no further reads
+    assert invoke(delivery({**ITEM, "eventId": "r-2"}))["statusCode"] == 202
+    assert invoke(delivery({**ITEM, "eventId": "r-3"}, secret=new_secret))["statusCode"] == 202
+    assert invoke(delivery({**ITEM, "eventId": "r-4"}, key=new_key))["statusCode"] == 202
+    for n in range(25):
+        now[0] += 1  # 25 s of forged deliveries
+        assert invoke(delivery({**ITEM, "eventId": f"f2-{n}"}, secret="guess"))["statusCode"] == 401
+    assert reads["GetSecretValue"] == 2
+    assert len(stack.receive_all()) == 5
+    assert stack.event_count() == 5
+
+
+# ================================================================================ answers
+
+
+def test_body_exactly_at_max_body_bytes_is_accepted(invoke: Any, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_BODY_BYTES", "1024")
+    base = dumps({**ITEM, "pad": ""})
+    at_limit = dumps({**ITEM, "pad": "x" * (1024 - len(base))})
+    assert len(at_limit.encode()) == 1024
+    assert invoke(delivery(at_limit))["statusCode"] == 202
+    over = dumps({**ITEM, "pad": "x" * (1024 - len(base) + 1)})
+    assert len(over.encode()) == 1025
+    response = invoke(delivery(over))
+    assert response["statusCode"] == 413
+    assert response["json"]["error"] == "body_too_large"
+    assert len(stack.receive_all()) == 1
+    assert stack.event_count() == 1
+
+
+def test_405_says_allow_post_and_404_for_other_paths(invoke: Any, stack: Stack) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        response = invoke(delivery(ITEM, method=method))
+        assert response["statusCode"] == 405
+        assert response["headers"]["Allow"] == "POST"
+    response = invoke(delivery(ITEM, path="/webhooks/pluggy/extra"))
+    assert response["statusCode"] == 404
+    assert stack.event_count() == 0
+
+
+def test_base64_encoded_body(invoke: Any, stack: Stack) -> None:
+    event = delivery(ITEM)
+    event["body"] = base64.b64encode(event["body"].encode()).decode()
+    event["isBase64Encoded"] = True
+    assert invoke(event)["statusCode"] == 202
+    assert stack.receive_all()[0]["Body"] == dumps(ITEM)
+    bad = delivery({**ITEM, "eventId": "b64"})
+    bad["body"], bad["isBase64Encoded"] = "%%% not base64 %%%", True
+    response = invoke(bad)
+    assert (response["statusCode"], response["json"]["error"]) == (400, "malformed_body")
+
+
+MALFORMED = [
+    '{"event":"item/updated","eventId":"e-1","a":1,"a":2}',
+    '{"event":"item/updated","eventId":"e-1","n":NaN}',
+    "[" * 100_000,
+    '{"event":"item/updated","eventId":"e-1","x":"\uffff"}',
+    '{"event":"item/updated","eventId":"\\uffff"}',  # was 503 (SQS refuses the attribute) forever
+    '{"event":"item/updated","eventId":"\\ud800"}',  # was 503 (not encodable for DynamoDB) forever
+    '{"event":"item/updated","eventId":"e-1","clientId":42}',  # was accepted, skipping the clientId check
+    '{"event":"","eventId":"e-1"}',
+]
+
+
+def test_malformed_bodies_are_400_and_leave_no_trace(invoke: Any, stack: Stack) -> None:
+    for body in MALFORMED:
+        response = invoke(delivery(body))
+        assert response["statusCode"] == 400, (body[:60], response)
+        assert response["json"]["error"] == "malformed_body"
+        assert response["json"]["message"]
+    assert stack.event_count() == 0
+    assert stack.receive_all() == []
+
+
+def test_keyless_body_with_an_escaped_lone_surrogate_is_accepted(invoke: Any, stack: Stack) -> None:
+    body = dumps(KEYLESS).replace('"UNSTABLE"', '"\\ud800"')  # escaped in JSON: the bytes are ASCII
+    response = invoke(delivery(body))  # was an unhandled UnicodeEncodeError (API Gateway 502)
+    assert response["statusCode"] == 202
+    assert response["json"]["eventId"].startswith("sha256-")
+    assert stack.receive_all()[0]["Body"] == body
+
+
+def test_ipv6_allowlist(invoke: Any, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_SOURCE_CIDRS", "177.71.238.212, 2001:db8::/32")
+    assert invoke(delivery(ITEM, source_ip="2001:db8::7"))["statusCode"] == 202
+    other = delivery({**ITEM, "eventId": "v6"}, source_ip="2001:db9::7")
+    other["headers"]["X-Forwarded-For"] = "2001:db8::7"
+    other["multiValueHeaders"]["X-Forwarded-For"] = ["2001:db8::7"]
+    assert invoke(other)["statusCode"] == 403
+    assert len(stack.receive_all()) == 1
+
+
+def test_client_id_absent_is_accepted_when_one_is_configured(invoke: Any, receiver_env: dict[str, str]) -> None:
+    assert receiver_env["PLUGGY_CLIENT_ID"] == LOCAL_PLUGGY_CLIENT_ID
+    payload = {k: v for k, v in ITEM.items() if k != "clientId"}
+    assert invoke(delivery(payload))["statusCode"] == 202
+
+
+# ================================================================================ logs and metrics
+
+
+@pytest.fixture
+def observed(invoke: Any, logs: io.StringIO, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+    """Invoke and return (response, log lines, EMF blobs, everything printed) for that one delivery."""
+
+    def _observed(event: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], str]:
+        logs.seek(0)
+        logs.truncate()
+        capsys.readouterr()
+        response = invoke(event)
+        captured = capsys.readouterr()
+        printed = logs.getvalue() + captured.out + captured.err
+        return response, log_lines(logs), emf_blobs(captured.out), printed
+
+    yield _observed
+
+
+CANARY = "PAYLOAD-CANARY-7f3a9c"
+
+
+CASES = [
+    (lambda: delivery({**ITEM, "note": CANARY}), 202, "accepted", {"WebhookAccepted"}),
+    (
+        lambda: delivery({**ITEM, "note": CANARY}, secret="forged-secret-canary"),
+        401,
+        "rejected",
+        {"WebhookRejected", "WebhookRejected_bad_secret"},
+    ),
+    (
+        lambda: delivery({**ITEM, "note": CANARY}, key="forged-key"),
+        401,
+        "rejected",
+        {"WebhookRejected", "WebhookRejected_bad_signature"},
+    ),
+    (
+        lambda: delivery({**ITEM, "note": CANARY, "clientId": "someone-else"}),
+        403,
+        "rejected",
+        {"WebhookRejected", "WebhookRejected_client_id_mismatch"},
+    ),
+    (
+        lambda: delivery('{"note":"' + CANARY + '","event":'),
+        400,
+        "rejected",
+        {"WebhookRejected", "WebhookRejected_malformed_body"},
+    ),
+]
+
+
+def test_one_log_line_and_metrics_per_delivery_and_no_secrets_printed(observed: Any) -> None:
+    for make, status, result, metrics in CASES:
+        _check_observed(observed, make(), status, result, metrics)
+
+
+def _check_observed(observed: Any, event: dict[str, Any], status: int, result: str, metrics: set[str]) -> None:
+    response, lines, blobs, printed = observed(event)
+    assert response["statusCode"] == status
+    deliveries = [line for line in lines if line["message"].startswith("delivery ")]
+    assert len(deliveries) == 1, lines
+    line = deliveries[0]
+    assert (line["result"], line["status"], line["service"]) == (result, status, SERVICE)
+    if status == 202:
+        assert (line["eventId"], line["event"]) == (ITEM["eventId"], ITEM["event"])
+    else:
+        assert "eventId" not in line
+    assert len(blobs) == 1
+    assert metric_names(blobs[0]) == metrics
+    assert blobs[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "PluggyPipeline"
+    assert all(blobs[0][name] == [1.0] or blobs[0][name] == 1.0 for name in metrics)
+    for secret in (LOCAL_WEBHOOK_SECRET, LOCAL_SIGNING_KEY, "forged-secret-canary", "forged-key", CANARY):
+        assert secret not in printed
+    assert event["body"] not in printed
+    assert event["headers"]["X-Pluggy-Signature"] not in printed
+
+
+def test_duplicate_is_logged_with_its_event_id_and_counted(observed: Any) -> None:
+    observed(delivery(ITEM))
+    response, lines, blobs, _ = observed(delivery(ITEM))
+    assert response["statusCode"] == 200
+    [line] = [line for line in lines if line["message"].startswith("delivery ")]
+    assert (line["result"], line["eventId"], line["event"]) == ("duplicate", ITEM["eventId"], ITEM["event"])
+    assert line["correlation_id"] == ITEM["eventId"]
+    assert metric_names(blobs[0]) == {"WebhookDuplicate"}
+
+
+def test_log_keys_do_not_leak_into_the_next_invocation(observed: Any) -> None:
+    observed(delivery(ITEM))
+    _, lines, _, _ = observed(delivery(ITEM, secret="nope"))
+    [line] = [line for line in lines if line["message"].startswith("delivery ")]
+    assert "eventId" not in line
+    assert line.get("correlation_id") is None
+
+
+def test_transient_failure_is_logged_and_counted(observed: Any, flaky_sqs: Flaky) -> None:
+    flaky_sqs.errors["send_message"] = client_error("ServiceUnavailable", "SendMessage")
+    response, lines, blobs, printed = observed(delivery(ITEM))
+    assert response["statusCode"] == 503
+    [line] = [line for line in lines if line["message"].startswith("delivery ")]
+    assert (line["result"], line["reason"], line["level"]) == ("error", "transient", "WARNING")
+    assert metric_names(blobs[0]) == {"WebhookFailed", "WebhookFailed_transient"}
+    assert LOCAL_WEBHOOK_SECRET not in printed
+
+
+def test_no_corpus_delivery_prints_a_secret_or_its_payload(observed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_SOURCE_CIDRS", PLUGGY_SOURCE_IP)
+    for scenario in scenarios():
+        event = proxy_event(scenario)
+        response, lines, blobs, printed = observed(event)
+        assert response["statusCode"] == scenario.expected_status, scenario.name
+        assert len([line for line in lines if line["message"].startswith("delivery ")]) == 1, scenario.name
+        assert len(blobs) == 1, scenario.name
+        assert LOCAL_WEBHOOK_SECRET not in printed, scenario.name
+        assert LOCAL_SIGNING_KEY not in printed, scenario.name
+        if event["body"]:
+            assert event["body"] not in printed, scenario.name
