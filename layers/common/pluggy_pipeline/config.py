@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from pluggy_pipeline.errors import ConfigurationError
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
-# A RECEIVED record older than this had its receiver die before enqueueing: the next delivery takes over.
-# It must exceed the receiver's Lambda timeout (template: 6 s) and stay below Pluggy's 60 s retry interval.
-DEFAULT_ENQUEUE_LEASE_SECONDS = 20
 # Deliveries without an eventId dedupe on their body's hash only for this long: long enough to absorb
 # Pluggy's 3 retries one minute apart, short enough that a real repeat (a connector going UNSTABLE
-# twice in a day) is not mistaken for a retry.
+# twice in a day) is not mistaken for a retry. Longer than SQS FIFO's 5-minute deduplication window,
+# so a real repeat's send is not dropped by SQS either.
 DEFAULT_KEYLESS_DEDUPE_SECONDS = 600
 
 
@@ -104,7 +102,6 @@ class ReceiverSettings:
     pluggy_client_id: str
     max_body_bytes: int
     event_ttl_days: int
-    enqueue_lease_seconds: int
     keyless_dedupe_seconds: int
     insecure_local_dev: bool
     secrets: SecretSettings
@@ -122,8 +119,8 @@ class ReceiverSettings:
             pluggy_client_id=_get(source, "PLUGGY_CLIENT_ID"),
             max_body_bytes=_int(source, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             event_ttl_days=_int(source, "EVENT_TTL_DAYS", 30),
-            enqueue_lease_seconds=_int(source, "ENQUEUE_LEASE_SECONDS", DEFAULT_ENQUEUE_LEASE_SECONDS),
-            keyless_dedupe_seconds=_int(source, "KEYLESS_DEDUPE_SECONDS", DEFAULT_KEYLESS_DEDUPE_SECONDS),
+            # Not below SQS's 300 s deduplication window (see above).
+            keyless_dedupe_seconds=_int(source, "KEYLESS_DEDUPE_SECONDS", DEFAULT_KEYLESS_DEDUPE_SECONDS, minimum=300),
             insecure_local_dev=_bool(source, "INSECURE_LOCAL_DEV_NO_AUTH"),
             secrets=SecretSettings.from_env(source),
         )

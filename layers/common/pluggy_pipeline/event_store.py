@@ -1,15 +1,14 @@
 """EventsTable: the dedupe ledger and the event log, one record per Pluggy event.
 
-Record life: RECEIVED (the receiver claimed the event and is enqueueing it, or has enqueued it)
--> PROCESSING -> PROCESSED | FAILED. The receiver claims with one conditional PutItem, sends to SQS,
-then stamps `queuedAt` on its claim: a RECEIVED record with `queuedAt` is in the queue, so a later
-delivery of it is a duplicate (2XX, not re-queued) even while the processor has not picked it up yet.
-A duplicate costs one DynamoDB call; a new event two DynamoDB calls and one SQS call.
+Record life: RECEIVED (claimed by the receiver; queued, or being queued) -> PROCESSING -> PROCESSED |
+FAILED. The receiver writes one conditional PutItem and never updates afterwards, so a new event costs
+one DynamoDB call and one SQS call.
 
-Why a retry is never swallowed: if enqueueing fails the receiver deletes its claim (conditioned
-on its own attempt token) and answers 5XX. If even that delete fails, or the function dies between
-the put and the send, the claim is left RECEIVED with a lease that runs out well before Pluggy's next
-retry (60 s): the put's condition lets an expired RECEIVED claim be taken over, so the retry is queued.
+Why a retry is never swallowed and never queued twice: a delivery that finds its event still RECEIVED
+cannot know whether the earlier attempt reached SQS (it may have died between the put and the send), so
+it sends again. EventQueue is FIFO with the eventId as deduplication id: if the first send did land, SQS
+drops the second (5-minute window, longer than Pluggy's retry schedule); if it did not, this one is the
+send. Only an event the processor has picked up (PROCESSING or later) is a plain duplicate.
 """
 
 from __future__ import annotations
@@ -41,8 +40,8 @@ class KeySource(StrEnum):
 
 class ClaimOutcome(StrEnum):
     NEW = "new"  # we own the event now and must enqueue it
-    DUPLICATE = "duplicate"  # already queued (or further along): answer 2XX, queue nothing
-    IN_FLIGHT = "in_flight"  # another delivery of it is being enqueued right now: answer 5XX, Pluggy retries
+    PENDING = "pending"  # claimed before, maybe not queued yet: send again, SQS drops it if it was
+    DUPLICATE = "duplicate"  # the processor has it already: answer 2XX, queue nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +67,8 @@ def iso_now(now: float) -> str:
 
 _CLAIM_CONDITION = (
     "attribute_not_exists(eventId)"
-    # A claim whose receiver died (or failed to release it) before the event was queued.
-    " OR (#status = :received AND leaseUntil < :now AND attribute_not_exists(queuedAt))"
     # A keyless event seen long enough ago that the same body now means a new event.
-    " OR (keySource = :bodyHash AND receivedAtEpoch < :windowStart"
-    " AND (#status <> :received OR attribute_exists(queuedAt)))"
+    " OR (keySource = :bodyHash AND receivedAtEpoch < :windowStart)"
 )
 
 
@@ -90,7 +86,7 @@ class EventStore:
         self._ttl_seconds = ttl_days * 86400
         self._clock = clock
 
-    def claim(self, event: NewEvent, *, lease_seconds: int, keyless_window_seconds: int) -> Claim:
+    def claim(self, event: NewEvent, *, keyless_window_seconds: int) -> Claim:
         now = self._clock()
         token = uuid.uuid4().hex
         item: dict[str, Any] = {
@@ -101,7 +97,6 @@ class EventStore:
             "payload": {"S": event.payload},
             "receivedAt": {"S": iso_now(now)},
             "receivedAtEpoch": {"N": str(int(now))},
-            "leaseUntil": {"N": str(int(now) + lease_seconds)},
             "expiresAt": {"N": str(int(now) + self._ttl_seconds)},
             "attemptToken": {"S": token},
         }
@@ -112,10 +107,7 @@ class EventStore:
                 TableName=self._table,
                 Item=item,
                 ConditionExpression=_CLAIM_CONDITION,
-                ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
-                    ":received": {"S": EventStatus.RECEIVED.value},
-                    ":now": {"N": str(int(now))},
                     ":bodyHash": {"S": KeySource.BODY_HASH.value},
                     ":windowStart": {"N": str(int(now) - keyless_window_seconds)},
                 },
@@ -127,29 +119,18 @@ class EventStore:
                 raise translate(exc, "claiming the event") from None
             existing: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
             status = _string(existing, "status")
-            enqueuing = status == EventStatus.RECEIVED and "queuedAt" not in existing
-            outcome = ClaimOutcome.IN_FLIGHT if enqueuing else ClaimOutcome.DUPLICATE
+            outcome = ClaimOutcome.PENDING if status == EventStatus.RECEIVED else ClaimOutcome.DUPLICATE
             return Claim(outcome, event.event_id, token="", existing_status=status)
         except Exception as exc:
             raise translate(exc, "claiming the event") from None
         return Claim(ClaimOutcome.NEW, event.event_id, token=token)
 
-    def mark_queued(self, claim: Claim) -> bool:
-        """Record that our claim's event is in the queue; False if that failed (the event is queued anyway)."""
-        try:
-            self._client_factory().update_item(
-                TableName=self._table,
-                Key={"eventId": {"S": claim.event_id}},
-                UpdateExpression="SET queuedAt = :now",
-                ConditionExpression="attemptToken = :token",
-                ExpressionAttributeValues={":now": {"S": iso_now(self._clock())}, ":token": {"S": claim.token}},
-            )
-        except Exception:
-            return False
-        return True
-
     def release(self, claim: Claim) -> bool:
-        """Delete our own claim after a failed enqueue; False if that failed too (the lease covers it)."""
+        """Delete our own claim after a failed enqueue; False if that failed too.
+
+        Not needed for correctness (a RECEIVED claim makes the retry send again), but it keeps the
+        event log free of events that never reached the queue.
+        """
         try:
             self._client_factory().delete_item(
                 TableName=self._table,

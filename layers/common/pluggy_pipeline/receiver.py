@@ -22,7 +22,7 @@ from pluggy_pipeline.auth import Rejection, WebhookAuthenticator
 from pluggy_pipeline.config import ReceiverSettings
 from pluggy_pipeline.errors import ConfigurationError, PipelineError
 from pluggy_pipeline.event_queue import EventQueue
-from pluggy_pipeline.event_store import Claim, ClaimOutcome, EventStore, KeySource, NewEvent
+from pluggy_pipeline.event_store import ClaimOutcome, EventStore, KeySource, NewEvent
 from pluggy_pipeline.http import ApiRequest, ApiResponse
 from pluggy_pipeline.observability import logger
 from pluggy_pipeline.secrets import provider_from_settings
@@ -56,6 +56,7 @@ class Delivery:
     text: str
     client_id: str | None
     item_id: str | None
+    group_id: str  # FIFO message group: one item's (connector's, payment's) events in order
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -115,14 +116,32 @@ def parse_delivery(body: bytes) -> Delivery:
         # Otherwise a non-string clientId would pass as "no clientId" and skip the client id check.
         raise BadPayload("'clientId' must be a string")
     item_id = payload.get("itemId")
+    usable_item = item_id if isinstance(item_id, str) and len(item_id) <= 200 and _attribute_safe(item_id) else None
     return Delivery(
         event_id=event_id,
         event_type=event_type,
         key_source=key_source,
         text=text,
         client_id=client_id,
-        item_id=item_id if isinstance(item_id, str) and len(item_id) <= 200 and _attribute_safe(item_id) else None,
+        item_id=usable_item,
+        group_id=message_group(payload, usable_item, event_id),
     )
+
+
+def message_group(payload: dict[str, Any], item_id: str | None, event_id: str) -> str:
+    """The entity whose events must be handled in order: the item, else the connector or payment."""
+    if item_id:
+        return f"item:{item_id}"
+    for kind, field_name in (
+        ("connector", "connectorId"),
+        ("payment", "paymentIntentId"),
+        ("payment", "scheduledPaymentId"),
+        ("payment", "paymentRequestId"),
+    ):
+        value = payload.get(field_name)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return f"{kind}:{value}"
+    return f"event:{event_id}"
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> ApiResponse:
@@ -194,36 +213,34 @@ class WebhookReceiver:
                 payload=delivery.text,
                 item_id=delivery.item_id,
             ),
-            lease_seconds=self._settings.enqueue_lease_seconds,
             keyless_window_seconds=self._settings.keyless_dedupe_seconds,
         )
         ids = {"eventId": delivery.event_id}
         if claim.outcome is ClaimOutcome.DUPLICATE:
             body = {"status": "duplicate", **ids}
             return Outcome(_json(200, body), "duplicate", "", delivery.event_id, delivery.event_type)
-        if claim.outcome is ClaimOutcome.IN_FLIGHT:
-            # Another delivery holds the claim but has not necessarily queued it: 2XX here could lose it.
-            body = {"error": "in_flight", **ids}
-            response = _json(503, body, {"Retry-After": str(self._settings.enqueue_lease_seconds)})
-            return Outcome(response, "error", "in_flight", delivery.event_id, delivery.event_type)
-        self._enqueue(delivery, claim)
-        return Outcome(
-            _json(202, {"status": "accepted", **ids}), "accepted", "", delivery.event_id, delivery.event_type
-        )
-
-    def _enqueue(self, delivery: Delivery, claim: Claim) -> None:
+        if claim.outcome is ClaimOutcome.PENDING:
+            # Claimed before but not picked up yet: the earlier attempt may have died before its send.
+            # Send again; FIFO deduplication on the eventId drops this copy if the first one landed.
+            self._send(delivery)
+            body = {"status": "duplicate", **ids}
+            return Outcome(_json(200, body), "duplicate", "resent", delivery.event_id, delivery.event_type)
         try:
-            self._queue.send(event_id=delivery.event_id, event_type=delivery.event_type, body=delivery.text)
+            self._send(delivery)
         except PipelineError:
             if not self._store.release(claim):
-                logger.error(
-                    "could not release claim; its lease lets Pluggy's retry take over",
-                    extra={"eventId": delivery.event_id},
-                )
+                logger.error("could not release the claim; Pluggy's retry will send again", extra=ids)
             raise
-        if not self._store.mark_queued(claim):
-            # Queued all the same: answer 2XX. A redelivery after the lease may be queued twice (at least once).
-            logger.warning("could not mark the event queued", extra={"eventId": delivery.event_id})
+        response = _json(202, {"status": "accepted", **ids})
+        return Outcome(response, "accepted", "", delivery.event_id, delivery.event_type)
+
+    def _send(self, delivery: Delivery) -> None:
+        self._queue.send(
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            body=delivery.text,
+            group_id=delivery.group_id,
+        )
 
 
 @functools.cache

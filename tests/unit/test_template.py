@@ -1,0 +1,198 @@
+"""Properties of the deployed stack, checked on the SAM-transformed template (SAM's translator, offline).
+
+A later edit of template.yaml that drops encryption, widens a policy or loosens a queue fails here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from pluggy_pipeline_local.template import load_template
+from samtranslator.translator.transform import transform
+
+SOURCE = load_template()
+
+
+class _NoManagedPolicies:
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def _transformed(parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    template = copy.deepcopy(SOURCE)
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties", {})
+        # What `sam package` does: local paths become S3 URIs.
+        if "CodeUri" in properties:
+            properties["CodeUri"] = "s3://bucket/code.zip"
+        if "ContentUri" in properties:
+            properties["ContentUri"] = "s3://bucket/layer.zip"
+    return transform(template, parameters or {}, _NoManagedPolicies())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _region(monkeypatch_module: Any) -> None:
+    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Any:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict[str, Any]:
+    return _transformed({"AllowedSourceCidrs": "177.71.238.212/32"})
+
+
+def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for policy in role["Properties"].get("Policies", []):
+        statements = policy["PolicyDocument"]["Statement"]
+        found.extend(statements if isinstance(statements, list) else [statements])
+    return found
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_roles_are_least_privilege(stack: dict[str, Any]) -> None:
+    roles = _of_type(stack, "AWS::IAM::Role")
+    assert set(roles) == {"ReceiverRole", "ProcessorRole"}, "functions must use the explicit roles"
+    for name, role in roles.items():
+        assert not role["Properties"].get("ManagedPolicyArns"), f"{name}: managed policies grant '*'"
+        for statement in _statements(role):
+            actions = _as_list(statement["Action"])
+            assert all("*" not in action for action in actions), (name, actions)
+            if statement["Resource"] == "*":
+                # X-Ray has no resource-level permissions; nothing else may use "*".
+                assert set(actions) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}, (name, actions)
+
+
+def test_receiver_can_only_claim_enqueue_and_read_its_secret(stack: dict[str, Any]) -> None:
+    actions = {a for s in _statements(stack["Resources"]["ReceiverRole"]) for a in _as_list(s["Action"])}
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "sqs:SendMessage",
+        "secretsmanager:GetSecretValue",
+    }
+
+
+def test_functions_use_their_roles_and_no_secret_in_environment(stack: dict[str, Any]) -> None:
+    functions = _of_type(stack, "AWS::Lambda::Function")
+    assert {"ReceiverFunction", "ProcessorFunction"} <= set(functions)
+    for name, function in functions.items():
+        properties = function["Properties"]
+        assert properties["Role"] == {"Fn::GetAtt": [name.replace("Function", "Role"), "Arn"]}
+        assert properties["Architectures"] == ["arm64"] and properties["Runtime"] == "python3.13"
+        assert properties["TracingConfig"] == {"Mode": "Active"}
+        variables = properties["Environment"]["Variables"]
+        for key, value in variables.items():
+            # Secrets are referenced by ARN only, never placed in the environment.
+            assert not (key.endswith(("SECRET", "_KEY", "PASSWORD")) and value), (name, key)
+
+
+def test_data_is_encrypted_and_recoverable(stack: dict[str, Any]) -> None:
+    for name, table in _of_type(stack, "AWS::DynamoDB::Table").items():
+        properties = table["Properties"]
+        assert properties["SSESpecification"]["SSEEnabled"] is True, name
+        assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, name
+        assert properties["BillingMode"] == "PAY_PER_REQUEST", name
+        assert "TableName" not in properties, f"{name}: fixed physical names stop a second stack"
+    for name, queue in _of_type(stack, "AWS::SQS::Queue").items():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True, name
+        assert "QueueName" not in queue["Properties"], name
+    for name, log_group in _of_type(stack, "AWS::Logs::LogGroup").items():
+        assert "RetentionInDays" in log_group["Properties"], name
+        assert "LogGroupName" not in log_group["Properties"], name
+
+
+def test_queue_redrive_and_visibility(stack: dict[str, Any]) -> None:
+    queue = stack["Resources"]["EventQueue"]["Properties"]
+    dlq = stack["Resources"]["EventDeadLetterQueue"]["Properties"]
+    processor = stack["Resources"]["ProcessorFunction"]["Properties"]
+    assert queue["FifoQueue"] is True and dlq["FifoQueue"] is True
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["EventDeadLetterQueue", "Arn"]}
+    assert dlq["MessageRetentionPeriod"] == 14 * 86400
+    assert queue["VisibilityTimeout"] >= 6 * processor["Timeout"]
+
+
+def test_event_source_mapping(stack: dict[str, Any]) -> None:
+    (mapping,) = _of_type(stack, "AWS::Lambda::EventSourceMapping").values()
+    properties = mapping["Properties"]
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BatchSize"] <= 10
+    assert properties["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "ProcessorMaxConcurrency"}
+    assert int(SOURCE["Parameters"]["ProcessorMaxConcurrency"]["Default"]) <= 5
+
+
+def test_api_enforces_the_ip_allowlist_and_throttles(stack: dict[str, Any]) -> None:
+    body = stack["Resources"]["WebhookApi"]["Properties"]["Body"]
+    with_cidrs, _without = body["x-amazon-apigateway-policy"]["Statement"]["Fn::If"][1:]
+    deny = [s for s in with_cidrs if s["Effect"] == "Deny"]
+    assert deny and deny[0]["Condition"]["NotIpAddress"]["aws:SourceIp"] == {"Fn::Split": [",", "177.71.238.212/32"]}
+    assert set(body["paths"]["/webhooks/pluggy"]) >= {"post", "x-amazon-apigateway-any-method"}
+    (stage,) = _of_type(stack, "AWS::ApiGateway::Stage").values()
+    settings = stage["Properties"]["MethodSettings"][0]
+    assert 0 < settings["ThrottlingRateLimit"] <= 1000 and 0 < settings["ThrottlingBurstLimit"] <= 2000
+    assert stage["Properties"]["TracingEnabled"] is True
+
+
+def test_alarms_cover_the_failure_modes(stack: dict[str, Any]) -> None:
+    alarms = _of_type(stack, "AWS::CloudWatch::Alarm")
+    assert set(alarms) >= {
+        "DeadLetterQueueNotEmptyAlarm",
+        "QueueBacklogAlarm",
+        "ReceiverFailuresAlarm",
+        "ProcessorErrorsAlarm",
+        "ProcessorThrottlesAlarm",
+        "PluggyAuthFailuresAlarm",
+        "StaleItemsAlarm",
+    }
+    for name, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    assert _of_type(stack, "AWS::CloudWatch::Dashboard")
+    topic = stack["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == "alias/aws/sns"
+
+
+def test_custom_metrics_named_in_alarms_are_emitted_by_the_code() -> None:
+    from pathlib import Path
+
+    code = "".join(
+        p.read_text() for p in Path(__file__).resolve().parents[2].glob("layers/common/pluggy_pipeline/*.py")
+    )
+    text = json.dumps(SOURCE)
+    for metric in ("WebhookFailed", "EventsFailed", "PluggyAuthFailed", "StaleItems"):
+        assert metric in text
+        assert f'"{metric}"' in code, f"alarm on {metric}, which no code emits"
+
+
+def test_outputs_needed_by_register_and_operators(stack: dict[str, Any]) -> None:
+    assert set(stack["Outputs"]) >= {
+        "WebhookUrl",
+        "WebhookSecretArn",
+        "WebhookSecretHeaderName",
+        "EventQueueUrl",
+        "EventDeadLetterQueueUrl",
+        "EventsTableName",
+        "RecordsTableName",
+        "PluggyCredentialsSecretArn",
+        "AlarmTopicArn",
+    }
+    assert "SecretString" not in json.dumps(stack["Outputs"])
