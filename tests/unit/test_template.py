@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,11 +173,8 @@ def test_alarms_cover_the_failure_modes(stack: dict[str, Any]) -> None:
 
 
 def test_custom_metrics_named_in_alarms_are_emitted_by_the_code() -> None:
-    from pathlib import Path
-
-    code = "".join(
-        p.read_text() for p in Path(__file__).resolve().parents[2].glob("layers/common/pluggy_pipeline/*.py")
-    )
+    package = Path(__file__).resolve().parents[2] / "layers/common/pluggy_pipeline"
+    code = "".join(p.read_text() for p in package.glob("*.py"))
     text = json.dumps(SOURCE)
     for metric in ("WebhookFailed", "EventsFailed", "PluggyAuthFailed", "StaleItems"):
         assert metric in text
