@@ -1,7 +1,7 @@
 """ReceiverFunction's guarantees end to end (lambda_handler against moto built from template.yaml).
 
-Dedupe, SQS/DynamoDB failures and retries, concurrent duplicates, fail-closed configuration, secret
-rotation and its cost, and what reaches stdout (logs and EMF metrics).
+Dedupe, SQS/DynamoDB failures and retries, concurrent duplicates, FIFO message groups, fail-closed
+configuration, secret rotation and its cost, and what reaches stdout (logs and EMF metrics).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto.dynamodb.models import DynamoDBBackend
+from moto.sqs.models import Queue as SqsQueue
 from pluggy_pipeline import aws
 from pluggy_pipeline import receiver as receiver_module
 from pluggy_pipeline.auth import sign
-from pluggy_pipeline.event_store import EventStore
+from pluggy_pipeline.event_store import EventStore, ProcessingLog, StartOutcome
 from pluggy_pipeline.observability import SERVICE
 from pluggy_pipeline.secrets import SecretsManagerProvider
 from pluggy_pipeline_local.devsecrets import (
@@ -181,13 +182,61 @@ def metric_names(blob: dict[str, Any]) -> set[str]:
 # ================================================================================ dedupe
 
 
-def test_duplicate_of_a_queued_event_is_200_not_requeued_and_costs_one_dynamodb_call(invoke: Any, stack: Stack) -> None:
-    event = delivery(ITEM)
-    first = invoke(event)
+def set_status(stack: Stack, event_id: str, status: str) -> None:
+    """What the processor's ProcessingLog does to the record (PROCESSING, then PROCESSED or FAILED)."""
+    stack.dynamodb.update_item(
+        TableName=stack.events_table,
+        Key={"eventId": {"S": event_id}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": status}},
+    )
+
+
+def processor_starts(stack: Stack, payload: dict[str, Any]) -> None:
+    """The processor picking the message up: the real ProcessingLog.start (record -> PROCESSING)."""
+    log = ProcessingLog(lambda: stack.dynamodb, stack.events_table)
+    assert log.start(payload["eventId"], payload["event"], dumps(payload)) is StartOutcome.STARTED
+
+
+def test_new_event_costs_one_put_and_one_send_and_is_never_updated(invoke: Any, stack: Stack) -> None:
+    calls = count_calls(aws.dynamodb())
+    sqs_calls = count_calls(aws.sqs())
+    first = invoke(delivery(ITEM))
     assert first["statusCode"] == 202
     assert first["json"] == {"status": "accepted", "eventId": ITEM["eventId"]}
+    assert calls == Counter({"PutItem": 1})
+    assert sqs_calls == Counter({"SendMessage": 1})
     record = stack.event_record(ITEM["eventId"])
-    assert record is not None and "queuedAt" in record
+    assert record is not None and record["status"]["S"] == "RECEIVED"
+    assert "queuedAt" not in record and "leaseUntil" not in record  # one write: no lease, no mark
+
+
+def test_redelivery_of_a_queued_unprocessed_event_is_resent_and_queued_once(invoke: Any, stack: Stack) -> None:
+    """Used to be 503 in_flight. Still RECEIVED: resent under the same deduplication id, SQS keeps one copy."""
+    event = delivery(ITEM)
+    assert invoke(event)["statusCode"] == 202
+    record = stack.event_record(ITEM["eventId"])
+    calls = count_calls(aws.dynamodb())
+    sqs_calls = count_calls(aws.sqs())
+    again = invoke(event)
+    assert again["statusCode"] == 200
+    assert again["json"] == {"status": "duplicate", "eventId": ITEM["eventId"]}
+    assert calls == Counter({"PutItem": 1})
+    assert sqs_calls == Counter({"SendMessage": 1})
+    messages = stack.receive_all()
+    assert len(messages) == 1
+    assert messages[0]["Body"] == dumps(ITEM)
+    assert stack.event_count() == 1
+    assert stack.event_record(ITEM["eventId"]) == record  # the duplicate changed nothing
+
+
+def test_duplicate_of_an_event_the_processor_started_costs_one_dynamodb_call(invoke: Any, stack: Stack) -> None:
+    event = delivery(ITEM)
+    assert invoke(event)["statusCode"] == 202
+    processor_starts(stack, ITEM)
+    record = stack.event_record(ITEM["eventId"])
+    assert record is not None and record["status"]["S"] == "PROCESSING"
     calls = count_calls(aws.dynamodb())
     sqs_calls = count_calls(aws.sqs())
     again = invoke(event)
@@ -197,16 +246,18 @@ def test_duplicate_of_a_queued_event_is_200_not_requeued_and_costs_one_dynamodb_
     assert sqs_calls == Counter()
     assert len(stack.receive_all()) == 1
     assert stack.event_count() == 1
-    assert stack.event_record(ITEM["eventId"]) == record  # the duplicate changed nothing
+    assert stack.event_record(ITEM["eventId"]) == record
 
 
-def test_redelivery_after_the_lease_is_still_a_duplicate(invoke: Any, stack: Stack, clock: Clock) -> None:
-    """Pluggy retries a minute apart; the event may still wait in SQS: it must not be queued twice.
+def test_late_redelivery_is_never_claimed_again(invoke: Any, stack: Stack, clock: Clock) -> None:
+    """No lease: however late (by the EventStore clock), a RECEIVED event is resent, never taken over.
 
-    SendMessage is counted, not just the queue: the FIFO queue's own 5-minute dedupe would hide a resend."""
+    SendMessage is counted, not just the queue: one resend per redelivery, each dropped by the FIFO dedupe
+    (moto's 5-minute window runs on real time, so all of them fall inside it)."""
     events = {later: {**ITEM, "eventId": f"late-{later}"} for later in (21, 61, 3600)}
     for payload in events.values():
         assert invoke(delivery(payload))["statusCode"] == 202
+    records = {later: stack.event_record(payload["eventId"]) for later, payload in events.items()}
     sends = count_calls(aws.sqs())
     start = clock.now
     for later, payload in events.items():
@@ -214,24 +265,23 @@ def test_redelivery_after_the_lease_is_still_a_duplicate(invoke: Any, stack: Sta
         again = invoke(delivery(payload))
         assert again["json"] == {"status": "duplicate", "eventId": payload["eventId"]}, later
         assert again["statusCode"] == 200
-    assert sends["SendMessage"] == 0
+        assert stack.event_record(payload["eventId"]) == records[later], later  # same attempt token
+    assert sends["SendMessage"] == 3
     assert len(stack.receive_all()) == 3
 
 
-def test_duplicate_of_an_event_the_processor_moved_on(invoke: Any, stack: Stack) -> None:
+def test_duplicate_of_an_event_the_processor_moved_on(invoke: Any, stack: Stack, clock: Clock) -> None:
     sends = count_calls(aws.sqs())
     for status in ("PROCESSING", "PROCESSED", "FAILED"):
         payload = {**ITEM, "eventId": f"moved-{status}"}
         assert invoke(delivery(payload))["statusCode"] == 202
-        stack.dynamodb.update_item(
-            TableName=stack.events_table,
-            Key={"eventId": {"S": payload["eventId"]}},
-            UpdateExpression="SET #s = :s",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={":s": {"S": status}},
-        )
-        assert invoke(delivery(payload))["json"]["status"] == "duplicate", status
+        set_status(stack, payload["eventId"], status)
+        calls = count_calls(aws.dynamodb())
+        clock.now += 3600
+        assert invoke(delivery(payload))["json"] == {"status": "duplicate", "eventId": payload["eventId"]}, status
+        assert calls == Counter({"PutItem": 1}), status
     assert sends["SendMessage"] == 3
+    assert len(stack.receive_all()) == 3
 
 
 def test_keyless_event_dedupes_within_the_window_and_is_new_after_it(
@@ -247,13 +297,20 @@ def test_keyless_event_dedupes_within_the_window_and_is_new_after_it(
     pretty = json.dumps(dict(reversed(list(KEYLESS.items()))), indent=2)  # Pluggy's retry, other key order
     again = invoke(delivery(pretty))
     assert again["json"] == {"status": "duplicate", "eventId": key}
-    clock.now += 541  # 601 s after the first: the connector changed status again
+    assert sends["SendMessage"] == 2  # still RECEIVED: resent ...
+    assert len(stack.receive_all()) == 1  # ... and dropped by the FIFO dedupe
+    set_status(stack, key, "PROCESSED")
+    clock.now += 539  # 599 s after the first, processed meanwhile: a duplicate, nothing sent
+    assert invoke(delivery(KEYLESS))["json"] == {"status": "duplicate", "eventId": key}
+    assert sends["SendMessage"] == 2
+    clock.now += 2  # 601 s after the first: the connector changed status again
     third = invoke(delivery(KEYLESS))
     assert (third["statusCode"], third["json"]["eventId"]) == (202, key)
-    # Sent twice. (Only the EventStore clock moved: moto's FIFO queue, still inside its real 5-minute
-    # dedupe window, drops the second copy; SQS would keep it 601 s later.)
-    assert sends["SendMessage"] == 2
-    assert len(stack.receive_all()) >= 1
+    assert sends["SendMessage"] == 3
+    record = stack.event_record(key)
+    assert record is not None and record["status"]["S"] == "RECEIVED"  # claimed anew
+    # (Only the EventStore clock moved: moto's FIFO queue, still inside its real 5-minute dedupe window,
+    # drops this send; SQS would keep it 601 s later.)
     assert stack.event_count() == 1
 
 
@@ -273,58 +330,89 @@ def test_sqs_failure_is_503_without_a_record_and_the_retry_is_queued_once(
     invoke: Any, stack: Stack, flaky_sqs: Flaky, error: Exception
 ) -> None:
     flaky_sqs.errors["send_message"] = error
+    calls = count_calls(aws.dynamodb())
     first = invoke(delivery(ITEM))
     assert first["statusCode"] == 503
     assert first["json"] == {"error": "unavailable"}
     assert first["headers"]["Retry-After"] == "60"
+    assert calls == Counter({"PutItem": 1, "DeleteItem": 1})  # claim, send, release: 3 calls
+    assert flaky_sqs.calls["send_message"] == 1
     assert stack.event_record(ITEM["eventId"]) is None  # the claim was deleted
     assert stack.event_count() == 0
     assert stack.receive_all() == []
     del flaky_sqs.errors["send_message"]
     retry = invoke(delivery(ITEM))
     assert retry["statusCode"] == 202
+    assert retry["json"] == {"status": "accepted", "eventId": ITEM["eventId"]}
     messages = stack.receive_all()
     assert len(messages) == 1
     assert messages[0]["Body"] == dumps(ITEM)
     assert flaky_sqs.calls["send_message"] == 2
-    again = invoke(delivery(ITEM))  # and a third delivery is a plain duplicate
+    processor_starts(stack, ITEM)
+    again = invoke(delivery(ITEM))  # and once the processor has it, a third delivery is a plain duplicate
     assert again["statusCode"] == 200
     assert flaky_sqs.calls["send_message"] == 2
     assert stack.receive_all() == []
 
 
-def test_sqs_and_release_both_fail_then_in_flight_then_the_lease_lets_the_retry_through(
-    invoke: Any, stack: Stack, flaky_sqs: Flaky, flaky_dynamodb: Flaky, clock: Clock, monkeypatch: pytest.MonkeyPatch
+def test_sqs_and_release_both_fail_then_the_retry_is_resent_and_queued_once(
+    invoke: Any, stack: Stack, flaky_sqs: Flaky, flaky_dynamodb: Flaky
 ) -> None:
-    monkeypatch.setenv("ENQUEUE_LEASE_SECONDS", "20")
     flaky_sqs.errors["send_message"] = client_error("InternalError", "SendMessage")
     flaky_dynamodb.errors["delete_item"] = EndpointConnectionError(endpoint_url="https://dynamodb")
     first = invoke(delivery(ITEM))
     assert first["statusCode"] == 503
+    assert first["json"] == {"error": "unavailable"}
     assert flaky_dynamodb.calls["delete_item"] == 1
     record = stack.event_record(ITEM["eventId"])
-    assert record is not None and record["status"]["S"] == "RECEIVED" and "queuedAt" not in record
+    assert record is not None and record["status"]["S"] == "RECEIVED"  # left behind
+    assert stack.receive_all() == []
     del flaky_sqs.errors["send_message"]
-    immediate = invoke(delivery(ITEM))
-    assert immediate["statusCode"] == 503
-    assert immediate["json"] == {"error": "in_flight", "eventId": ITEM["eventId"]}
-    assert immediate["headers"]["Retry-After"] == "20"
-    clock.now += 19
-    assert invoke(delivery(ITEM))["json"]["error"] == "in_flight"
+    retry = invoke(delivery(ITEM))  # at once: no lease to wait out
+    assert retry["statusCode"] == 200
+    assert retry["json"] == {"status": "duplicate", "eventId": ITEM["eventId"]}
+    assert flaky_sqs.calls["send_message"] == 2  # the failed one and the resend
+    assert flaky_dynamodb.calls == Counter({"put_item": 2, "delete_item": 1})  # no release of a PENDING claim
+    # The first send never landed: the resend is the one and only message.
+    messages = stack.receive_all()
+    assert len(messages) == 1
+    assert messages[0]["Body"] == dumps(ITEM)
+    assert invoke(delivery(ITEM))["statusCode"] == 200  # resent again, dropped by the FIFO dedupe
+    assert flaky_sqs.calls["send_message"] == 3
     assert stack.receive_all() == []
-    clock.now += 2  # lease over
-    takeover = invoke(delivery(ITEM))
-    assert takeover["statusCode"] == 202
-    assert len(stack.receive_all()) == 1
-    assert invoke(delivery(ITEM))["statusCode"] == 200
-    assert flaky_sqs.calls["send_message"] == 2  # the failed one and the takeover
-    assert stack.receive_all() == []
+    assert stack.event_record(ITEM["eventId"]) == record  # the receiver never rewrote the claim
     assert stack.event_count() == 1
 
 
-def test_failing_to_mark_the_event_queued_still_answers_202(invoke: Any, stack: Stack, flaky_dynamodb: Flaky) -> None:
+def test_failed_resend_is_503_and_deletes_nothing(
+    invoke: Any, stack: Stack, flaky_sqs: Flaky, flaky_dynamodb: Flaky
+) -> None:
+    """A PENDING claim is not this attempt's: a failed resend answers 503 and leaves it for the next retry."""
+    flaky_sqs.errors["send_message"] = client_error("ServiceUnavailable", "SendMessage")
+    flaky_dynamodb.errors["delete_item"] = client_error("InternalServerError", "DeleteItem")
+    assert invoke(delivery(ITEM))["statusCode"] == 503
+    record = stack.event_record(ITEM["eventId"])
+    assert record is not None and record["status"]["S"] == "RECEIVED"
+    del flaky_dynamodb.errors["delete_item"]  # a release would succeed now: it must not be tried
+    resend = invoke(delivery(ITEM))
+    assert resend["statusCode"] == 503
+    assert resend["json"] == {"error": "unavailable"}
+    assert resend["headers"]["Retry-After"] == "60"
+    assert flaky_sqs.calls["send_message"] == 2
+    assert flaky_dynamodb.calls["delete_item"] == 1  # only the first (NEW) attempt released
+    assert stack.event_record(ITEM["eventId"]) == record
+    assert stack.receive_all() == []
+    del flaky_sqs.errors["send_message"]
+    assert invoke(delivery(ITEM))["json"] == {"status": "duplicate", "eventId": ITEM["eventId"]}
+    assert len(stack.receive_all()) == 1
+
+
+def test_the_receiver_never_updates_the_record_it_claimed(invoke: Any, stack: Stack, flaky_dynamodb: Flaky) -> None:
+    """No mark_queued any more: UpdateItem (failing here) is the processor's, never the receiver's."""
     flaky_dynamodb.errors["update_item"] = client_error("ProvisionedThroughputExceededException", "UpdateItem")
     assert invoke(delivery(ITEM))["statusCode"] == 202
+    assert invoke(delivery(ITEM))["statusCode"] == 200
+    assert flaky_dynamodb.calls["update_item"] == 0
     assert len(stack.receive_all()) == 1
 
 
@@ -357,16 +445,23 @@ def test_dynamodb_failure_on_the_claim_is_503_and_nothing_queued(
 @pytest.fixture
 def atomic_moto_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     """DynamoDB applies a conditional write atomically; moto checks then writes without a lock, so two
-    threads can both pass the check. Serialize moto's writes to model the real service, nothing more."""
+    threads can both pass the check (two NEW claims, two 202s). SQS applies the FIFO deduplication
+    atomically; moto scans its messages for the deduplication id outside its lock, so two concurrent sends
+    could both be kept. Serialize both in moto to model the real services, nothing more."""
     lock = threading.Lock()
-    for name in ("put_item", "update_item", "delete_item"):
-        original = getattr(DynamoDBBackend, name)
+
+    def serialized(owner: Any, name: str) -> None:
+        original = getattr(owner, name)
 
         def locked(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
             with lock:
                 return __original(self, *args, **kwargs)
 
-        monkeypatch.setattr(DynamoDBBackend, name, locked)
+        monkeypatch.setattr(owner, name, locked)
+
+    for name in ("put_item", "update_item", "delete_item"):
+        serialized(DynamoDBBackend, name)
+    serialized(SqsQueue, "add_message")
 
 
 @pytest.mark.usefixtures("atomic_moto_writes")
@@ -395,23 +490,74 @@ def test_concurrent_duplicates_queue_exactly_once(
     assert errors == []
     assert len(responses) == 8
     statuses = Counter(r["statusCode"] for r in responses)
-    assert statuses[202] == 1, statuses
+    assert statuses == Counter({202: 1, 200: 7}), statuses  # never a 5XX
     for response in responses:
         assert response["json"]["eventId"] == ITEM["eventId"]
         if response["statusCode"] == 200:
-            assert response["json"]["status"] == "duplicate"
-        elif response["statusCode"] == 503:
-            assert response["json"]["error"] == "in_flight"
+            assert response["json"] == {"status": "duplicate", "eventId": ITEM["eventId"]}
         else:
-            assert response["statusCode"] == 202
-    if send_delay:
-        assert statuses[503] >= 1  # someone saw the claim before the event was queued
-    assert flaky_sqs.calls["send_message"] == 1
-    assert len(stack.receive_all()) == 1
+            assert response["json"] == {"status": "accepted", "eventId": ITEM["eventId"]}
+    # Every loser found the claim RECEIVED and sent again; the FIFO deduplication id kept one copy.
+    assert flaky_sqs.calls["send_message"] == 8
+    messages = stack.receive_all()
+    assert len(messages) == 1
+    assert messages[0]["Body"] == dumps(ITEM)
     assert stack.event_count() == 1
-    # Pluggy's retries of the in_flight ones are duplicates now.
+    # Once the processor has the event, Pluggy's retries are plain duplicates: nothing sent.
+    processor_starts(stack, ITEM)
     assert invoke(event)["statusCode"] == 200
+    assert flaky_sqs.calls["send_message"] == 8
     assert stack.receive_all() == []
+
+
+# ================================================================================ message groups
+
+
+def _receive_with_groups(stack: Stack) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while batch := stack.sqs.receive_message(
+        QueueUrl=stack.queue_url,
+        MaxNumberOfMessages=10,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+        WaitTimeSeconds=0,
+    ).get("Messages", []):
+        messages.extend(batch)
+    return messages
+
+
+def test_message_group_per_event_kind(invoke: Any, stack: Stack) -> None:
+    assert stack.queue_url.endswith(".fifo")
+    item, payment, scheduled = (
+        VALID_PAYLOADS["item-updated"],
+        VALID_PAYLOADS["payment-intent-created"],
+        VALID_PAYLOADS["scheduled-payment-created"],
+    )
+    request = {"event": "payment_request/updated", "eventId": "pr-evt-1", "paymentRequestId": "pr-1"}
+    unknown = VALID_PAYLOADS["unknown-event"]
+    expected = {
+        item["eventId"]: f"item:{item['itemId']}",
+        "connector": f"connector:{KEYLESS['connectorId']}",
+        payment["eventId"]: f"payment:{payment['paymentIntentId']}",
+        scheduled["eventId"]: f"payment:{scheduled['scheduledPaymentId']}",
+        request["eventId"]: "payment:pr-1",
+        unknown["eventId"]: f"event:{unknown['eventId']}",
+    }
+    ids = {}
+    for payload in (item, KEYLESS, payment, scheduled, request, unknown):
+        response = invoke(delivery(payload))
+        assert response["statusCode"] == 202, payload
+        ids[response["json"]["eventId"]] = payload
+    keyless_id = next(i for i in ids if i.startswith("sha256-"))
+    expected[keyless_id] = expected.pop("connector")
+    groups = {}
+    for message in _receive_with_groups(stack):
+        event_id = message["MessageAttributes"]["eventId"]["StringValue"]
+        group = message["Attributes"]["MessageGroupId"]
+        assert message["MessageAttributes"]["groupId"]["StringValue"] == group
+        assert message["Attributes"]["MessageDeduplicationId"] == event_id
+        groups[event_id] = group
+    assert groups == expected
 
 
 # ================================================================================ configuration
@@ -677,13 +823,22 @@ def _check_observed(observed: Any, event: dict[str, Any], status: int, result: s
     assert event["headers"]["X-Pluggy-Signature"] not in printed
 
 
-def test_duplicate_is_logged_with_its_event_id_and_counted(observed: Any) -> None:
+def test_duplicate_is_logged_with_its_event_id_and_counted(observed: Any, stack: Stack) -> None:
     observed(delivery(ITEM))
+    # Queued, not picked up yet: resent, and the reason says so.
     response, lines, blobs, _ = observed(delivery(ITEM))
     assert response["statusCode"] == 200
     [line] = [line for line in lines if line["message"].startswith("delivery ")]
     assert (line["result"], line["eventId"], line["event"]) == ("duplicate", ITEM["eventId"], ITEM["event"])
+    assert (line["reason"], line["level"]) == ("resent", "INFO")
     assert line["correlation_id"] == ITEM["eventId"]
+    assert metric_names(blobs[0]) == {"WebhookDuplicate", "WebhookDuplicate_resent"}
+    # The processor has it: a plain duplicate.
+    processor_starts(stack, ITEM)
+    response, lines, blobs, _ = observed(delivery(ITEM))
+    assert response["statusCode"] == 200
+    [line] = [line for line in lines if line["message"].startswith("delivery ")]
+    assert (line["result"], line["eventId"], line["reason"]) == ("duplicate", ITEM["eventId"], "")
     assert metric_names(blobs[0]) == {"WebhookDuplicate"}
 
 

@@ -6,7 +6,6 @@ import ipaddress
 
 import pytest
 from pluggy_pipeline.config import (
-    DEFAULT_ENQUEUE_LEASE_SECONDS,
     DEFAULT_KEYLESS_DEDUPE_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
     ReceiverSettings,
@@ -36,16 +35,30 @@ def test_defaults() -> None:
     assert s.pluggy_client_id == ""
     assert s.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 256 * 1024
     assert s.event_ttl_days == 30
-    assert s.enqueue_lease_seconds == DEFAULT_ENQUEUE_LEASE_SECONDS
     assert s.keyless_dedupe_seconds == DEFAULT_KEYLESS_DEDUPE_SECONDS
     assert s.insecure_local_dev is False
     assert s.secrets == SecretSettings("", "", "", "", 300)
 
 
-def test_lease_is_longer_than_the_lambda_timeout_and_shorter_than_pluggys_retry() -> None:
-    timeout = int(TEMPLATE["Resources"]["ReceiverFunction"]["Properties"]["Timeout"])
-    assert timeout < DEFAULT_ENQUEUE_LEASE_SECONDS < 60
+def test_keyless_window_absorbs_pluggys_retries_and_outlasts_the_sqs_dedupe_window() -> None:
     assert DEFAULT_KEYLESS_DEDUPE_SECONDS > 3 * 60  # absorbs Pluggy's three retries one minute apart
+    # A real repeat of a keyless event after the window must not be dropped by SQS's 300 s FIFO dedupe.
+    assert DEFAULT_KEYLESS_DEDUPE_SECONDS >= 310
+
+
+def test_keyless_window_minimum_is_the_sqs_dedupe_window() -> None:
+    # The window must outlast SQS's 300 s plus the receiver's timeout (a send lands up to 6 s after its claim).
+    assert settings(KEYLESS_DEDUPE_SECONDS="310").keyless_dedupe_seconds == 310
+    for too_short in ("309", "300", "120", "1", "0"):
+        with pytest.raises(ConfigurationError, match="KEYLESS_DEDUPE_SECONDS must be >= 310"):
+            settings(KEYLESS_DEDUPE_SECONDS=too_short)
+
+
+def test_the_enqueue_lease_is_gone() -> None:
+    """No lease any more: the template does not set one, the settings have none."""
+    variables = TEMPLATE["Resources"]["ReceiverFunction"]["Properties"]["Environment"]["Variables"]
+    assert "ENQUEUE_LEASE_SECONDS" not in variables
+    assert not hasattr(settings(), "enqueue_lease_seconds")
 
 
 def test_header_names_are_configurable_and_lower_cased() -> None:
@@ -60,8 +73,7 @@ def test_values_are_read() -> None:
         PLUGGY_CLIENT_ID=" client-1 ",
         MAX_BODY_BYTES="1024",
         EVENT_TTL_DAYS="7",
-        ENQUEUE_LEASE_SECONDS="15",
-        KEYLESS_DEDUPE_SECONDS="120",
+        KEYLESS_DEDUPE_SECONDS="900",
         INSECURE_LOCAL_DEV_NO_AUTH="yes",
         WEBHOOK_SECRET_ARN="arn:aws:secretsmanager:us-east-1:1:secret:x",
         WEBHOOK_SECRET="cur",
@@ -71,12 +83,7 @@ def test_values_are_read() -> None:
     )
     assert s.require_signature is True
     assert s.pluggy_client_id == "client-1"
-    assert (s.max_body_bytes, s.event_ttl_days, s.enqueue_lease_seconds, s.keyless_dedupe_seconds) == (
-        1024,
-        7,
-        15,
-        120,
-    )
+    assert (s.max_body_bytes, s.event_ttl_days, s.keyless_dedupe_seconds) == (1024, 7, 900)
     assert s.insecure_local_dev is True
     assert s.secrets == SecretSettings("arn:aws:secretsmanager:us-east-1:1:secret:x", "cur", "prev", "key", 60)
 
@@ -106,8 +113,8 @@ def test_missing_required_variable(missing: str) -> None:
         ("MAX_BODY_BYTES", "0"),
         ("MAX_BODY_BYTES", "-1"),
         ("EVENT_TTL_DAYS", "x"),
-        ("ENQUEUE_LEASE_SECONDS", "0"),
         ("KEYLESS_DEDUPE_SECONDS", "ten"),
+        ("KEYLESS_DEDUPE_SECONDS", "309"),
         ("SECRETS_CACHE_SECONDS", "nope"),
         ("REQUIRE_SIGNATURE", "maybe"),
         ("INSECURE_LOCAL_DEV_NO_AUTH", "2"),

@@ -217,43 +217,42 @@ class Record:
     event: NewEvent
     token: str
     received_at: float
-    lease_until: float
     status: str = "RECEIVED"
-    queued: bool = False
 
 
 @dataclass
 class FakeEventStore:
-    """EventStore's contract in memory: one conditional claim, release and mark_queued on our token."""
+    """EventStore's contract in memory: one conditional claim (NEW / PENDING / DUPLICATE), release on our token.
+
+    The claim succeeds when no record exists, or when a keyless record is older than the keyless window;
+    otherwise a RECEIVED record (claimed, not picked up by the processor) is PENDING and any later status is
+    a DUPLICATE. Nothing else is ever written by the receiver.
+    """
 
     clock: Clock = field(default_factory=Clock)
     records: dict[str, Record] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     claim_error: Exception | None = None
     release_ok: bool = True
-    mark_ok: bool = True
     _tokens: int = 0
 
-    def claim(self, event: NewEvent, *, lease_seconds: int, keyless_window_seconds: int) -> Claim:
+    def claim(self, event: NewEvent, *, keyless_window_seconds: int) -> Claim:
         self.calls.append("claim")
         if self.claim_error is not None:
             raise self.claim_error
         now = self.clock()
         existing = self.records.get(event.event_id)
         if existing is not None:
-            expired = existing.status == "RECEIVED" and existing.lease_until < now and not existing.queued
             stale_keyless = (
-                existing.event.key_source is KeySource.BODY_HASH
-                and existing.received_at < now - keyless_window_seconds
-                and (existing.status != "RECEIVED" or existing.queued)
+                existing.event.key_source is KeySource.BODY_HASH and existing.received_at < now - keyless_window_seconds
             )
-            if not (expired or stale_keyless):
-                enqueuing = existing.status == "RECEIVED" and not existing.queued
-                outcome = ClaimOutcome.IN_FLIGHT if enqueuing else ClaimOutcome.DUPLICATE
+            if not stale_keyless:
+                pending = existing.status == "RECEIVED"
+                outcome = ClaimOutcome.PENDING if pending else ClaimOutcome.DUPLICATE
                 return Claim(outcome, event.event_id, "", existing.status)
         self._tokens += 1
         token = f"t{self._tokens}"
-        self.records[event.event_id] = Record(event, token, now, now + lease_seconds)
+        self.records[event.event_id] = Record(event, token, now)
         return Claim(ClaimOutcome.NEW, event.event_id, token)
 
     def release(self, claim: Claim) -> bool:
@@ -264,24 +263,30 @@ class FakeEventStore:
         del self.records[claim.event_id]
         return True
 
-    def mark_queued(self, claim: Claim) -> bool:
-        self.calls.append("mark_queued")
-        record = self.records.get(claim.event_id)
-        if not self.mark_ok or record is None or record.token != claim.token:
-            return False
-        record.queued = True
-        return True
+
+SQS_DEDUPE_SECONDS = 300
 
 
 @dataclass
 class FakeEventQueue:
-    messages: list[dict[str, str]] = field(default_factory=list)
-    failures: list[Exception] = field(default_factory=list)
+    """EventQueue on a FIFO queue: a second send of one eventId within SQS's 5 minutes is dropped."""
 
-    def send(self, *, event_id: str, event_type: str, body: str) -> str:
+    clock: Clock = field(default_factory=Clock)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    sends: list[str] = field(default_factory=list)  # every send that reached SQS, dropped or not
+    failures: list[Exception] = field(default_factory=list)
+    _first_sent: dict[str, float] = field(default_factory=dict)
+
+    def send(self, *, event_id: str, event_type: str, body: str, group_id: str | None = None) -> str:
         if self.failures:
             raise self.failures.pop(0)
-        self.messages.append({"eventId": event_id, "eventType": event_type, "body": body})
+        self.sends.append(event_id)
+        now = self.clock()
+        first = self._first_sent.get(event_id)
+        if first is not None and now - first < SQS_DEDUPE_SECONDS:
+            return "msg-dropped"  # SQS answers success and keeps the first copy only
+        self._first_sent[event_id] = now
+        self.messages.append({"eventId": event_id, "eventType": event_type, "body": body, "groupId": str(group_id)})
         return f"msg-{len(self.messages)}"
 
 
@@ -303,6 +308,11 @@ class Harness:
         assert self.store.calls == []
         assert self.store.records == {}
         assert self.queue.messages == []
+        assert self.queue.sends == []
+
+    def processor_takes(self, event_id: str, status: str = "PROCESSING") -> None:
+        """What ProcessingLog does when the processor picks the message up (and later finishes it)."""
+        self.store.records[event_id].status = status
 
 
 def signed_headers(body: str | bytes, secret: str = SECRET, key: str = KEY) -> dict[str, list[str]]:
@@ -335,7 +345,8 @@ def harness(
     }
     receiver_settings = ReceiverSettings.from_env({**base, **env})
     secrets = WebhookSecrets(tuple(s.encode() for s in header_secrets), tuple(k.encode() for k in signing_keys))
-    store, queue = FakeEventStore(), FakeEventQueue()
+    store = FakeEventStore()
+    queue = FakeEventQueue(clock=store.clock)
     authenticator = WebhookAuthenticator(receiver_settings, StaticSecretProvider(secrets))
     receiver = WebhookReceiver(receiver_settings, authenticator, store, queue)  # type: ignore[arg-type]
     return Harness(receiver, store, queue, receiver_settings)
@@ -350,38 +361,64 @@ def test_accepted_is_202_and_queued_once() -> None:
     outcome = h.deliver(text)
     assert outcome.response.status == 202
     assert dict(outcome.response.body) == {"status": "accepted", "eventId": "evt-1"}
-    assert (outcome.result, outcome.event_id, outcome.event_type) == ("accepted", "evt-1", "item/updated")
-    assert h.queue.messages == [{"eventId": "evt-1", "eventType": "item/updated", "body": text}]
-    assert h.store.calls == ["claim", "mark_queued"]
-    assert h.store.records["evt-1"].queued
+    assert (outcome.result, outcome.reason, outcome.event_id, outcome.event_type) == (
+        "accepted",
+        "",
+        "evt-1",
+        "item/updated",
+    )
+    assert h.queue.messages == [
+        {"eventId": "evt-1", "eventType": "item/updated", "body": text, "groupId": "item:item-1"}
+    ]
+    assert h.store.calls == ["claim"]  # one conditional write, never updated afterwards
+    assert h.queue.sends == ["evt-1"]
+    assert h.store.records["evt-1"].status == "RECEIVED"
 
 
-def test_duplicate_of_a_queued_event_is_200_and_not_requeued() -> None:
+def test_duplicate_of_a_queued_event_is_resent_and_sqs_keeps_one_copy() -> None:
+    """Still RECEIVED: the first attempt may have died before its send, so send again (FIFO drops the copy)."""
     h = harness()
     assert h.deliver(item_event(1)).response.status == 202
+    token = h.store.records["evt-1"].token
     h.store.calls.clear()
+    h.store.clock.now += 60  # Pluggy's retry
     outcome = h.deliver(item_event(1))
     assert outcome.response.status == 200
     assert dict(outcome.response.body) == {"status": "duplicate", "eventId": "evt-1"}
-    assert outcome.result == "duplicate"
+    assert (outcome.result, outcome.reason) == ("duplicate", "resent")
+    assert h.store.calls == ["claim"]  # one store call, no release, no update
+    assert h.queue.sends == ["evt-1", "evt-1"]
     assert len(h.queue.messages) == 1
-    assert h.store.calls == ["claim"]  # one store call for a duplicate
+    assert h.store.records["evt-1"].token == token  # the claim was not taken over
 
 
-def test_duplicate_long_after_the_lease_is_still_a_duplicate() -> None:
+def test_duplicate_long_after_a_queued_event_is_still_a_duplicate_never_new() -> None:
+    """No lease: however late the redelivery, a RECEIVED event is resent, never claimed again."""
     h = harness()
     assert h.deliver(item_event(1)).response.status == 202
-    h.store.clock.now += 3600  # Pluggy's retries come a minute apart; the event sits in SQS meanwhile
-    assert h.deliver(item_event(1)).response.status == 200
-    assert len(h.queue.messages) == 1
+    token = h.store.records["evt-1"].token
+    h.store.clock.now += 3600
+    outcome = h.deliver(item_event(1))
+    assert (outcome.response.status, outcome.result, outcome.reason) == (200, "duplicate", "resent")
+    assert h.store.records["evt-1"].token == token
+    assert h.queue.sends == ["evt-1", "evt-1"]
+    # Beyond SQS's 5 minutes the resend is a second copy; the processor skips it once the event is PROCESSED.
+    assert len(h.queue.messages) == 2
 
 
 @pytest.mark.parametrize("status", ["PROCESSING", "PROCESSED", "FAILED"])
 def test_duplicate_of_an_event_the_processor_took(status: str) -> None:
     h = harness()
     h.deliver(item_event(1))
-    h.store.records["evt-1"].status = status
-    assert h.deliver(item_event(1)).response.status == 200
+    h.processor_takes("evt-1", status)
+    h.store.calls.clear()
+    h.store.clock.now += 3600
+    outcome = h.deliver(item_event(1))
+    assert outcome.response.status == 200
+    assert dict(outcome.response.body) == {"status": "duplicate", "eventId": "evt-1"}
+    assert (outcome.result, outcome.reason) == ("duplicate", "")
+    assert h.store.calls == ["claim"]  # one store call for a duplicate, nothing sent
+    assert h.queue.sends == ["evt-1"]
     assert len(h.queue.messages) == 1
 
 
@@ -390,14 +427,87 @@ def test_keyless_redelivery_dedupes_within_the_window_only() -> None:
     first = h.deliver(KEYLESS)
     assert first.response.status == 202
     assert HASH_KEY.match(first.event_id)
-    h.store.clock.now += 599
+    h.store.clock.now += 60
     pretty = json.dumps(dict(reversed(list(KEYLESS.items()))), indent=2)  # same event, other bytes
     again = h.deliver(pretty)
-    assert (again.response.status, again.event_id) == (200, first.event_id)
+    assert (again.response.status, again.event_id, again.reason) == (200, first.event_id, "resent")
     assert len(h.queue.messages) == 1
+    h.processor_takes(first.event_id, "PROCESSED")
+    h.store.clock.now += 539  # 599 s after the first delivery
+    late = h.deliver(KEYLESS)
+    assert (late.response.status, late.event_id, late.reason) == (200, first.event_id, "")
+    assert len(h.queue.sends) == 2
     h.store.clock.now += 2  # 601 s after the first delivery: a new occurrence
     assert h.deliver(KEYLESS).response.status == 202
     assert len(h.queue.messages) == 2
+    assert h.store.records[first.event_id].status == "RECEIVED"
+
+
+def test_keyless_event_still_unprocessed_after_the_window_is_new_again() -> None:
+    h = harness(KEYLESS_DEDUPE_SECONDS="300")
+    first = h.deliver(KEYLESS)
+    token = h.store.records[first.event_id].token
+    h.store.clock.now += 301
+    again = h.deliver(KEYLESS)
+    assert (again.response.status, again.event_id) == (202, first.event_id)
+    assert h.store.records[first.event_id].token != token  # claimed anew
+    # 301 s later: SQS's 300 s dedupe window is over too, so the new occurrence is queued.
+    assert len(h.queue.messages) == 2
+
+
+# --- FIFO message groups ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "group"),
+    [
+        pytest.param(item_event(1), "item:item-1", id="item"),
+        pytest.param(item_event(2, event="transactions/created", accountId="acc-1"), "item:item-1", id="item-tx"),
+        pytest.param(KEYLESS, "connector:201", id="connector-keyless"),
+        pytest.param({**KEYLESS, "eventId": "c-1", "connectorId": 201}, "connector:201", id="connector-int"),
+        pytest.param(
+            {"event": "payment_intent/created", "eventId": "p-1", "paymentRequestId": "r", "paymentIntentId": "pi"},
+            "payment:pi",
+            id="payment-intent",
+        ),
+        pytest.param(
+            {"event": "scheduled_payment/created", "eventId": "p2", "paymentRequestId": "r", "scheduledPaymentId": "s"},
+            "payment:s",
+            id="scheduled-payment",
+        ),
+        pytest.param(
+            {"event": "payment_request/updated", "eventId": "p-3", "paymentRequestId": "pr-1"},
+            "payment:pr-1",
+            id="payment-request",
+        ),
+        pytest.param({"event": "boleto/updated", "eventId": "b-1", "boletoId": "x"}, "event:b-1", id="fallback"),
+        pytest.param(
+            {"event": "item/updated", "eventId": "e-1", "itemId": 123, "connectorId": True}, "event:e-1", id="odd-ids"
+        ),
+        pytest.param({"event": "item/updated", "eventId": "e-2", "itemId": ""}, "event:e-2", id="empty-item"),
+    ],
+)
+def test_message_group_per_event_kind(payload: dict[str, Any], group: str) -> None:
+    delivery = parse_delivery(dumps(payload).encode())
+    assert delivery.group_id == group
+    h = harness()
+    outcome = h.deliver(payload)
+    assert outcome.response.status == 202
+    assert [m["groupId"] for m in h.queue.messages] == [group]
+
+
+def test_keyless_fallback_group_is_the_body_hash() -> None:
+    delivery = parse_delivery(b'{"event":"connector/status_updated","data":{"status":"ONLINE"}}')
+    assert HASH_KEY.match(delivery.event_id)
+    assert delivery.group_id == f"event:{delivery.event_id}"
+
+
+def test_resend_goes_to_the_same_group() -> None:
+    h = harness()
+    h.deliver(item_event(1))
+    h.store.clock.now += 3600  # past SQS's window, so the resend is kept and its group visible
+    h.deliver(item_event(1))
+    assert [m["groupId"] for m in h.queue.messages] == ["item:item-1", "item:item-1"]
 
 
 def test_unknown_event_names_are_accepted_and_queued() -> None:
@@ -593,20 +703,50 @@ def test_queue_failure_is_503_releases_the_claim_and_the_retry_is_queued_once(er
     assert len(h.queue.messages) == 1
 
 
-def test_queue_and_release_both_fail_then_the_lease_lets_the_retry_through() -> None:
-    h = harness(ENQUEUE_LEASE_SECONDS="20")
+def test_queue_and_release_both_fail_then_the_retry_is_resent_and_queued_once() -> None:
+    h = harness()
     h.store.release_ok = False
     h.queue.failures.append(TransientError("sqs down"))
-    assert h.deliver(item_event(1)).response.status == 503
-    assert h.store.records["evt-1"].status == "RECEIVED"
-    assert not h.store.records["evt-1"].queued
-    immediate = h.deliver(item_event(1))
-    assert immediate.response.status == 503
-    assert dict(immediate.response.body) == {"error": "in_flight", "eventId": "evt-1"}
-    assert immediate.response.headers["Retry-After"] == "20"
+    first = h.deliver(item_event(1))
+    assert first.response.status == 503
+    assert dict(first.response.body) == {"error": "unavailable"}
+    assert h.store.calls == ["claim", "release"]
+    assert h.store.records["evt-1"].status == "RECEIVED"  # left behind: no lease, no takeover needed
     assert h.queue.messages == []
-    h.store.clock.now += 21
+    h.store.calls.clear()
+    retry = h.deliver(item_event(1))  # at once: nothing to wait for
+    assert retry.response.status == 200
+    assert dict(retry.response.body) == {"status": "duplicate", "eventId": "evt-1"}
+    assert (retry.result, retry.reason) == ("duplicate", "resent")
+    assert h.store.calls == ["claim"]
+    # The first send failed, so the resend is the only copy.
+    assert h.queue.sends == ["evt-1"]
+    assert [m["eventId"] for m in h.queue.messages] == ["evt-1"]
+    assert h.deliver(item_event(1)).response.status == 200
+    assert len(h.queue.sends) == 2
+    assert len(h.queue.messages) == 1
+
+
+@pytest.mark.parametrize(
+    "error", [TransientError("sqs down"), PermanentError("queueing the event failed: AccessDenied")]
+)
+def test_failed_resend_is_503_and_deletes_nothing(error: Exception) -> None:
+    """A PENDING claim is not ours (no token): a failed resend must leave it for the next retry."""
+    h = harness()
     assert h.deliver(item_event(1)).response.status == 202
+    token = h.store.records["evt-1"].token
+    h.store.calls.clear()
+    h.queue.failures.append(error)
+    outcome = h.deliver(item_event(1))
+    assert outcome.response.status == 503
+    assert dict(outcome.response.body) == {"error": "unavailable"}
+    assert outcome.response.headers["Retry-After"] == "60"
+    assert (outcome.result, outcome.reason) == ("error", "transient")
+    assert h.store.calls == ["claim"]  # no release
+    assert h.store.records["evt-1"].token == token
+    assert h.store.records["evt-1"].status == "RECEIVED"
+    assert len(h.queue.messages) == 1
+    assert h.deliver(item_event(1)).response.status == 200
     assert len(h.queue.messages) == 1
 
 
@@ -617,13 +757,6 @@ def test_claim_failure_is_503_and_nothing_queued() -> None:
     assert outcome.response.status == 503
     assert outcome.response.headers["Retry-After"] == "60"
     assert h.queue.messages == []
-
-
-def test_failure_to_mark_queued_still_answers_202() -> None:
-    h = harness()
-    h.store.mark_ok = False
-    assert h.deliver(item_event(1)).response.status == 202
-    assert len(h.queue.messages) == 1
 
 
 def test_unexpected_configuration_error_from_the_store_is_503_not_configured() -> None:
@@ -649,7 +782,14 @@ class FakeMetrics:
     ("make", "expected"),
     [
         (lambda h: h.deliver(item_event(1)), ["WebhookAccepted"]),
-        (lambda h: (h.deliver(item_event(1)), h.deliver(item_event(1)))[1], ["WebhookDuplicate"]),
+        (
+            lambda h: (h.deliver(item_event(1)), h.deliver(item_event(1)))[1],
+            ["WebhookDuplicate", "WebhookDuplicate_resent"],
+        ),
+        (
+            lambda h: (h.deliver(item_event(1)), h.processor_takes("evt-1"), h.deliver(item_event(1)))[2],
+            ["WebhookDuplicate"],
+        ),
         (lambda h: h.post(GOOD, {"X-Webhook-Secret": ["x"]}), ["WebhookRejected", "WebhookRejected_bad_secret"]),
         (lambda h: h.post(GOOD, method="GET"), ["WebhookRejected", "WebhookRejected_method_not_allowed"]),
         (lambda h: h.deliver("[]"), ["WebhookRejected", "WebhookRejected_malformed_body"]),

@@ -19,6 +19,9 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 # twice in a day) is not mistaken for a retry. Longer than SQS FIFO's 5-minute deduplication window,
 # so a real repeat's send is not dropped by SQS either.
 DEFAULT_KEYLESS_DEDUPE_SECONDS = 600
+# SQS's window starts at the first send, which lands up to one receiver timeout (6 s) after its claim:
+# 300 s plus that, rounded up, so a real repeat claimed after the window is never dropped by SQS.
+MIN_KEYLESS_DEDUPE_SECONDS = 310
 
 
 def _get(env: Mapping[str, str], name: str, default: str = "") -> str:
@@ -119,8 +122,9 @@ class ReceiverSettings:
             pluggy_client_id=_get(source, "PLUGGY_CLIENT_ID"),
             max_body_bytes=_int(source, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             event_ttl_days=_int(source, "EVENT_TTL_DAYS", 30),
-            # Not below SQS's 300 s deduplication window (see above).
-            keyless_dedupe_seconds=_int(source, "KEYLESS_DEDUPE_SECONDS", DEFAULT_KEYLESS_DEDUPE_SECONDS, minimum=300),
+            keyless_dedupe_seconds=_int(
+                source, "KEYLESS_DEDUPE_SECONDS", DEFAULT_KEYLESS_DEDUPE_SECONDS, minimum=MIN_KEYLESS_DEDUPE_SECONDS
+            ),
             insecure_local_dev=_bool(source, "INSECURE_LOCAL_DEV_NO_AUTH"),
             secrets=SecretSettings.from_env(source),
         )
