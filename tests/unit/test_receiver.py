@@ -444,14 +444,14 @@ def test_keyless_redelivery_dedupes_within_the_window_only() -> None:
 
 
 def test_keyless_event_still_unprocessed_after_the_window_is_new_again() -> None:
-    h = harness(KEYLESS_DEDUPE_SECONDS="300")
+    h = harness(KEYLESS_DEDUPE_SECONDS="310")
     first = h.deliver(KEYLESS)
     token = h.store.records[first.event_id].token
-    h.store.clock.now += 301
+    h.store.clock.now += 311
     again = h.deliver(KEYLESS)
     assert (again.response.status, again.event_id) == (202, first.event_id)
     assert h.store.records[first.event_id].token != token  # claimed anew
-    # 301 s later: SQS's 300 s dedupe window is over too, so the new occurrence is queued.
+    # 311 s later: SQS's 300 s dedupe window is over too, so the new occurrence is queued.
     assert len(h.queue.messages) == 2
 
 

@@ -177,6 +177,7 @@ class LocalStack:
         self._receiver: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
         self._processor: Callable[[dict[str, Any], Any], Any] | None = None
         self._saved_env: dict[str, str | None] = {}
+        self._saved_log_level: int | None = None
         self._polling = threading.Event()
         self.invocations = {"receiver": 0, "processor": 0}
 
@@ -284,6 +285,7 @@ class LocalStack:
         env.update(self.options.extra_env)
         self._saved_env = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
+        self._saved_log_level = logger.log_level
         logger.setLevel(env["POWERTOOLS_LOG_LEVEL"])  # the shared logger read its level at import
         aws.reset_clients()
         get_receiver.cache_clear()
@@ -296,6 +298,9 @@ class LocalStack:
             else:
                 os.environ[key] = value
         self._saved_env = {}
+        if self._saved_log_level is not None:
+            logger.setLevel(self._saved_log_level)
+            self._saved_log_level = None
         aws.reset_clients()
         get_receiver.cache_clear()
         get_processor.cache_clear()

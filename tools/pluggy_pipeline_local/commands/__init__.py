@@ -1,0 +1,1 @@
+"""The `pluggy-pipeline` subcommands; `cli.py` assembles them."""

@@ -1,0 +1,117 @@
+"""`register`: create or update the Pluggy webhook pointing at a pipeline (seed 002's setup_pluggy_webhook)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Any
+
+from pluggy_pipeline.errors import PipelineError
+from pluggy_pipeline.observability import logger
+from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
+
+from pluggy_pipeline_local.commands._common import add_target_options, target_of
+from pluggy_pipeline_local.register import register_webhook
+from pluggy_pipeline_local.targets import (
+    DEFAULT_PLUGGY_URL,
+    DEFAULT_SECRET_HEADER,
+    CliError,
+    PluggyCredentials,
+    credentials_from_env,
+    local_target,
+)
+
+SECRET_ENV = "PLUGGY_WEBHOOK_SECRET"  # noqa: S105 - the name of an environment variable
+
+
+def _plan(args: argparse.Namespace) -> tuple[str, str, str, str, PluggyCredentials, str]:
+    """(webhook url, header name, secret, Pluggy base url, credentials, where) for the chosen target."""
+    if args.stack or args.local or not args.url:
+        target = local_target() if args.local else target_of(args)
+        url = args.url or target.webhook_url
+        header = args.header_name or target.secret_header
+        secret = target.webhook_secret().current
+        if target.is_local:
+            if args.pluggy_url:
+                raise CliError("--pluggy-url does not apply to the local stack (its Pluggy is the emulator)")
+            base = target.pluggy_base_url
+            where = f"the local Pluggy emulator ({base})"
+        else:
+            base = args.pluggy_url or target.pluggy_base_url
+            where = f"Pluggy ({base})"
+        return url, header, secret, base, target.pluggy_credentials(), where
+    if args.region or args.profile:
+        raise CliError("--region and --profile only apply with --stack")
+    credentials = credentials_from_env()
+    if credentials is None:
+        raise CliError("set PLUGGY_CLIENT_ID and PLUGGY_CLIENT_SECRET (or use --stack for the stack's secret)")
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        raise CliError(f"set {SECRET_ENV} to the secret your receiver expects (or use --stack)")
+    base = args.pluggy_url or DEFAULT_PLUGGY_URL
+    return args.url, args.header_name or DEFAULT_SECRET_HEADER, secret, base, credentials, f"Pluggy ({base})"
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    if args.local and args.stack:
+        raise CliError("--local and --stack are exclusive")
+    url, header, secret, base, credentials, where = _plan(args)
+    client = PluggyClient(base, lambda: (credentials.client_id, credentials.client_secret))
+    shared = logging.getLogger(logger.name)  # the functions' logger, which PluggyClient logs to
+    level = shared.level
+    shared.setLevel(max(level, logging.WARNING))  # its INFO lines are for CloudWatch, not this output
+    try:
+        result = register_webhook(client, url, header, secret, force=args.force)
+    except PluggyAuthError as exc:
+        hint = " (is the real clientSecret in the stack's PluggyCredentialsSecret?)" if args.stack else ""
+        raise CliError(f"Pluggy refused the credentials: {exc}{hint}") from None
+    except PipelineError as exc:
+        raise CliError(f"Pluggy refused: {type(exc).__name__}: {exc}") from None
+    finally:
+        shared.setLevel(level)
+        client.close()
+    webhook = result["webhook"]
+    # Never the headers: they hold the secret.
+    summary = {
+        "action": result["action"],
+        "webhookId": webhook.get("id"),
+        "url": webhook.get("url"),
+        "event": webhook.get("event"),
+        "headerName": header,
+        "enabled": webhook.get("disabledAt") is None,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{summary['action']}: webhook {summary['webhookId']} on {where}")
+    print(f"  url     {summary['url']}")
+    print(f"  event   {summary['event']}, secret in header {header}")
+    if result["action"] == "unchanged":
+        print("  (already up to date; --force rewrites it, e.g. after rotating the secret)")
+    return 0
+
+
+def add_parser(commands: Any) -> None:
+    register = commands.add_parser(
+        "register",
+        help="create or update the Pluggy webhook (event all, secret header) for a pipeline",
+        description=(
+            "Create or update Pluggy's webhook for a pipeline, idempotently: an up-to-date webhook is left "
+            "unchanged unless --force (which also re-enables a webhook Pluggy disabled). Targets: no options = "
+            "the local stack's URL on the local Pluggy emulator; --stack NAME = the stack's WebhookUrl, secret "
+            "and Pluggy credentials (PLUGGY_CLIENT_ID/PLUGGY_CLIENT_SECRET override them); --url URL alone = "
+            f"that URL on Pluggy with credentials from PLUGGY_CLIENT_ID/PLUGGY_CLIENT_SECRET and ${SECRET_ENV}."
+        ),
+    )
+    register.add_argument("--url", help="webhook URL to register (default: the target's WebhookUrl)")
+    register.add_argument("--force", action="store_true", help="update an existing webhook even if up to date")
+    register.add_argument(
+        "--header-name", help=f"secret header name (default: the target's, or {DEFAULT_SECRET_HEADER})"
+    )
+    register.add_argument("--pluggy-url", help=f"Pluggy API base URL (default {DEFAULT_PLUGGY_URL})")
+    register.add_argument("--local", action="store_true", help="register on the local stack's Pluggy emulator")
+    register.add_argument("--json", action="store_true", help="print the result as JSON (never the headers)")
+    add_target_options(register)
+    register.set_defaults(func=cmd_register)
