@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import ProcessingLog, StartOutcome, iso_now
 from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
 from pluggy_pipeline.observability import logger
-from pluggy_pipeline.pluggy_client import PluggyClient
+from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
 from pluggy_pipeline.records import JSON, RecordStore, account_key, item_key, transaction_key
 
 # Execution states after which an item's data can be collected (pluggy-api.md §8).
@@ -173,7 +173,12 @@ class Processor:
         try:
             event_id, event, payload = _parse(message)
         except PermanentError as exc:
-            self._park(message, f"sqs-{message.message_id}", str(exc))
+            # Recorded like any permanent failure, under the id the message was queued with.
+            event_id = message.attributes.get("eventId") or f"sqs-{message.message_id}"
+            event_type = message.attributes.get("eventType") or "unknown"
+            if self._log.start(event_id, event_type, message.body) is StartOutcome.STARTED:
+                self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=True)
+            self._park(message, event_id, str(exc))
             return
         logger.append_keys(eventId=event_id, event=event)
         logger.set_correlation_id(event_id)
@@ -183,6 +188,10 @@ class Processor:
         counts = Counts()
         try:
             handled = self.dispatch(event, payload, counts)
+        except PluggyAuthError as exc:
+            # Our credentials, not the message: keep it queued (SQS retries, then its redrive policy parks it).
+            self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            raise
         except PermanentError as exc:
             self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=True)
             self._park(message, event_id, str(exc))
@@ -278,12 +287,17 @@ class Processor:
         newest = watermark
         seen: set[str] = set()
         created_from = after(watermark) if watermark else None
-        for page in self.pluggy.iter_transactions(account_id, created_at_from=created_from):
-            stats = self.records.batch_put(transaction_record(tx, item_id) for tx in page)
-            counts.add("transactions", stats.written)
-            newest = _max(newest, (tx.get("createdAt") for tx in page))
-            if full:
-                seen.update(str(tx["id"]) for tx in page)
+
+        def rows() -> Iterator[JSON]:
+            nonlocal newest
+            for page in self.pluggy.iter_transactions(account_id, created_at_from=created_from):
+                newest = _max(newest, (tx.get("createdAt") for tx in page))
+                if full:
+                    seen.update(str(tx["id"]) for tx in page)
+                yield from (transaction_record(tx, item_id) for tx in page)
+
+        # One stream per account: BatchWriteItem chunks stay full (25) whatever Pluggy's page size is.
+        counts.add("transactions", self.records.batch_put(rows()).written)
         if full:
             # A full sync also heals deletions whose transactions/deleted webhook was lost.
             stale = [k for k in self.records.transaction_keys_of_account(account_id) if k["sk"][3:] not in seen]
@@ -334,9 +348,14 @@ class Processor:
         else:
             raise PermanentError("transactions/created has neither a link nor transactionsCreatedAtFrom")
         newest: str | None = None
-        for page in pages:
-            counts.add("transactions", self.records.batch_put(transaction_record(tx, item_id) for tx in page).written)
-            newest = _max(newest, (tx.get("createdAt") for tx in page))
+
+        def rows() -> Iterator[JSON]:
+            nonlocal newest
+            for page in pages:
+                newest = _max(newest, (tx.get("createdAt") for tx in page))
+                yield from (transaction_record(tx, item_id) for tx in page)
+
+        counts.add("transactions", self.records.batch_put(rows()).written)
         if item_id and newest and isinstance(created_from, str):
             self._advance_watermark(item_id, account_id, created_from, newest)
 
@@ -360,7 +379,8 @@ class Processor:
         )
 
     def transactions_deleted(self, payload: JSON, counts: Counts) -> None:
-        ids = [str(i) for i in payload.get("transactionIds") or []]
+        # Unique: BatchWriteItem refuses a chunk that names one key twice (ValidationException).
+        ids = list(dict.fromkeys(str(i) for i in payload.get("transactionIds") or []))
         account_id = payload.get("accountId")
         if isinstance(account_id, str) and account_id:
             keys = [transaction_key(account_id, i) for i in ids]
