@@ -277,7 +277,15 @@ class FakeEventQueue:
     failures: list[Exception] = field(default_factory=list)
     _first_sent: dict[str, float] = field(default_factory=dict)
 
-    def send(self, *, event_id: str, event_type: str, body: str, group_id: str | None = None) -> str:
+    def send(
+        self,
+        *,
+        event_id: str,
+        event_type: str,
+        body: str,
+        group_id: str | None = None,
+        extra_attributes: dict[str, str] | None = None,
+    ) -> str:
         if self.failures:
             raise self.failures.pop(0)
         self.sends.append(event_id)
@@ -286,7 +294,15 @@ class FakeEventQueue:
         if first is not None and now - first < SQS_DEDUPE_SECONDS:
             return "msg-dropped"  # SQS answers success and keeps the first copy only
         self._first_sent[event_id] = now
-        self.messages.append({"eventId": event_id, "eventType": event_type, "body": body, "groupId": str(group_id)})
+        self.messages.append(
+            {
+                "eventId": event_id,
+                "eventType": event_type,
+                "body": body,
+                "groupId": str(group_id),
+                **(extra_attributes or {}),
+            }
+        )
         return f"msg-{len(self.messages)}"
 
 
@@ -367,9 +383,10 @@ def test_accepted_is_202_and_queued_once() -> None:
         "evt-1",
         "item/updated",
     )
-    assert h.queue.messages == [
-        {"eventId": "evt-1", "eventType": "item/updated", "body": text, "groupId": "item:item-1"}
-    ]
+    (message,) = h.queue.messages
+    received_at = message.pop("receivedAt")
+    assert message == {"eventId": "evt-1", "eventType": "item/updated", "body": text, "groupId": "item:item-1"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", received_at)  # versions event-built records
     assert h.store.calls == ["claim"]  # one conditional write, never updated afterwards
     assert h.queue.sends == ["evt-1"]
     assert h.store.records["evt-1"].status == "RECEIVED"

@@ -35,6 +35,7 @@ class EventQueue:
         event_type: str,
         body: str,
         group_id: str | None = None,
+        dedup_id: str | None = None,
         extra_attributes: Mapping[str, str] | None = None,
     ) -> str:
         """Queue the raw payload; the ids ride as attributes so the body stays byte-for-byte Pluggy's.
@@ -47,7 +48,7 @@ class EventQueue:
         kwargs: dict[str, Any] = {}
         if self._fifo:
             group = sqs_id(group_id or event_id)
-            kwargs = {"MessageGroupId": group, "MessageDeduplicationId": sqs_id(event_id)}
+            kwargs = {"MessageGroupId": group, "MessageDeduplicationId": sqs_id(dedup_id or event_id)}
             attributes["groupId"] = group
         try:
             response = self._client_factory().send_message(

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from pluggy_pipeline import aws
 from pluggy_pipeline.config import ProcessorSettings
 from pluggy_pipeline.errors import NotFoundError, PermanentError
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import ProcessingLog, StartOutcome, iso_now
 from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
-from pluggy_pipeline.observability import logger
+from pluggy_pipeline.observability import logger, metrics
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
 from pluggy_pipeline.records import JSON, RecordStore, account_key, item_key, transaction_key
 
@@ -143,6 +145,10 @@ def _max(current: str | None, candidates: Iterable[Any]) -> str | None:
     return max(values) if values else None
 
 
+def _count(name: str, value: int = 1) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
 class Processor:
     def __init__(
         self,
@@ -179,6 +185,7 @@ class Processor:
             if self._log.start(event_id, event_type, message.body) is StartOutcome.STARTED:
                 self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=True)
             self._park(message, event_id, str(exc))
+            _count("EventsParked")
             return
         logger.append_keys(eventId=event_id, event=event)
         logger.set_correlation_id(event_id)
@@ -187,19 +194,24 @@ class Processor:
             return
         counts = Counts()
         try:
-            handled = self.dispatch(event, payload, counts)
+            handled = self.dispatch(event, payload, counts, received_at=message.attributes.get("receivedAt"))
         except PluggyAuthError as exc:
             # Our credentials, not the message: keep it queued (SQS retries, then its redrive policy parks it).
             self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            _count("PluggyAuthFailed")
+            _count("EventsFailed")
             raise
         except PermanentError as exc:
             self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=True)
             self._park(message, event_id, str(exc))
+            _count("EventsParked")
             return
         except Exception as exc:
             self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            _count("EventsFailed")
             raise
         self._log.finish(event_id, counts.values, handled=handled)
+        _count("EventsProcessed")
         logger.info("event processed", extra={"counts": counts.values, "handled": handled})
 
     def _park(self, message: QueueMessage, event_id: str, reason: str) -> None:
@@ -209,11 +221,17 @@ class Processor:
             event_type=message.attributes.get("eventType", "unknown"),
             body=message.body,
             group_id=message.attributes.get("groupId") or event_id,
+            # Unique per SQS message: parking the same event again (after a redrive) must not be deduplicated.
+            dedup_id=f"{event_id}#park-{message.message_id}",
             extra_attributes={"failureReason": reason[:256]},
         )
 
-    def dispatch(self, event: str, payload: JSON, counts: Counts) -> bool:
-        """Run the event's handler; False when the event is unknown (recorded, not failed)."""
+    def dispatch(self, event: str, payload: JSON, counts: Counts, *, received_at: str | None = None) -> bool:
+        """Run the event's handler; False when the event is unknown (recorded, not failed).
+
+        `received_at` (the receiver's receivedAt message attribute) versions records built from the event
+        itself, so an old event replayed from the DLQ never overwrites a newer status.
+        """
         name = EventName.parse(event)
         if name in {EventName.ITEM_DELETED}:
             self.delete_item(_required_str(payload, "itemId"), counts)
@@ -228,9 +246,9 @@ class Processor:
         elif name is EventName.TRANSACTIONS_DELETED:
             self.transactions_deleted(payload, counts)
         elif name is EventName.CONNECTOR_STATUS_UPDATED:
-            self.connector_status(payload, counts)
+            self.connector_status(payload, counts, received_at=received_at)
         elif name in PAYMENT_EVENTS:
-            self.payment_status(event, payload, counts)
+            self.payment_status(event, payload, counts, received_at=received_at)
         elif name is EventName.PIPELINE_RECONCILE:
             self.reconcile(counts)
         else:
@@ -391,7 +409,7 @@ class Processor:
 
     # -- connectors and payments (never re-fetched: the event is the data) ----------------------------
 
-    def connector_status(self, payload: JSON, counts: Counts) -> None:
+    def connector_status(self, payload: JSON, counts: Counts, *, received_at: str | None = None) -> None:
         data: JSON = payload["data"] if isinstance(payload.get("data"), dict) else {}
         connector_id = payload.get("connectorId") or payload.get("id") or data.get("connectorId")
         if connector_id is None:
@@ -402,13 +420,13 @@ class Processor:
             "kind": "connector",
             "connectorId": str(connector_id),
             "status": data.get("status"),
-            "version": iso_now(self._clock()),
+            "version": received_at or iso_now(self._clock()),
             "data": payload,
         }
         if self.records.put_versioned(record, version_attribute="version"):
             counts.add("connectors")
 
-    def payment_status(self, event: str, payload: JSON, counts: Counts) -> None:
+    def payment_status(self, event: str, payload: JSON, counts: Counts, *, received_at: str | None = None) -> None:
         family, _, action = event.partition("/")
         if family == "payment_intent":
             entity, entity_id = "PAYMENT_INTENT", payload.get("paymentIntentId")
@@ -431,7 +449,7 @@ class Processor:
             "status": status,
             "event": event,
             "error": payload.get("error"),
-            "version": f"{rank}#{iso_now(self._clock())}",
+            "version": f"{rank}#{received_at or iso_now(self._clock())}",
             "data": payload,
         }
         if self.records.put_versioned(record, version_attribute="version"):
@@ -444,7 +462,9 @@ class Processor:
         now = datetime.fromtimestamp(self._clock(), UTC)
         cutoff = iso_now((now - self._reconcile_after).timestamp())
         bucket = now.strftime("%Y%m%d%H")
-        for item_id in self.records.items_synced_before(cutoff, self._reconcile_limit):
+        stale = self.records.items_synced_before(cutoff, self._reconcile_limit)
+        _count("StaleItems", len(stale))  # emitted when 0 too, so the alarm sees healthy sweeps
+        for item_id in stale:
             body = json.dumps({"event": EventName.PIPELINE_SYNC_ITEM.value, "itemId": item_id, "full": True})
             self._queue.send(
                 event_id=f"sync-{item_id}-{bucket}",

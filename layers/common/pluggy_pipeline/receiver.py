@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from pluggy_pipeline.auth import Rejection, WebhookAuthenticator
 from pluggy_pipeline.config import ReceiverSettings
 from pluggy_pipeline.errors import ConfigurationError, PipelineError
 from pluggy_pipeline.event_queue import EventQueue
-from pluggy_pipeline.event_store import ClaimOutcome, EventStore, KeySource, NewEvent
+from pluggy_pipeline.event_store import ClaimOutcome, EventStore, KeySource, NewEvent, iso_now
 from pluggy_pipeline.http import ApiRequest, ApiResponse
 from pluggy_pipeline.observability import logger
 from pluggy_pipeline.secrets import provider_from_settings
@@ -240,6 +241,8 @@ class WebhookReceiver:
             event_type=delivery.event_type,
             body=delivery.text,
             group_id=delivery.group_id,
+            # Versions the records built from the event itself (connector and payment statuses).
+            extra_attributes={"receivedAt": iso_now(time.time())},
         )
 
 

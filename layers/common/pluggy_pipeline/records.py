@@ -164,7 +164,8 @@ class RecordStore:
             pending = response.get("UnprocessedItems", {}).get(self._table, [])
             if not pending:
                 return attempt
-            self._sleep(min(0.05 * 2**attempt, 2.0))
+            if attempt < self._max_retries:  # no point waiting after the last attempt
+                self._sleep(min(0.05 * 2**attempt, 2.0))
         raise TransientError(f"batch_write_item left {len(pending)} items unprocessed after retries")
 
     # -- queries ------------------------------------------------------------------------------------
