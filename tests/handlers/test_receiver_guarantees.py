@@ -797,9 +797,30 @@ CASES = [
 ]
 
 
-def test_one_log_line_and_metrics_per_delivery_and_no_secrets_printed(observed: Any) -> None:
+@pytest.fixture
+def debug_logs() -> Iterator[None]:
+    """Accepted and duplicate deliveries log at DEBUG (they are in EventsTable and the metrics already)."""
+    from pluggy_pipeline.observability import logger
+
+    level = logger.log_level
+    logger.setLevel("DEBUG")
+    yield
+    logger.setLevel(level)
+
+
+def test_one_log_line_and_metrics_per_delivery_and_no_secrets_printed(observed: Any, debug_logs: None) -> None:
     for make, status, result, metrics in CASES:
         _check_observed(observed, make(), status, result, metrics)
+
+
+def test_at_info_only_rejections_and_errors_are_logged(observed: Any) -> None:
+    response, lines, blobs, _ = observed(delivery(ITEM))
+    assert response["statusCode"] == 202
+    assert [line for line in lines if line["message"].startswith("delivery ")] == []
+    assert metric_names(blobs[0]) == {"WebhookAccepted"}  # still counted
+    response, lines, _, _ = observed(delivery(ITEM, secret="forged-secret-canary"))
+    assert response["statusCode"] == 401
+    assert [line["reason"] for line in lines if line["message"] == "delivery rejected"] == ["bad_secret"]
 
 
 def _check_observed(observed: Any, event: dict[str, Any], status: int, result: str, metrics: set[str]) -> None:
@@ -823,14 +844,14 @@ def _check_observed(observed: Any, event: dict[str, Any], status: int, result: s
     assert event["headers"]["X-Pluggy-Signature"] not in printed
 
 
-def test_duplicate_is_logged_with_its_event_id_and_counted(observed: Any, stack: Stack) -> None:
+def test_duplicate_is_logged_with_its_event_id_and_counted(observed: Any, stack: Stack, debug_logs: None) -> None:
     observed(delivery(ITEM))
     # Queued, not picked up yet: resent, and the reason says so.
     response, lines, blobs, _ = observed(delivery(ITEM))
     assert response["statusCode"] == 200
     [line] = [line for line in lines if line["message"].startswith("delivery ")]
     assert (line["result"], line["eventId"], line["event"]) == ("duplicate", ITEM["eventId"], ITEM["event"])
-    assert (line["reason"], line["level"]) == ("resent", "INFO")
+    assert (line["reason"], line["level"]) == ("resent", "DEBUG")
     assert line["correlation_id"] == ITEM["eventId"]
     assert metric_names(blobs[0]) == {"WebhookDuplicate", "WebhookDuplicate_resent"}
     # The processor has it: a plain duplicate.
@@ -860,7 +881,9 @@ def test_transient_failure_is_logged_and_counted(observed: Any, flaky_sqs: Flaky
     assert LOCAL_WEBHOOK_SECRET not in printed
 
 
-def test_no_corpus_delivery_prints_a_secret_or_its_payload(observed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_corpus_delivery_prints_a_secret_or_its_payload(
+    observed: Any, monkeypatch: pytest.MonkeyPatch, debug_logs: None
+) -> None:
     monkeypatch.setenv("ALLOWED_SOURCE_CIDRS", PLUGGY_SOURCE_IP)
     for scenario in scenarios():
         event = proxy_event(scenario)

@@ -17,7 +17,8 @@ from pluggy_pipeline_local.moto_server import LocalAws, moto_server
 from tests.conftest import EVENTS_DIR, REPO_ROOT
 
 BUILD_DIR = REPO_ROOT / ".aws-sam" / "build"
-ENV_VARS = {"Parameters": {"AllowedSourceCidrs": "177.71.238.212/32", "RequireSignature": "true"}}
+# DEBUG: accepted and duplicate deliveries log at DEBUG, and this test reads their log lines.
+ENV_VARS = {"Parameters": {"AllowedSourceCidrs": "177.71.238.212/32", "RequireSignature": "true", "LogLevel": "DEBUG"}}
 
 
 @pytest.fixture(scope="module")

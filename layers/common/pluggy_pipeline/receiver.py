@@ -287,8 +287,15 @@ def record(outcome: Outcome, metrics: Metrics) -> None:
         logger.append_keys(eventId=outcome.event_id, event=outcome.event_type)
         logger.set_correlation_id(outcome.event_id)
     fields = {"result": outcome.result, "status": outcome.response.status, "reason": outcome.reason}
-    log = logger.warning if outcome.result == "error" else logger.info
-    log("delivery " + outcome.result, extra=fields)
+    if outcome.result == "error":
+        logger.warning("delivery " + outcome.result, extra=fields)
+    elif outcome.result == "rejected":
+        logger.info("delivery " + outcome.result, extra=fields)
+    else:
+        # Accepted and duplicate deliveries are already in EventsTable (the event log) and in the metrics;
+        # a Powertools log line costs ~150 us, most of the receiver's own time, so it is DEBUG (or sampled
+        # with POWERTOOLS_LOGGER_SAMPLE_RATE).
+        logger.debug("delivery " + outcome.result, extra=fields)
     metrics.add_metric(name=_METRIC_BY_RESULT[outcome.result], unit=MetricUnit.Count, value=1)
     if outcome.reason:
         # A separate metric per reason: alarms and dashboards can watch one reason (e.g. bad_secret).
