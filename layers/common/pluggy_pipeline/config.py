@@ -142,6 +142,7 @@ class ProcessorSettings:
     env_pluggy_client_secret: str
     reconcile_after_hours: int
     reconcile_batch_limit: int
+    event_ttl_days: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -157,6 +158,7 @@ class ProcessorSettings:
             env_pluggy_client_secret=_get(source, "PLUGGY_CLIENT_SECRET"),
             reconcile_after_hours=_int(source, "RECONCILE_AFTER_HOURS", 26),
             reconcile_batch_limit=_int(source, "RECONCILE_BATCH_LIMIT", 500),
+            event_ttl_days=_int(source, "EVENT_TTL_DAYS", 30),
         )
         has_env_pair = settings.env_pluggy_client_id and settings.env_pluggy_client_secret
         if not (settings.pluggy_credentials_secret_arn or has_env_pair):

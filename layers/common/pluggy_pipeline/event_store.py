@@ -72,7 +72,9 @@ _CLAIM_CONDITION = (
 )
 
 
-class EventStore:
+class _EventsTable:
+    """What both sides of EventsTable share: the table, the clock and the records' time to live."""
+
     def __init__(
         self,
         client_factory: Callable[[], Any],
@@ -85,6 +87,10 @@ class EventStore:
         self._table = table_name
         self._ttl_seconds = ttl_days * 86400
         self._clock = clock
+
+
+class EventStore(_EventsTable):
+    """The receiver's side of EventsTable: claim an event once, release the claim if enqueueing failed."""
 
     def claim(self, event: NewEvent, *, keyless_window_seconds: int) -> Claim:
         now = self._clock()
@@ -155,21 +161,8 @@ class StartOutcome(StrEnum):
     ALREADY_PROCESSED = "already_processed"
 
 
-class ProcessingLog:
+class ProcessingLog(_EventsTable):
     """The processor's side of EventsTable: PROCESSING -> PROCESSED (with counts) or FAILED (with the error)."""
-
-    def __init__(
-        self,
-        client_factory: Callable[[], Any],
-        table_name: str,
-        *,
-        ttl_days: int = 30,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._client_factory = client_factory
-        self._table = table_name
-        self._ttl_seconds = ttl_days * 86400
-        self._clock = clock
 
     def start(self, event_id: str, event_type: str, payload: str) -> StartOutcome:
         """Mark the event PROCESSING unless it was already PROCESSED (a redelivered SQS message).

@@ -504,7 +504,7 @@ def get_processor() -> Processor:
     return Processor(
         PluggyClient(settings.pluggy_base_url, pluggy_credentials(settings)),
         RecordStore(dynamodb, settings.records_table),
-        ProcessingLog(dynamodb, settings.events_table),
+        ProcessingLog(dynamodb, settings.events_table, ttl_days=settings.event_ttl_days),
         EventQueue(sqs, settings.queue_url),
         EventQueue(sqs, settings.dead_letter_queue_url),
         reconcile_after_hours=settings.reconcile_after_hours,
