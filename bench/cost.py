@@ -289,6 +289,14 @@ def run(quick: bool) -> Section:
     )
 
 
+def _largest(rows: list[tuple[str, ...]]) -> str:
+    lines = [
+        (float(r[-1].strip("$").replace(",", "")), r[0]) for r in rows if r[0] not in {"Total"} and "Hosted" not in r[0]
+    ]
+    value, name = max(lines)
+    return f"{name} (${value:,.2f})"
+
+
 def _render_doc(headers: tuple[str, ...], rows: list[tuple[str, ...]], per_event: Table, notes: tuple[str, ...]) -> str:
     return "\n".join(
         [
@@ -305,8 +313,8 @@ def _render_doc(headers: tuple[str, ...], rows: list[tuple[str, ...]], per_event
             "## How it is computed",
             "",
             *(f"- {note}" for note in notes),
-            "- API Gateway dominates at every volume: an HTTP API would cost ~70% less but has no resource "
-            "policy for the IP allowlist (see docs/design.md).",
+            f"- Largest line at 100M webhooks/month: {_largest(rows)}. API Gateway's REST API costs more than an "
+            "HTTP API would, but only the REST API takes a resource policy for the IP allowlist (docs/design.md).",
             "",
         ]
     )
