@@ -1,0 +1,151 @@
+"""The processor and pipeline benchmarks at tiny sizes: every measure runs, and its invariants hold.
+
+The figures of a tiny run mean nothing, but its counts do: DynamoDB writes of an initial sync, Pluggy calls of an
+incremental sync with nothing new, exactly-once processing through the local stack. They are asserted here, so
+a processor that starts writing per transaction, or a pipeline that processes an event twice, fails this test,
+not only the benchmark report.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from bench import MEETS, MISSES, Section, Stats
+from bench import pipeline as bench_pipeline
+from bench import processor as bench_processor
+from bench.__main__ import machine, render_section
+
+VERDICTS = {MEETS, f"**{MISSES}**", "(informative)"}
+
+
+@pytest.fixture(scope="module")
+def processor_section() -> Section:
+    return bench_processor.run(quick=True, sizes=bench_processor.TINY)
+
+
+@pytest.fixture(scope="module")
+def pipeline_section() -> Section:
+    return bench_pipeline.run(quick=True, sizes=bench_pipeline.TINY)
+
+
+# --- processor ---------------------------------------------------------------------------------------------
+
+
+def test_initial_sync_writes_one_batch_per_25_transactions(processor_section: Section) -> None:
+    calls = processor_section.data["calls"]
+    shape: dict[str, int] = processor_section.data["shape"]
+    tiny = bench_processor.TINY
+    assert calls["n"] == sum(shape.values()) == calls["accounts"] * tiny.transactions_per_account
+    assert calls["batches"] == math.ceil(calls["n"] / 25)
+    assert calls["writes"] == calls["batches"] + calls["excess"]
+    # Each account's stream is chunked on its own: exactly ceil(n_a/25) BatchWriteItem per account.
+    per_account = sum(math.ceil(n / 25) for n in shape.values())
+    assert calls["aws_calls"]["dynamodb.BatchWriteItem"] == per_account
+    assert calls["record_store_calls"]["batch_write_item"] == per_account
+    # The goal: the writes beyond ceil(N/25) do not grow with N.
+    assert calls["goal_met"] and calls["excess"] <= calls["small_excess"]
+    assert calls["retries"] == 0
+    assert "dynamodb.Scan" not in calls["aws_calls"]
+
+
+def test_initial_sync_pluggy_calls_are_counted_twice_alike(processor_section: Section) -> None:
+    calls = processor_section.data["calls"]
+    stats = calls["emulator_stats"]
+    assert stats == calls["client_requests"]  # the emulator's count and PluggyClient's agree
+    pages = sum(max(1, math.ceil(n / bench_processor.PAGE_SIZE)) for n in processor_section.data["shape"].values())
+    assert stats == {"POST /auth": 1, "GET /items/{id}": 1, "GET /accounts": 1, "GET /v2/transactions": pages}
+    assert sum(stats.values()) == calls["pluggy_minimum"]
+
+
+def test_throughput_and_memory_are_measured_from_the_runs(processor_section: Section) -> None:
+    throughput = processor_section.data["throughput"]
+    rounds = bench_processor.TINY.rounds
+    for key in ("processor_seconds", "raw_seconds", "processor_tx_per_s", "raw_tx_per_s"):
+        stats: Stats = throughput[key]
+        assert stats.n == rounds and 0 < stats.median <= stats.p95
+    assert throughput["ratio"] == pytest.approx(
+        throughput["processor_tx_per_s"].median / throughput["raw_tx_per_s"].median
+    )
+    memory = processor_section.data["memory"]
+    assert 0 < memory["rss_before_mb"].median < memory["peak_rss_mb"].median
+    assert 0 < memory["traced_peak_mb"] < memory["peak_rss_mb"].maximum
+    assert memory["peak_rss_mb"].maximum <= bench_processor.GOAL_PEAK_RSS_MB  # VmHWM: the child's own peak
+
+
+def test_incremental_sync_with_nothing_new_meets_the_call_goal(processor_section: Section) -> None:
+    incremental = processor_section.data["incremental"]
+    pluggy = incremental["no_change_pluggy"]
+    accounts = processor_section.data["calls"]["accounts"]
+    assert incremental["goal_met"], pluggy
+    assert pluggy["GET /items/{id}"] == 1 and pluggy["GET /accounts"] == 1
+    assert pluggy.get("GET /v2/transactions", 0) <= accounts
+    assert "POST /auth" not in pluggy  # the key is cached, as in a warm container
+    assert incremental["no_change_aws"].get("dynamodb.BatchWriteItem", 0) == 0  # nothing new, nothing batched
+    steps = incremental["steps"]
+    assert steps[1].label.endswith("`item/updated`")  # the sync's own events follow, item/updated first
+    added = sum(step.counts.get("transactions", 0) for step in steps[1:])
+    assert added >= bench_processor.TINY.added
+
+
+def test_processor_section_renders(processor_section: Section) -> None:
+    assert len(processor_section.summary.rows) == 4
+    assert all(row[-1] in VERDICTS for row in processor_section.summary.rows)
+    assert [m.met for m in processor_section.measures] == [
+        processor_section.data["calls"]["goal_met"],
+        processor_section.data["throughput"]["goal_met"],
+        processor_section.data["memory"]["goal_met"],
+        processor_section.data["incremental"]["goal_met"],
+    ]
+    text = render_section(processor_section, machine(), quick=True, seconds=1.0)
+    assert text.startswith("<!-- bench:processor start -->\n## Processor")
+    assert text.rstrip().endswith("<!-- bench:processor end -->")
+
+
+# --- pipeline ----------------------------------------------------------------------------------------------
+
+
+def test_every_delivery_answered_as_expected(pipeline_section: Section) -> None:
+    data = pipeline_section.data
+    tiny = bench_pipeline.TINY
+    assert data["original_statuses"] == {202: tiny.distinct}
+    assert data["duplicate_statuses"] == {200: tiny.duplicates}
+    assert data["wrong_ids"] == []
+    assert data["baseline_ok"]
+    assert data["baseline_runs"] == {"one": tiny.baseline_runs, "split": tiny.baseline_runs}
+    assert 0 < data["p50_ms"] <= data["p99_ms"] <= data["max_ms"]
+
+
+def test_every_event_processed_exactly_once(pipeline_section: Section) -> None:
+    data = pipeline_section.data
+    distinct = bench_pipeline.TINY.distinct
+    assert data["processed"] == data["distinct"] == distinct
+    assert data["attempts"] == {1: distinct}
+    assert data["process_calls"] == {1: distinct}
+    assert data["extra_process_calls"] == 0
+    assert data["dlq"] == 0 and data["queued"] == 0 and data["idle"]
+    assert data["processing_met"]
+    assert data["process_seconds"] is not None and data["process_seconds"] > 0
+    assert data["process_ms"].n == distinct
+
+
+def test_item_events_reach_pluggy(pipeline_section: Section) -> None:
+    data = pipeline_section.data
+    assert data["item_events"] >= 0.1 * data["distinct"]
+    assert data["pluggy_calls"]["GET /items/{id}"] == data["item_events"]
+
+
+def test_pipeline_leaves_nothing_running(pipeline_section: Section) -> None:
+    assert pipeline_section.data["threads_left"] == []
+    names = [t.name for t in threading.enumerate()]
+    assert not [n for n in names if n.startswith(("bench-", "front", "sqs-trigger", "pluggy-emulator"))], names
+
+
+def test_pipeline_section_renders(pipeline_section: Section) -> None:
+    assert len(pipeline_section.summary.rows) == 5
+    assert all(row[-1] in VERDICTS for row in pipeline_section.summary.rows)
+    text = render_section(pipeline_section, machine(), quick=True, seconds=1.0)
+    assert text.startswith("<!-- bench:pipeline start -->\n## Pipeline")
+    assert "serializes each function like one Lambda container" in text
