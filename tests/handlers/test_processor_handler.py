@@ -719,14 +719,13 @@ def test_transactions_created_follows_the_link(
 def test_transactions_created_falls_back_to_created_at_from(
     emulator: PluggyEmulator, feed: Feed, invoke: Any, mirror: Mirror
 ) -> None:
-    item = emulator.create_item(transactions_per_account=4)
-    feed.take()
+    item = first_sync(emulator, feed, invoke, transactions_per_account=4)
     changes = emulator.sync_item(item["id"], add=3)
     created = only(feed.take(), "transactions/created")[0]
     account_id = created["accountId"]
     without_link = {k: v for k, v in created.items() if k != "createdTransactionsLink"}
     assert invoke(batch(without_link)) == {"batchItemFailures": []}
-    assert set(mirror.transactions(account_id)) == set(changes["created"][account_id])
+    assert set(changes["created"][account_id]) <= set(mirror.transactions(account_id))
     truth = emulator.truth()["transactions"][account_id]
     for tx_id, row in mirror.transactions(account_id).items():
         assert_same(row["data"], truth[tx_id])

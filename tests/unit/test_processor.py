@@ -443,9 +443,16 @@ def test_a_full_sync_of_an_item_in_error_fetches_nothing(h: Harness) -> None:
 # --- transactions webhooks -----------------------------------------------------------------------
 
 
+def _known_item_with_a_new_row(h: Harness) -> None:
+    """The item was synced (rows 0-1); then Pluggy created row 9: what transactions/created is about."""
+    h.pluggy.add_item(rows=2)
+    h.run("item/created", itemId=ITEM)
+    h.pluggy.transactions[CHECKING].append(make_tx(CHECKING, 9, stamp(9)))
+    h.pluggy.calls.clear()
+
+
 def test_transactions_created_follows_the_link_before_the_timestamp(h: Harness) -> None:
-    h.pluggy.add_item(rows=3)
-    h.pluggy.transactions[CHECKING][2]["createdAt"] = stamp(9)
+    _known_item_with_a_new_row(h)
     link = f"https://api.pluggy.ai/v2/transactions?accountId={CHECKING}&createdAtFrom={stamp(0)}"
     counts = h.run(
         "transactions/created",
@@ -459,18 +466,27 @@ def test_transactions_created_follows_the_link_before_the_timestamp(h: Harness) 
 
 
 def test_transactions_created_falls_back_to_created_at_from(h: Harness) -> None:
-    h.pluggy.add_item(rows=3)
-    h.pluggy.transactions[CHECKING][2]["createdAt"] = stamp(9)
+    _known_item_with_a_new_row(h)
     counts = h.run("transactions/created", itemId=ITEM, accountId=CHECKING, transactionsCreatedAtFrom=stamp(9))
     assert h.pluggy.calls == [("iter_transactions", (CHECKING, stamp(9)))]
-    assert counts == {"transactions": 1} and h.tx_ids(CHECKING) == {f"{CHECKING}-tx-2"}
+    assert counts == {"transactions": 1} and f"{CHECKING}-tx-9" in h.tx_ids(CHECKING)
 
 
 def test_transactions_created_without_link_or_timestamp_is_permanent(h: Harness) -> None:
+    _known_item_with_a_new_row(h)
     with pytest.raises(PermanentError, match="neither a link"):
         h.run("transactions/created", itemId=ITEM, accountId=CHECKING)
     with pytest.raises(PermanentError, match="accountId"):
         h.run("transactions/created", itemId=ITEM, transactionsCreatedAtFrom=stamp(1))
+
+
+def test_transaction_webhooks_for_an_unknown_item_sync_the_whole_item(h: Harness) -> None:
+    # Its item/* webhooks were lost: the mirror must not hold orphan transactions without item or accounts.
+    h.pluggy.add_item(rows=2)
+    counts = h.run("transactions/created", itemId=ITEM, accountId=CHECKING, transactionsCreatedAtFrom=stamp(1))
+    assert h.item() is not None and set(h.accounts()) == {a["id"] for a in h.pluggy.accounts[ITEM]}
+    assert counts["items"] == 1 and counts["transactions"] >= 2
+    assert h.tx_ids(CHECKING) == {f"{CHECKING}-tx-0", f"{CHECKING}-tx-1"}
 
 
 def test_transactions_created_advances_the_watermark_only_without_a_gap(h: Harness) -> None:

@@ -273,15 +273,20 @@ class Processor:
             counts.add("staleItem")  # a newer copy is stored already (a replay); it was synced then
             return
         counts.add("items")
-        if not ready:
-            return  # error / waiting for the user: status and error are stored, there is no new data
+        if not ready and not (full and item.get("lastUpdatedAt")):
+            # Error / waiting for the user: status and error are stored, there is no new data. A full
+            # (reconciliation) sync still re-reads what Pluggy serves from the item's last good sync, so a
+            # webhook lost before the item failed is healed while it stays failed.
+            return
         detail = item.get("statusDetail") or {}
 
         def updated(*products: str) -> bool:
             # statusDetail is null on SUCCESS; on PARTIAL_SUCCESS only products with isUpdated true changed.
             return any((detail.get(p) or {}).get("isUpdated", True) is not False for p in products)
 
-        if updated("accounts", "creditCards") or updated("transactions"):
+        if not ready:
+            self._sync_accounts(item_id, counts, full=True, transactions=True)
+        elif updated("accounts", "creditCards") or updated("transactions"):
             self._sync_accounts(item_id, counts, full=full, transactions=updated("transactions"))
 
     def _sync_accounts(self, item_id: str, counts: Counts, *, full: bool, transactions: bool) -> None:
@@ -354,9 +359,18 @@ class Processor:
 
     # -- transactions ---------------------------------------------------------------------------------
 
+    def _item_unknown(self, item_id: str | None, counts: Counts) -> bool:
+        """An item we never stored (its item/* webhooks were lost): sync it whole instead; True if done."""
+        if item_id and self.records.get(item_key(item_id)) is None:
+            self.sync_item(item_id, counts, full=True)
+            return True
+        return False
+
     def transactions_created(self, payload: JSON, counts: Counts) -> None:
         account_id = _required_str(payload, "accountId")
         item_id = payload.get("itemId") if isinstance(payload.get("itemId"), str) else None
+        if self._item_unknown(item_id, counts):
+            return
         created_from = payload.get("transactionsCreatedAtFrom")
         link = payload.get("createdTransactionsLinkV2") or payload.get("createdTransactionsLink")
         if isinstance(link, str) and link:
@@ -388,6 +402,8 @@ class Processor:
         account_id = _required_str(payload, "accountId")
         ids = [str(i) for i in payload.get("transactionIds") or []]
         item_id = payload.get("itemId") if isinstance(payload.get("itemId"), str) else None
+        if self._item_unknown(item_id, counts):
+            return
         fresh = self.pluggy.get_transactions_by_ids(account_id, ids)
         counts.add("transactions", self.records.batch_put(transaction_record(tx, item_id) for tx in fresh).written)
         gone = set(ids) - {str(tx["id"]) for tx in fresh}
