@@ -1,0 +1,848 @@
+"""Shared machinery of the proof suites (faults, mirror fidelity, hostile input).
+
+- Sizes come from the environment (PROOF_*), with the CI values as defaults, and hypothesis runs under the
+  profile named by HYPOTHESIS_PROFILE (default `ci`: derandomized, so CI explores the same cases every run).
+- Every proof test adds its figures to a results file (PROOF_RESULTS_FILE, default
+  .pytest_cache/proof-results.json); `python -m tests.proof.report` turns it into docs/reliability.md, and
+  PROOF_WRITE_REPORT=1 does that at the end of the test session. No figure in that document is typed by hand.
+- AwsFaults injects failures into the boto3 clients `pluggy_pipeline.aws` creates (botocore event hooks),
+  WriteLog records every write that reached RecordsTable, and `mirror_problems` compares the mirror with the
+  emulator's truth field by field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import platform
+import random
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from hypothesis import HealthCheck, settings
+from hypothesis.errors import InvalidArgument
+from pluggy_pipeline import aws
+from pluggy_pipeline.processor import get_processor
+from pluggy_pipeline.receiver import get_receiver
+from pluggy_pipeline.records import RecordStore, from_attributes, item_key
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+
+
+# --- sizes -----------------------------------------------------------------------------------------
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+HISTORIES = env_int("PROOF_HISTORIES", 200)  # processor-level hypothesis histories
+STACK_HISTORIES = env_int("PROOF_STACK_HISTORIES", 20)  # histories through the whole local stack
+FUZZ_EXAMPLES = env_int("PROOF_FUZZ_EXAMPLES", 2000)  # hostile-input examples, all strategies together
+ATHERIS_RUNS = env_int("PROOF_ATHERIS_RUNS", 50000)  # coverage-guided runs (when atheris is installed)
+FAULT_ROUNDS = env_int("PROOF_FAULT_ROUNDS", 8)  # random single-fault rounds through the local stack
+SEED = env_int("PROOF_SEED", 20261122)
+WORKERS = env_int("PROOF_WORKERS", min(2, os.cpu_count() or 1))  # processes for the processor-level histories
+SIZE_VARIABLES = (
+    "PROOF_HISTORIES",
+    "PROOF_STACK_HISTORIES",
+    "PROOF_FUZZ_EXAMPLES",
+    "PROOF_ATHERIS_RUNS",
+    "PROOF_FAULT_ROUNDS",
+    "PROOF_SEED",
+    "PROOF_WORKERS",
+    "HYPOTHESIS_PROFILE",
+)
+
+# --- hypothesis ------------------------------------------------------------------------------------
+
+_SLOW_IS_FINE = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.filter_too_much,
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.large_base_example,
+]
+# ci: the same examples every run (a red CI run is reproducible by rerunning it); dev: fresh ones each run.
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, database=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE
+)
+settings.register_profile("dev", deadline=None, print_blob=True, suppress_health_check=_SLOW_IS_FINE)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci").strip() or "ci"
+
+
+def proof_settings(max_examples: int, **overrides: Any) -> settings:
+    """The active proof profile with this test's number of examples (profiles are not loaded globally:
+    the rest of the suite keeps its own hypothesis settings)."""
+    try:
+        parent = settings.get_profile(PROFILE)
+    except InvalidArgument:
+        parent = settings.get_profile("ci")
+    return settings(parent, max_examples=max(1, max_examples), **overrides)
+
+
+# --- results -> docs/reliability.md ----------------------------------------------------------------
+
+RESULTS_FILE = Path(os.environ.get("PROOF_RESULTS_FILE") or REPO_ROOT / ".pytest_cache" / "proof-results.json")
+
+
+class ProofResults:
+    """What this session's proof tests measured; merged into RESULTS_FILE at the end of the session."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sections: dict[str, dict[str, Any]] = {}
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.started = datetime.now(UTC)
+
+    def section(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            section = self.sections.setdefault(name, {})
+            section["recordedAt"] = datetime.now(UTC).isoformat(timespec="seconds")
+            return section
+
+    def add_row(self, section: str, row: Mapping[str, Any]) -> None:
+        self.section(section).setdefault("rows", []).append(dict(row))
+
+    def bump(self, section: str, key: str, amount: int = 1) -> None:
+        counts = self.section(section).setdefault("counts", {})
+        counts[key] = counts.get(key, 0) + amount
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps({"sections": self.sections, "tests": self.tests}, default=str))
+
+
+RESULTS = ProofResults()
+
+
+def _run_metadata() -> dict[str, Any]:
+    return {
+        "startedAt": RESULTS.started.isoformat(timespec="seconds"),
+        "finishedAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "arguments": sys.argv[1:],
+        "sizes": {name: os.environ.get(name, "") for name in SIZE_VARIABLES},
+        "effective": {
+            "PROOF_HISTORIES": HISTORIES,
+            "PROOF_STACK_HISTORIES": STACK_HISTORIES,
+            "PROOF_FUZZ_EXAMPLES": FUZZ_EXAMPLES,
+            "PROOF_ATHERIS_RUNS": ATHERIS_RUNS,
+            "PROOF_FAULT_ROUNDS": FAULT_ROUNDS,
+            "PROOF_SEED": SEED,
+            "PROOF_WORKERS": WORKERS,
+            "HYPOTHESIS_PROFILE": PROFILE,
+        },
+    }
+
+
+def merge_results(previous: Mapping[str, Any], current: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """Sections measured now replace the old ones; the others are kept (a partial run updates its part)."""
+    merged: dict[str, Any] = {
+        "sections": dict(previous.get("sections") or {}),
+        "tests": dict(previous.get("tests") or {}),
+        "runs": list(previous.get("runs") or [])[-9:],
+    }
+    merged["sections"].update(current.get("sections") or {})
+    # A module run now replaces all it reported before (renamed or removed tests leave with it).
+    modules = {name.split("::")[0] for name in current.get("tests") or {}}
+    merged["tests"] = {k: v for k, v in merged["tests"].items() if k.split("::")[0] not in modules}
+    merged["tests"].update(current.get("tests") or {})
+    merged["runs"].append(dict(run))
+    return merged
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not report.nodeid.startswith("tests/proof/"):
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        entry = {"outcome": report.outcome, "seconds": round(report.duration, 2)}
+        if hasattr(report, "wasxfail"):
+            entry["outcome"] = "xfailed" if report.outcome == "skipped" else "xpassed"
+        with RESULTS._lock:
+            RESULTS.tests[report.nodeid] = entry
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not RESULTS.tests:
+        return
+    previous: dict[str, Any] = {}
+    if RESULTS_FILE.is_file():
+        with contextlib.suppress(ValueError):
+            previous = json.loads(RESULTS_FILE.read_text(encoding="utf-8"))
+    merged = merge_results(previous, RESULTS.snapshot(), _run_metadata())
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if os.environ.get("PROOF_WRITE_REPORT", "").strip().lower() in {"1", "true", "yes"}:
+        from tests.proof.report import write_report
+
+        write_report(merged)
+
+
+# --- environment ---------------------------------------------------------------------------------------
+
+
+def reset_caches() -> None:
+    aws.reset_clients()
+    get_receiver.cache_clear()
+    get_processor.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """tests/conftest.py's isolation, except for tests on the local stack: that stack owns the environment
+    (fake credentials and its own moto endpoint on 127.0.0.1) for as long as it runs."""
+    if "local_stack" in request.fixturenames:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        assert endpoint.startswith("http://127.0.0.1:"), "stack tests must talk to the local moto server only"
+        reset_caches()
+        yield
+        reset_caches()
+        return
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    reset_caches()
+    yield
+    reset_caches()
+
+
+# --- mirror == truth ---------------------------------------------------------------------------------
+
+
+def normalize(value: Any) -> Any:
+    """A truth value as DynamoDB gives it back: every number a Decimal (floats through their repr)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Mapping):
+        return {str(k): normalize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [normalize(v) for v in value]
+    raise TypeError(f"unexpected value in truth: {value!r}")
+
+
+def field_diff(expected: Any, stored: Any, path: str = "") -> list[str]:
+    """Every field where the stored copy differs from the expected one (both normalized)."""
+    if isinstance(expected, Mapping) and isinstance(stored, Mapping):
+        problems: list[str] = []
+        for key in sorted(set(expected) | set(stored)):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in stored:
+                problems.append(f"{where}: missing (expected {expected[key]!r})")
+            elif key not in expected:
+                problems.append(f"{where}: unexpected {stored[key]!r}")
+            else:
+                problems += field_diff(expected[key], stored[key], where)
+        return problems
+    if isinstance(expected, list) and isinstance(stored, list) and len(expected) == len(stored):
+        pairs = enumerate(zip(expected, stored, strict=True))
+        return [p for i, (e, s) in pairs for p in field_diff(e, s, f"{path}[{i}]")]
+    if type(expected) is not type(stored) or expected != stored:
+        return [f"{path}: expected {expected!r}, stored {stored!r}"]
+    return []
+
+
+@dataclass
+class MirrorView:
+    item: dict[str, Any] | None
+    accounts: dict[str, dict[str, Any]]
+    transactions: dict[str, dict[str, dict[str, Any]]]  # account id -> transaction id -> record
+    by_date: dict[str, set[str]]  # account id -> transaction ids the byDate index returns (when read)
+
+
+def read_mirror(store: RecordStore, item_id: str, account_ids: Iterable[str], *, by_date: bool = True) -> MirrorView:
+    item = store.get(item_key(item_id))
+    accounts = {str(a["accountId"]): a for a in store.accounts_of_item(item_id)}
+    transactions: dict[str, dict[str, dict[str, Any]]] = {}
+    by_date: dict[str, set[str]] = {}
+    for account_id in sorted(set(account_ids) | set(accounts)):
+        rows = store.query(
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"ACCOUNT#{account_id}"}},
+            ConsistentRead=True,
+        )
+        transactions[account_id] = {str(r["transactionId"]): r for r in rows}
+        if by_date:  # the byDate index (LSI) must list exactly the table's rows
+            by_date[account_id] = {str(r["transactionId"]) for r in store.transactions_by_date(account_id)}
+    return MirrorView(item, accounts, transactions, by_date)
+
+
+def mirror_problems(truth: Mapping[str, Any], view: MirrorView, item_id: str) -> list[str]:
+    """Differences between the stored records of one item and the emulator's truth, field by field."""
+    problems: list[str] = []
+    truth_item = truth["items"].get(item_id)
+    if truth_item is None:  # deleted at Pluggy: a tombstone, and nothing under it
+        if view.item is not None and view.item.get("deleted") is not True:
+            problems.append(f"item {item_id} is deleted at Pluggy but stored as {view.item.get('status')}")
+        problems += [f"account {a} of deleted item still stored" for a in view.accounts]
+        problems += [
+            f"{len(rows)} transactions of account {a} of a deleted item still stored"
+            for a, rows in view.transactions.items()
+            if rows
+        ]
+        return problems
+    if view.item is None:
+        return [f"item {item_id} missing from the mirror"]
+    if view.item.get("deleted") is not False:
+        problems.append(f"item {item_id} exists at Pluggy but is stored as deleted")
+    problems += [f"item.data.{p}" for p in field_diff(normalize(truth_item), view.item.get("data"))]
+    derived = {
+        "itemId": item_id,
+        "status": truth_item.get("status"),
+        "executionStatus": truth_item.get("executionStatus"),
+        "errorCode": (truth_item.get("error") or {}).get("code"),
+        "updatedAt": truth_item.get("updatedAt"),
+        "clientUserId": truth_item.get("clientUserId"),
+    }
+    problems += [f"item.{p}" for p in field_diff(derived, {k: view.item.get(k) for k in derived})]
+    expected_accounts = {a: acc for a, acc in truth["accounts"].items() if acc["itemId"] == item_id}
+    for account_id in sorted(set(expected_accounts) | set(view.accounts)):
+        if account_id not in view.accounts:
+            problems.append(f"account {account_id} missing")
+            continue
+        stored = view.accounts[account_id]
+        if account_id not in expected_accounts:
+            problems.append(f"account {account_id} stored but not at Pluggy")
+            continue
+        account = expected_accounts[account_id]
+        problems += [f"account {account_id}.data.{p}" for p in field_diff(normalize(account), stored.get("data"))]
+        derived = {"accountId": account_id, "itemId": item_id, "updatedAt": account.get("updatedAt")}
+        problems += [f"account {account_id}.{p}" for p in field_diff(derived, {k: stored.get(k) for k in derived})]
+    for account_id in sorted(set(expected_accounts) | set(view.transactions)):
+        expected_rows = truth["transactions"].get(account_id, {}) if account_id in expected_accounts else {}
+        stored_rows = view.transactions.get(account_id, {})
+        missing = sorted(set(expected_rows) - set(stored_rows))
+        extra = sorted(set(stored_rows) - set(expected_rows))
+        problems += [f"transaction {account_id}/{t} missing" for t in missing]
+        problems += [f"transaction {account_id}/{t} stored but not at Pluggy" for t in extra]
+        for tx_id in sorted(set(expected_rows) & set(stored_rows)):
+            tx, stored = expected_rows[tx_id], stored_rows[tx_id]
+            where = f"transaction {account_id}/{tx_id}"
+            problems += [f"{where}.data.{p}" for p in field_diff(normalize(tx), stored.get("data"))]
+            derived = {
+                "transactionId": tx_id,
+                "accountId": account_id,
+                "itemId": item_id,
+                "txDate": f"{tx['date']}#{tx_id}",
+                "updatedAt": tx.get("updatedAt"),
+            }
+            problems += [f"{where}.{p}" for p in field_diff(derived, {k: stored.get(k) for k in derived})]
+        if account_id in view.by_date and view.by_date[account_id] != set(stored_rows):
+            problems.append(f"byDate index of {account_id} disagrees with the table")
+    return problems
+
+
+# --- what reached RecordsTable ---------------------------------------------------------------------------
+
+_PARAMS = "proof_params"
+_FAULT = "proof_fault"
+_HELD = "proof_held"
+
+
+def _s(attribute: Any) -> str | None:
+    return attribute.get("S") if isinstance(attribute, Mapping) else None
+
+
+@dataclass
+class Write:
+    op: str  # put | delete
+    data: str | None  # canonical JSON of the record's `data` attribute
+    updated_at: str | None  # data.updatedAt: Pluggy's version of the record
+    tombstone: bool
+
+
+class WriteLog:
+    """Every write that reached RecordsTable through one client, per key, in order (after-call hooks).
+
+    Checked per key: nothing comes back after a delete (no resurrection), and a rewrite that changes a
+    record carries a newer Pluggy version (updatedAt); rewriting the same data is idempotent and fine.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.writes: dict[tuple[str, str], list[Write]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def attach(self, client: Any) -> None:
+        events = client.meta.events
+        events.register_first("before-parameter-build.dynamodb", self._remember)
+        for operation in ("PutItem", "DeleteItem", "BatchWriteItem"):
+            events.register_first(f"after-call.dynamodb.{operation}", self._record)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.writes.clear()
+
+    @staticmethod
+    def _remember(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context[_PARAMS] = params
+
+    def _record(
+        self, http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
+        params = context.get(_PARAMS) or {}
+        if getattr(http_response, "status_code", 500) >= 300:
+            return
+        if model.name == "PutItem" and params.get("TableName") == self.table:
+            self._add(params["Item"], "put")
+        elif model.name == "DeleteItem" and params.get("TableName") == self.table:
+            self._add(params["Key"], "delete")
+        elif model.name == "BatchWriteItem":
+            unprocessed = {
+                json.dumps(r, sort_keys=True) for r in (parsed.get("UnprocessedItems") or {}).get(self.table, [])
+            }
+            for request in (params.get("RequestItems") or {}).get(self.table, []):
+                if json.dumps(request, sort_keys=True) in unprocessed:
+                    continue
+                if "PutRequest" in request:
+                    self._add(request["PutRequest"]["Item"], "put")
+                else:
+                    self._add(request["DeleteRequest"]["Key"], "delete")
+
+    def _add(self, item: Mapping[str, Any], op: str) -> None:
+        key = (_s(item.get("pk")) or "", _s(item.get("sk")) or "")
+        data = item.get("data")
+        updated = _s(data["M"].get("updatedAt")) if isinstance(data, Mapping) and "M" in data else None
+        write = Write(
+            op=op,
+            data=json.dumps(data, sort_keys=True) if data is not None else None,
+            updated_at=updated,
+            tombstone=bool((item.get("deleted") or {}).get("BOOL")),
+        )
+        with self._lock:
+            self.writes[key].append(write)
+
+    def problems(self, prefixes: Iterable[str] = ("ITEM#", "ACCOUNT#")) -> list[str]:
+        found: list[str] = []
+        with self._lock:
+            writes = {k: list(v) for k, v in self.writes.items()}
+        for (pk, sk), history in writes.items():
+            if not pk.startswith(tuple(prefixes)):
+                continue
+            deleted = False
+            last: Write | None = None
+            for write in history:
+                if write.op == "delete" or write.tombstone:
+                    deleted = True
+                    continue
+                if deleted:
+                    found.append(f"{pk}/{sk}: written again after it was deleted")
+                newer = bool(write.updated_at and last and last.updated_at and write.updated_at > last.updated_at)
+                if last is not None and write.data != last.data and not newer:
+                    found.append(
+                        f"{pk}/{sk}: rewritten with different data without a newer version "
+                        f"({last.updated_at} -> {write.updated_at})"
+                    )
+                last = write
+        return found
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self.writes.values())
+
+
+# --- fault injection into the pipeline's own boto3 clients ------------------------------------------------
+
+
+class _FakeHttp:
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+        self.headers: dict[str, str] = {}
+        self.content = b""
+        self.raw = None
+
+
+# kind -> (error code, HTTP status) of the error response a before-call hook answers with
+ERROR_RESPONSES = {
+    "throttle": ("ProvisionedThroughputExceededException", 400),
+    "dynamodb-500": ("InternalServerError", 500),
+    "sqs-throttle": ("RequestThrottled", 403),
+    "sqs-500": ("InternalError", 500),
+    "secrets-500": ("InternalServiceError", 500),
+}
+# Other kinds: "connection" and "timeout" raise a network error instead of calling AWS; "lost-answer" lets
+# the call reach AWS, then loses the answer (the caller sees a timeout although the write happened).
+UNPROCESSED = "unprocessed"  # BatchWriteItem answers part (or all) of the request as UnprocessedItems
+
+
+@dataclass
+class Rule:
+    name: str
+    target: str  # label of the client (e.g. "receiver.dynamodb")
+    operation: str  # botocore operation name (PutItem, SendMessage, ...)
+    kind: str
+    count: int
+    probability: float = 1.0
+    match: Callable[[Mapping[str, Any]], bool] | None = None
+    fired: int = 0
+
+
+class AwsFaults:
+    """Fails chosen calls of chosen clients, deterministically (a seeded random source decides "at random").
+
+    Hooks on botocore events, so the code under test runs unchanged: `before-parameter-build` decides (it
+    sees the API parameters, e.g. the eventId attribute of a SendMessage), `before-call` answers with an
+    error response or raises a network error instead of calling AWS, `after-call` loses the answer of a call
+    that succeeded or returns part of a batch as UnprocessedItems. An injected failure stands for a call that
+    failed after botocore's own retries (a short-circuited call is not retried by botocore).
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.rules: list[Rule] = []
+        self._lock = threading.Lock()
+
+    def attach(self, client: Any, label: str) -> Any:
+        events = client.meta.events
+        events.register("before-parameter-build", functools.partial(self._decide, label))
+        events.register("before-call", self._answer)
+        events.register("after-call", self._after)
+        return client
+
+    def add(
+        self,
+        name: str,
+        target: str,
+        operation: str,
+        kind: str,
+        count: int = 1,
+        *,
+        probability: float = 1.0,
+        match: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> Rule:
+        rule = Rule(name, target, operation, kind, count, probability, match)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def fired(self) -> int:
+        with self._lock:
+            return sum(r.fired for r in self.rules)
+
+    def _decide(self, label: str, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        with self._lock:
+            for rule in self.rules:
+                if rule.target != label or rule.operation != model.name or rule.fired >= rule.count:
+                    continue
+                if rule.match is not None and not rule.match(params):
+                    continue
+                if rule.probability < 1.0 and self.rng.random() >= rule.probability:
+                    continue
+                rule.fired += 1
+                context[_FAULT] = rule
+                if rule.kind == UNPROCESSED:
+                    table, requests = next(iter(params["RequestItems"].items()))
+                    keep = self.rng.randrange(0, len(requests))
+                    context[_HELD] = (table, list(requests[keep:]), keep == 0)
+                    if keep:
+                        # A new dict: the caller's own list stays as it passed it.
+                        params["RequestItems"] = {table: list(requests[:keep])}
+                return
+
+    def _answer(self, context: dict[str, Any], **_: Any) -> Any:
+        rule = context.get(_FAULT)
+        if rule is None:
+            return None
+        if rule.kind in ERROR_RESPONSES:
+            code, status = ERROR_RESPONSES[rule.kind]
+            message = f"injected by the proof suite ({rule.name})"
+            return _FakeHttp(status), {
+                "Error": {"Code": code, "Message": message},
+                "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": 0},
+            }
+        if rule.kind == "connection":
+            raise EndpointConnectionError(endpoint_url="https://injected.invalid")
+        if rule.kind == "timeout":
+            raise ReadTimeoutError(endpoint_url="https://injected.invalid")
+        if rule.kind == UNPROCESSED and context[_HELD][2]:
+            # DynamoDB processed none of them (an empty request would not even be valid).
+            table, held, _all = context[_HELD]
+            return _FakeHttp(200), {"UnprocessedItems": {table: held}, "ResponseMetadata": {"HTTPStatusCode": 200}}
+        return None
+
+    def _after(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        rule = context.get(_FAULT)
+        if rule is None:
+            return
+        if rule.kind == "lost-answer":
+            raise ReadTimeoutError(endpoint_url="https://injected.invalid/lost-answer")
+        if rule.kind == UNPROCESSED and not context[_HELD][2]:
+            table, held, _all = context[_HELD]
+            parsed.setdefault("UnprocessedItems", {}).setdefault(table, []).extend(held)
+
+
+def attribute_is(name: str, value: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Matches a SendMessage whose message attribute `name` is `value` (e.g. one eventId)."""
+
+    def match(params: Mapping[str, Any]) -> bool:
+        attributes = params.get("MessageAttributes") or {}
+        return (attributes.get(name) or {}).get("StringValue") == value
+
+    return match
+
+
+def item_is(item_id: str) -> Callable[[Mapping[str, Any]], bool]:
+    """Matches a claim (PutItem on EventsTable) or a send of an event about one item."""
+
+    def match(params: Mapping[str, Any]) -> bool:
+        if "Item" in params:
+            return _s(params["Item"].get("itemId")) == item_id
+        body = params.get("MessageBody")
+        return isinstance(body, str) and f'"itemId":"{item_id}"' in body
+
+    return match
+
+
+# --- histories of one item -------------------------------------------------------------------------------
+
+FAIL_CODES = ("INVALID_CREDENTIALS", "SITE_NOT_AVAILABLE", "USER_AUTHORIZATION_PENDING")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One thing that happens to an item at Pluggy (the emulator's control API)."""
+
+    kind: str  # sync | fail | waiting | reconnect | delete
+    add: int = 0
+    change: int = 0
+    delete: int = 0
+    restate: int = 0
+    new_account: bool = False
+    code: str = "INVALID_CREDENTIALS"
+
+    def label(self) -> str:
+        if self.kind != "sync":
+            return self.kind if self.kind != "fail" else f"fail({self.code})"
+        counts = (("+", self.add), ("~", self.change), ("-", self.delete), ("r", self.restate))
+        parts = [f"{sign}{n}" for sign, n in counts if n]
+        return "sync(" + ",".join(parts + (["new-account"] if self.new_account else [])) + ")"
+
+
+def apply_op(emulator: Any, item_id: str, op: Op) -> dict[str, Any]:
+    """Run `op` on the emulator (counts clamped to the rows the item has); returns the truth after it."""
+    if op.kind == "sync":
+        if op.change or op.delete or op.restate:
+            truth = emulator.truth()
+            accounts = {a: acc for a, acc in truth["accounts"].items() if acc["itemId"] == item_id}
+            rows = sum(len(truth["transactions"][a]) for a in accounts)
+            cards = sum(len(truth["transactions"][a]) for a, acc in accounts.items() if acc["type"] == "CREDIT")
+        else:
+            rows = cards = 0
+        restate = min(op.restate, cards)
+        delete = min(op.delete, rows - restate)
+        change = min(op.change, rows - restate - delete)
+        emulator.sync_item(
+            item_id, add=op.add, change=change, delete=delete, restate_credit_card=restate, new_account=op.new_account
+        )
+    elif op.kind == "fail":
+        emulator.fail_item(item_id, op.code)
+    elif op.kind == "waiting":
+        emulator.set_waiting_user_input(item_id)
+    elif op.kind == "reconnect":
+        emulator.reconnect_item(item_id)
+    elif op.kind == "delete":
+        emulator.delete_item(item_id)
+    else:
+        raise ValueError(op.kind)
+    return emulator.truth()  # type: ignore[no-any-return]
+
+
+def random_op(rng: random.Random, *, allow_delete: bool) -> Op:
+    roll = rng.random()
+    if roll < 0.62:
+        return Op(
+            "sync",
+            add=rng.choice((0, 1, 1, 2, 3)),
+            change=rng.choice((0, 0, 1, 2)),
+            delete=rng.choice((0, 0, 1, 2)),
+            restate=rng.choice((0, 0, 0, 1)),
+            new_account=rng.random() < 0.08,
+        )
+    if roll < 0.74:
+        return Op("fail", code=rng.choice(FAIL_CODES))
+    if roll < 0.80:
+        return Op("waiting")
+    if roll < 0.93 or not allow_delete:
+        return Op("reconnect")
+    return Op("delete")
+
+
+def accounts_of(truth: Mapping[str, Any], item_id: str) -> set[str]:
+    return {a for a, acc in truth["accounts"].items() if acc["itemId"] == item_id}
+
+
+# --- the local stack --------------------------------------------------------------------------------------
+
+READ_TIMEOUT = 0.5  # the processor's Pluggy read timeout in stack tests; "delay" faults last longer
+
+
+def fast_pluggy_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The processor's real PluggyClient (short read timeout) and RecordStore, with backoff sleeps capped at 0.1 s."""
+    from pluggy_pipeline import processor as processor_module
+    from pluggy_pipeline.pluggy_client import PluggyClient
+
+    def sleep(seconds: float) -> None:
+        time.sleep(min(seconds, 0.1))
+
+    monkeypatch.setattr(
+        processor_module, "PluggyClient", functools.partial(PluggyClient, timeout=(2.0, READ_TIMEOUT), sleep=sleep)
+    )
+    monkeypatch.setattr(processor_module, "RecordStore", functools.partial(RecordStore, sleep=sleep))
+    get_processor.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def local_stack() -> Iterator[Any]:
+    """The whole pipeline on this machine (moto server, HTTP front, SQS trigger, emulator), one per module."""
+    from pluggy_pipeline_local.stack import LocalStack, StackOptions
+
+    options = StackOptions(state_file=None, retry_delay=1.0, emulator_seed=SEED % 997, quiet=True)
+    with LocalStack(options) as stack:
+        yield stack
+
+
+class FinishCounter:
+    """Counts successful ProcessingLog.finish calls per eventId (processed exactly once in effect)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from pluggy_pipeline.event_store import ProcessingLog
+
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        original = ProcessingLog.finish
+
+        def finish(log: Any, event_id: str, *args: Any, **kwargs: Any) -> None:
+            original(log, event_id, *args, **kwargs)
+            with self._lock:
+                self.counts[event_id] += 1
+
+        monkeypatch.setattr(ProcessingLog, "finish", finish)
+
+    def over_once(self) -> dict[str, int]:
+        with self._lock:
+            return {k: v for k, v in self.counts.items() if v > 1}
+
+
+class StackProbe:
+    """Looks at a running LocalStack from outside (its own moto clients, never the pipeline's)."""
+
+    OLD = "2000-01-01T00:00:00.000Z"
+
+    def __init__(self, stack: Any) -> None:
+        self.stack = stack
+        self.emulator = stack.emulator
+        clients, resources = stack.aws.clients, stack.aws.resources
+        self.dynamodb, self.sqs = clients["dynamodb"], clients["sqs"]
+        self.records = RecordStore(lambda: self.dynamodb, resources.tables["RecordsTable"])
+        self.events_table = resources.tables["EventsTable"]
+        self.queue_url = resources.queue_urls["EventQueue"]
+        self.dlq_url = resources.queue_urls["EventDeadLetterQueue"]
+
+    def idle(self, timeout: float = 90.0) -> None:
+        assert self.stack.wait_until_idle(timeout=timeout, settle=0.1), "the pipeline did not drain"
+
+    def event_log(self, event_id: str) -> dict[str, Any] | None:
+        item = self.dynamodb.get_item(
+            TableName=self.events_table, Key={"eventId": {"S": event_id}}, ConsistentRead=True
+        ).get("Item")
+        return from_attributes(item) if item else None
+
+    def emitted(self, item_id: str) -> list[dict[str, Any]]:
+        """The item's events as Pluggy emitted them, first emission of each eventId, in order."""
+        seen: dict[str, dict[str, Any]] = {}
+        for event in self.emulator.events():
+            if event["payload"].get("itemId") == item_id and event["eventId"] not in seen:
+                seen[event["eventId"]] = event["payload"]
+        return list(seen.values())
+
+    def attempts(self, event_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        wanted = set(event_ids)
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for attempt in self.emulator.deliveries():
+            if attempt["eventId"] in wanted and attempt["url"] == self.stack.webhook_url:
+                found[attempt["eventId"]].append(attempt)
+        return found
+
+    def drain_dlq(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
+            ).get("Messages", [])
+            if not batch:
+                return found
+            for message in batch:
+                self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+            found += batch
+
+    def redrive(self, messages: Iterable[dict[str, Any]]) -> int:
+        """What an operator does once the cause is fixed: send the parked messages back to EventQueue."""
+        sent = 0
+        for message in messages:
+            attributes = {
+                k: {"DataType": "String", "StringValue": v["StringValue"]}
+                for k, v in (message.get("MessageAttributes") or {}).items()
+                if k != "failureReason" and "StringValue" in v
+            }
+            group = (attributes.get("groupId") or {}).get("StringValue") or message["Attributes"]["MessageGroupId"]
+            self.sqs.send_message(
+                QueueUrl=self.queue_url,
+                MessageBody=message["Body"],
+                MessageAttributes=attributes,
+                MessageGroupId=group,
+                MessageDeduplicationId=f"redrive-{message['MessageId']}",
+            )
+            sent += 1
+        return sent
+
+    def backdate(self, item_id: str) -> bool:
+        """Make the item due for reconciliation (as if ReconcileAfterHours had passed since its last sync)."""
+        stored = self.records.get(item_key(item_id))
+        if stored is None or stored.get("deleted"):
+            return False
+        self.records.update(item_key(item_id), {"syncedAt": self.OLD, "syncSk": self.OLD})
+        return True
+
+    def reconcile(self) -> None:
+        self.stack.trigger_reconcile()
+        self.idle()
+
+    def mirror(self, item_id: str, known_accounts: Iterable[str]) -> MirrorView:
+        return read_mirror(self.records, item_id, known_accounts)
+
+
+def status_summary(attempts: Iterable[Mapping[str, Any]]) -> str:
+    """e.g. '503,503,202': the answers one event got, in order (a network error shows as 'err')."""
+    return ",".join(str(a["statusCode"]) if a["statusCode"] is not None else "err" for a in attempts)
