@@ -295,7 +295,14 @@ def read_mirror(store: RecordStore, item_id: str, account_ids: Iterable[str], *,
     return MirrorView(item, accounts, transactions, by_date)
 
 
-def mirror_problems(truth: Mapping[str, Any], view: MirrorView, item_id: str) -> list[str]:
+def data_ready(truth: Mapping[str, Any], item_id: str) -> bool:
+    """Whether the item is gone, or its last execution collected data (SUCCESS, PARTIAL_SUCCESS): the only
+    states in which the processor fetches accounts and transactions (see the findings in docs/reliability.md)."""
+    item = truth["items"].get(item_id)
+    return item is None or item.get("executionStatus") in {"SUCCESS", "PARTIAL_SUCCESS"}
+
+
+def mirror_problems(truth: Mapping[str, Any], view: MirrorView, item_id: str, *, item_only: bool = False) -> list[str]:
     """Differences between the stored records of one item and the emulator's truth, field by field."""
     problems: list[str] = []
     truth_item = truth["items"].get(item_id)
@@ -323,6 +330,8 @@ def mirror_problems(truth: Mapping[str, Any], view: MirrorView, item_id: str) ->
         "clientUserId": truth_item.get("clientUserId"),
     }
     problems += [f"item.{p}" for p in field_diff(derived, {k: view.item.get(k) for k in derived})]
+    if item_only:
+        return problems
     expected_accounts = {a: acc for a, acc in truth["accounts"].items() if acc["itemId"] == item_id}
     for account_id in sorted(set(expected_accounts) | set(view.accounts)):
         if account_id not in view.accounts:

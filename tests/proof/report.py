@@ -33,41 +33,43 @@ VARIABLES = [
     ("PROOF_WRITE_REPORT", "unset", "`1`: rewrite this document at the end of the pytest session"),
 ]
 
-FINDINGS = {
-    "tests/proof/test_fidelity.py::test_known_gap_reconcile_of_an_item_in_error_keeps_a_deleted_transaction": (
-        "Reconciliation does not heal an item whose last execution failed or waits for the user",
-        "`Processor.sync_item` (layers/common/pluggy_pipeline/processor.py) returns right after storing the item "
-        "when `executionStatus` is not SUCCESS/PARTIAL_SUCCESS, also for the full sync that reconciliation "
-        "queues (`full=True`). A `transactions/deleted` (or an `item/updated` that changed balances) lost before "
-        "the item went to LOGIN_ERROR/OUTDATED/WAITING_USER_INPUT stays wrong in the mirror for as long as the "
-        "item stays there, although Pluggy keeps serving its accounts and transactions. Suggested fix: when "
-        "`full` is true, run `_sync_accounts(item_id, counts, full=True, transactions=True)` for an item that "
-        "has had data (`lastUpdatedAt` set) whatever its current status. The histories above let the user "
-        "reconnect before reconciling (counted as 'recovered before reconciliation').",
-    ),
-    "tests/proof/test_fidelity.py::test_known_gap_item_known_only_through_transaction_webhooks": (
-        "An item whose item/* webhooks were all lost is never reconciled",
-        "Reconciliation sweeps `bySyncDue`, i.e. items already in RecordsTable. If `item/login_succeeded`, "
-        "`item/created` and `item/updated` are lost for good while `transactions/created` gets through, the "
-        "mirror holds orphan transactions, no item and no accounts, and nothing heals it until Pluggy sends "
-        "another item/* webhook. Suggested fix: in `transactions_created`/`transactions_updated`, when the "
-        "payload has an `itemId` and `records.get(item_key(item_id))` is None, run `sync_item(item_id, counts, "
-        "full=True)` first. The histories above never lose an item's first webhook.",
-    ),
-}
-
-STATIC_FINDINGS = [
+# (title, the test that shows it, what it is). Its status in the document comes from that test's outcome.
+FINDINGS = [
     (
-        "A permanent failure redriven from the DLQ within 5 minutes and failing again vanishes from the DLQ",
-        "`Processor._park` sends to the FIFO dead-letter queue through `EventQueue.send`, whose "
-        "MessageDeduplicationId is always the eventId (layers/common/pluggy_pipeline/event_queue.py). If an "
-        "operator redrives a parked message and it fails permanently again within SQS's 5-minute deduplication "
-        "window, SQS accepts the second park without delivering it, the processor returns normally and the "
-        "message is deleted from EventQueue: it is then in neither queue (only its FAILED record, with the "
-        "payload, remains in EventsTable for EVENT_TTL_DAYS). moto forgets deduplication ids once a message is "
-        "deleted, so no test here can show it; it follows from SQS's documented semantics. Suggested fix: give "
-        "`EventQueue.send` an optional `deduplication_id` and park with one unique to the attempt (e.g. "
-        '`f"{event_id}:{message.message_id}"`): the dead-letter queue is not a deduplication point.',
+        "Reconciliation did not heal an item whose last execution failed or waits for the user",
+        "tests/proof/test_fidelity.py::test_reconcile_of_an_item_in_error_heals_a_lost_transactions_deleted",
+        "Found by the processor-level histories: `Processor.sync_item` returned right after storing the item "
+        "when `executionStatus` was not SUCCESS/PARTIAL_SUCCESS, also for reconciliation's full sync, so a "
+        "`transactions/deleted` lost before the item went to LOGIN_ERROR/OUTDATED/WAITING_USER_INPUT stayed in "
+        "the mirror while the item stayed there (Pluggy keeps serving the data of its last good sync). Fixed in "
+        "layers/common/pluggy_pipeline/processor.py: a full sync of an item that has had data "
+        "(`lastUpdatedAt`) re-reads its accounts and transactions whatever its status.",
+    ),
+    (
+        "An item whose item/* webhooks were all lost was never reconciled",
+        "tests/proof/test_fidelity.py::test_item_known_only_through_transaction_webhooks_is_synced_whole",
+        "Reconciliation sweeps `bySyncDue`, i.e. items already in RecordsTable: with `item/login_succeeded`, "
+        "`item/created` and `item/updated` lost for good and `transactions/created` delivered, the mirror held "
+        "orphan transactions and no item. Fixed in processor.py (`_item_unknown`): a transactions webhook for "
+        "an item never stored syncs that item whole first.",
+    ),
+    (
+        "A permanent failure parked, redriven and failing again within 5 minutes vanished from the DLQ",
+        "tests/proof/test_fidelity.py::test_parking_the_same_event_again_after_a_redrive_is_not_deduplicated",
+        "`Processor._park` sent to the FIFO dead-letter queue with the eventId as MessageDeduplicationId: SQS "
+        "accepts a second park of the same event within its 5-minute window without delivering it, the "
+        "processor returns normally and the message is deleted from EventQueue, so it ended in neither queue "
+        "(moto keeps no deduplication id after a delete, so only the ids sent can be checked here). Fixed in "
+        "event_queue.py/processor.py: each park has its own deduplication id (`<eventId>#park-<messageId>`).",
+    ),
+    (
+        "A webhook processed after its item failed leaves the item's data to reconciliation",
+        "tests/proof/test_fidelity.py::test_item_created_processed_after_the_item_failed_is_healed_by_reconciliation",
+        "By design the processor fetches accounts and transactions on a webhook only when the item's current "
+        "execution has data: an `item/created` processed after the item went on to fail (a backlog, a redrive "
+        "hours later) stores the item and its error, and the data comes with the next full sync, i.e. within "
+        "ReconcileAfterHours plus an hour. The histories check the item record at once and the rest after "
+        "reconciliation (the 'ended with the item in error' rows above).",
     ),
 ]
 
@@ -224,7 +226,7 @@ def render(results: Mapping[str, Any]) -> str:
             ("receiver faults injected (Pluggy retried)", "-", stack.get("receiver_faults_injected", "-")),
             ("histories checked without any reconciliation", "-", stack.get("checked_before_reconcile", "-")),
             both("reconciled", "reconciled"),
-            both("user reconnected before reconciliation (finding 1)", "recovered_before_reconcile"),
+            both("ended with the item in error (data checked after reconciliation, finding 4)", "ended_in_error"),
             both("late events for a deleted item parked in the DLQ (404)", "parked_after_delete"),
             both("writes checked (no resurrection, newer version)", "writes_checked"),
             both("records compared field by field", "records_compared"),
@@ -269,19 +271,24 @@ def render(results: Mapping[str, Any]) -> str:
         ]
     else:
         lines += ["atheris did not run (not installed on this platform): hypothesis only.", ""]
-    lines += ["## Findings", ""]
+    lines += [
+        "## Findings",
+        "",
+        "What the suites found. The first three were bugs, fixed in the code while this suite was written; "
+        "their tests stay as regression tests. The others are how the pipeline behaves, worth knowing when "
+        "operating it.",
+        "",
+    ]
     number = 0
-    for test, (title, text) in FINDINGS.items():
+    for title, test, text in FINDINGS:
         number += 1
         outcome = (tests.get(test) or {}).get("outcome", "not run")
-        evidence = {
-            "xfailed": "confirmed in this run by a strict xfail test",
-            "xpassed": "NOT reproduced in this run: the strict xfail test passed (fixed?)",
+        status = {
+            "passed": "its test passes in this run",
+            "failed": "REGRESSED: its test fails in this run",
+            "xfailed": "open: its strict xfail test fails as expected",
         }.get(outcome, f"test {outcome}")
-        lines += [f"{number}. **{title}** ({evidence}: `{test.split('::')[1]}`). {text}", ""]
-    for title, text in STATIC_FINDINGS:
-        number += 1
-        lines += [f"{number}. **{title}** (from SQS's documented semantics, not testable on moto). {text}", ""]
+        lines += [f"{number}. **{title}** ({status}: `{test.split('::')[1]}`). {text}", ""]
     parked = int(fidelity.get("parked_after_delete") or 0) + int(stack.get("parked_after_delete") or 0)
     number += 1
     lines += [
