@@ -93,6 +93,7 @@ def _counting(usage: Usage) -> Iterator[None]:
 
     aws._session.cache_clear()
     aws.reset_clients()
+    # Swap the cached session factory for the run so every client the functions create carries the hook.
     aws._session = session  # type: ignore[assignment]
     try:
         yield
