@@ -58,7 +58,7 @@ def env_int(name: str, default: int) -> int:
 HISTORIES = env_int("PROOF_HISTORIES", 200)  # processor-level hypothesis histories
 STACK_HISTORIES = env_int("PROOF_STACK_HISTORIES", 20)  # histories through the whole local stack
 FUZZ_EXAMPLES = env_int("PROOF_FUZZ_EXAMPLES", 2000)  # hostile-input examples, all strategies together
-ATHERIS_RUNS = env_int("PROOF_ATHERIS_RUNS", 50000)  # coverage-guided runs (when atheris is installed)
+ATHERIS_RUNS = env_int("PROOF_ATHERIS_RUNS", 30000)  # coverage-guided runs (when atheris is installed)
 FAULT_ROUNDS = env_int("PROOF_FAULT_ROUNDS", 8)  # random single-fault rounds through the local stack
 SEED = env_int("PROOF_SEED", 20261122)
 WORKERS = env_int("PROOF_WORKERS", min(2, os.cpu_count() or 1))  # processes for the processor-level histories
@@ -157,7 +157,17 @@ def _run_metadata() -> dict[str, Any]:
     }
 
 
-def merge_results(previous: Mapping[str, Any], current: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+COLLECTED: set[str] = set()  # proof tests collected this session, deselected ones included
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.nodeid.startswith("tests/proof/"):
+        COLLECTED.add(item.nodeid)
+
+
+def merge_results(
+    previous: Mapping[str, Any], current: Mapping[str, Any], run: Mapping[str, Any], collected: set[str] | None = None
+) -> dict[str, Any]:
     """Sections measured now replace the old ones; the others are kept (a partial run updates its part)."""
     merged: dict[str, Any] = {
         "sections": dict(previous.get("sections") or {}),
@@ -165,9 +175,10 @@ def merge_results(previous: Mapping[str, Any], current: Mapping[str, Any], run: 
         "runs": list(previous.get("runs") or [])[-9:],
     }
     merged["sections"].update(current.get("sections") or {})
-    # A module run now replaces all it reported before (renamed or removed tests leave with it).
-    modules = {name.split("::")[0] for name in current.get("tests") or {}}
-    merged["tests"] = {k: v for k, v in merged["tests"].items() if k.split("::")[0] not in modules}
+    # Tests of a module collected now but no longer in it (renamed, removed) leave the results.
+    collected = collected or set()
+    modules = {name.split("::")[0] for name in collected}
+    merged["tests"] = {k: v for k, v in merged["tests"].items() if k in collected or k.split("::")[0] not in modules}
     merged["tests"].update(current.get("tests") or {})
     merged["runs"].append(dict(run))
     return merged
@@ -191,7 +202,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if RESULTS_FILE.is_file():
         with contextlib.suppress(ValueError):
             previous = json.loads(RESULTS_FILE.read_text(encoding="utf-8"))
-    merged = merge_results(previous, RESULTS.snapshot(), _run_metadata())
+    merged = merge_results(previous, RESULTS.snapshot(), _run_metadata(), COLLECTED)
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     if os.environ.get("PROOF_WRITE_REPORT", "").strip().lower() in {"1", "true", "yes"}:

@@ -26,7 +26,7 @@ VARIABLES = [
     ("PROOF_STACK_HISTORIES", "20", "histories through the whole local stack, interleaved"),
     ("PROOF_FAULT_ROUNDS", "8", "random single-fault rounds (test_faults.py)"),
     ("PROOF_FUZZ_EXAMPLES", "2000", "hostile-input examples: 80% on fakes, 20% through the Lambda handler on moto"),
-    ("PROOF_ATHERIS_RUNS", "50000", "coverage-guided atheris runs (skipped when atheris is not installed)"),
+    ("PROOF_ATHERIS_RUNS", "30000", "coverage-guided atheris runs (skipped when atheris is not installed)"),
     ("PROOF_SEED", "20261122", "seed of every random choice outside hypothesis"),
     ("HYPOTHESIS_PROFILE", "ci", "`ci`: derandomized (same examples every run); `dev`: new examples each run"),
     ("PROOF_RESULTS_FILE", ".pytest_cache/proof-results.json", "where the figures are collected"),
@@ -183,22 +183,27 @@ def render(results: Mapping[str, Any]) -> str:
         ],
     )
     lines += ["", "## 2. Mirror fidelity (tests/proof/test_fidelity.py)", ""]
+    per_stack_history = float(stack.get("seconds") or 0) / max(1, int(stack.get("histories") or 1))
     lines += [
         "Random histories of one item each: created, then 3-6 steps (syncs creating, changing and deleting "
         "transactions, credit-card restatements, new accounts, item errors, MFA waits, reconnections), "
         "sometimes ending with the item's deletion. Their webhooks are delivered at once, twice (at once or "
-        "after processing), held back and delivered after newer ones, or lost for good. When something was "
-        "lost (and in some other histories too), reconciliation runs: the item's last sync is backdated "
-        "past ReconcileAfterHours and the real `pipeline/reconcile` message is processed. Then the stored "
-        "items, accounts and transactions must equal the truth field by field, every delivered event be "
-        "PROCESSED and finished once, and the write log show no resurrection and no rewrite without a newer "
-        "version.",
+        "after processing), held back and delivered after newer ones, or lost for good. A history where "
+        "nothing was lost and whose item ends with data must give mirror == truth with no reconciliation at "
+        "all; when something was lost, or the item ended in an error or waiting state (finding 4), the item "
+        "record is checked at once (if nothing was lost) and everything after reconciliation: the item's last "
+        "sync is backdated past ReconcileAfterHours and the real `pipeline/reconcile` message is processed. "
+        "Every delivered event must be PROCESSED and finished once (or parked with its reason: only late "
+        "transactions webhooks of a deleted item are), and the write log show no resurrection and no rewrite "
+        "without a newer version.",
         "",
-        "The 200 histories run at the processor level (the real Processor on in-process moto and the emulator; "
-        "duplicates, reordering and losses applied to the list of events) because 200 full-stack histories do "
-        "not fit the CI budget; a smaller number runs through the whole local stack, where every webhook goes "
-        "through the emulator's delivery worker and the real receiver (5XX answers forced on SendMessage make "
-        "Pluggy retry, which also reorders; 4 failures make Pluggy give up).",
+        f"The {fidelity.get('histories', '?')} hypothesis histories run at the processor level (the real "
+        "Processor on in-process moto and the emulator; duplicates, reordering and losses applied to the list "
+        "of events): through the whole stack a history costs about "
+        f"{per_stack_history:.1f} s here even interleaved, too much for the CI budget at that count. "
+        f"{stack.get('histories', '?')} seeded histories run through the whole local stack, where every webhook "
+        "goes through the emulator's delivery worker and the real receiver (5XX answers forced on SendMessage "
+        "make Pluggy retry, which also reorders; 4 failures make Pluggy give up).",
         "",
     ]
 
@@ -254,10 +259,13 @@ def render(results: Mapping[str, Any]) -> str:
         ["inputs tried", "examples", "answers"],
         [(name, f["examples"], _answers(f["answers"])) for name, f in sorted(families.items())],
     )
+    fast_test = tests.get("tests/proof/test_hostile_input.py::test_fuzz_receiver_fast") or {}
+    moto_test = tests.get("tests/proof/test_hostile_input.py::test_fuzz_lambda_handler_on_moto") or {}
     lines += [
         "",
-        f"Fast run: {fast.get('examples', 0)} examples in {fast.get('seconds', '-')} s; Lambda handler on moto: "
-        f"{moto.get('examples', 0)} examples in {moto.get('seconds', '-')} s.",
+        f"Fast run: {fast.get('examples', 0)} examples, {fast_test.get('seconds', '-')} s with generation "
+        f"({fast.get('seconds', '-')} s in the receiver); Lambda handler on moto: {moto.get('examples', 0)} examples, "
+        f"{moto_test.get('seconds', '-')} s.",
         "",
     ]
     if atheris.get("runs"):
@@ -303,19 +311,21 @@ def render(results: Mapping[str, Any]) -> str:
     number += 1
     lines += [
         f"{number}. **Messages queued behind a failing one can reach the DLQ without a failure of their own** "
-        f"(observed {behind} times in this run's fault scenarios). With `skip_group_on_error`, the records of a "
-        "group after a failing record are reported as failures too, so their receive count grows with the "
-        "failing one's; after 5 receives SQS's redrive policy moves them as well, with EventsTable still "
-        "RECEIVED and no error. Nothing is lost (the operator's redrive, in order, replays them), but the "
-        "runbook should say that DLQ messages without an error belong with the failed message of their group.",
+        f"(observed {behind} times on moto in this run's fault scenarios; it follows from SQS FIFO batches). With "
+        "`skip_group_on_error`, the records of a group after a failing record are reported as failures too, so "
+        "when SQS hands them over in the same batch as the failing one their receive count grows with it; "
+        "after 5 receives the redrive policy moves them as well, with EventsTable still RECEIVED and no error. "
+        "Nothing is lost (the operator's redrive, in order, replays them; the fault checks accept such messages "
+        "only as 'moved with them'), but the runbook should say that DLQ messages without an error belong with "
+        "the failed message of their group.",
         "",
     ]
     lines += ["## Reproduce", ""]
     lines += [
         "```sh",
-        "# the whole proof suite, as CI runs it (every test here is marked slow; CI runs slow tests too)",
+        "# the heavy proof tests (marked slow; CI runs them too, with everything else, through `make test`)",
         ".venv/bin/pytest tests/proof -m slow",
-        "# and rewrite this document from that run",
+        "# the whole proof suite (heavy tests and the regression tests of the findings), rewriting this document",
         "PROOF_WRITE_REPORT=1 .venv/bin/pytest tests/proof",
         ".venv/bin/python -m tests.proof.report   # from the last results file, without rerunning",
         "# bigger and fresh (new hypothesis examples, other seeds)",

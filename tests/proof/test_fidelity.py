@@ -1,24 +1,32 @@
 """Mirror fidelity: random histories of a Pluggy item, delivered badly, end with mirror == truth.
 
-A history is what happens to one item at Pluggy: created, then 3-8 steps among syncs that create, change and
+A history is what happens to one item at Pluggy: created, then 3-6 steps among syncs that create, change and
 delete transactions, restate credit-card rows (delete + create under a new id), add an account, item errors
-and MFA waits, reconnections and the item's deletion. Its webhooks are then delivered as badly as the real
-world does: duplicated, held back and delivered after later ones, or lost for good. Once everything is
-delivered (and, when something was lost, once reconciliation ran), the stored items, accounts and
-transactions must equal the emulator's truth field by field, and:
+and MFA waits and reconnections, sometimes ending with the item's deletion. Its webhooks are then delivered
+as badly as the real world does: duplicated, held back and delivered after later ones, or lost for good.
+Once everything is delivered:
 
-- every delivered event is PROCESSED, finished once (or parked in the DLQ with its reason, see below);
+- nothing lost and the item's last execution has data: the stored item, accounts and transactions equal
+  the emulator's truth field by field, with no reconciliation at all;
+- something lost, or the item ended in an error/waiting state (the processor then leaves its data to the
+  full sync, see test_item_created_processed_after_the_item_failed_*): the item record is checked at once
+  when nothing was lost, and everything after reconciliation (the item's last sync is backdated past
+  ReconcileAfterHours and the real `pipeline/reconcile` message runs);
+- every delivered event is PROCESSED and finished once, or parked in the DLQ with its reason (only late
+  transactions webhooks of a deleted item are, with Pluggy's 404);
 - no record came back after a delete, and no record was rewritten with different data without a newer
   Pluggy version (WriteLog, from the writes that actually reached DynamoDB).
 
 Two levels:
-- `test_processor_histories` (hypothesis, PROOF_HISTORIES, default 200): the real Processor against
-  in-process moto (tables from template.yaml) and the Pluggy emulator; duplicates, reordering and losses
-  are applied to the list of events, reconciliation is the real `pipeline/reconcile` message.
+- `test_processor_histories` (hypothesis, PROOF_HISTORIES, default 200, over PROOF_WORKERS processes): the
+  real Processor against in-process moto (tables from template.yaml) and the Pluggy emulator; duplicates,
+  reordering and losses are applied to the list of events.
 - `test_stack_histories` (PROOF_STACK_HISTORIES, default 20, seeded): the whole local stack (HTTP front ->
   real receiver -> SQS FIFO -> real processor), all histories interleaved. Every webhook goes through the
   emulator's delivery worker (signed, retried 3 times); the receiver's SendMessage fails on purpose so
   Pluggy retries (5XX then accepted, which also reorders), or 4 times so Pluggy gives up (lost for good).
+
+The tests after them are the regression tests of what these histories found (docs/reliability.md, findings).
 """
 
 from __future__ import annotations
@@ -277,7 +285,9 @@ def bench() -> Iterator[Bench]:
 KINDS = ("sync",) * 6 + ("fail", "waiting", "reconnect", "reconnect")
 # What happens to one webhook: delivered at once, twice, held back and delivered after later ones, or lost.
 FATES = ("now",) * 5 + ("dup", "dup", "hold", "hold", "hold", "lose")
-FIRST_FATES = ("now", "now", "dup", "hold")  # the item's first webhook is never lost (see test_known_gap_*)
+# The item's first webhook is never lost: an item none of whose webhooks arrives is unknown to the mirror, and
+# reconciliation only sweeps items it has stored.
+FIRST_FATES = ("now", "now", "dup", "hold")
 
 
 SYNC_SHAPES = ("add", "add", "change", "delete", "restate", "mixed", "new-account", "nothing")
@@ -530,7 +540,7 @@ def test_processor_histories() -> None:
     assert total["histories"] >= HISTORIES
 
 
-# --- gaps this suite found, now closed (processor.py): they stay as regression tests -----------------------
+# --- what the histories found (docs/reliability.md, findings): regression tests ---------------------------
 
 
 def test_item_known_only_through_transaction_webhooks_is_synced_whole(bench: Bench) -> None:
