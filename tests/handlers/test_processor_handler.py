@@ -390,10 +390,11 @@ def test_every_corpus_file_is_processed(
     """
     names = sorted(n for n in CORPUS if n != "batch-mixed" and n not in POISON)
     assert len(names) == 21
-    payments: dict[str, str] = {}  # the files share one payment id: a late non-terminal one must not win
+    payments: dict[str, str] = {}  # the files share one payment id: the mirror follows Pluggy, not the files
     for name in names:
         _check_corpus_file(name, emulator, feed, invoke, stack, mirror, payments)
-    assert payments == {"PAYMENT_INTENT": "ERROR", "SCHEDULED_PAYMENT": "ERROR"}
+    # Pluggy's final word (a final status stays final there), whatever the files' order claimed.
+    assert payments == {"PAYMENT_INTENT": "PAYMENT_COMPLETED", "SCHEDULED_PAYMENT": "CANCELED"}
 
 
 def _check_corpus_file(
@@ -415,6 +416,19 @@ def _check_corpus_file(
     tx_ids = list(truth["transactions"][account_id])
     if name == "transactions-deleted":  # first mirror the item: the deletion must remove rows
         invoke(batch(*feed.take()))
+        emulator.remove_transactions(account_id, tx_ids[:2])  # genuine: Pluggy no longer has them
+    if name == "item-deleted":
+        emulator.delete_item(item["id"])  # genuine: Pluggy answers 404 for it
+    if name.startswith(("payment-intent", "scheduled-payment")):  # genuine: Pluggy's payment changes first
+        sent = json.loads(load_event(f"processor/{name}")["Records"][0]["body"])
+        intent = sent["event"].startswith("payment_intent/")
+        emulator.send_payment_event(
+            sent["event"],
+            payment_request_id=sent.get("paymentRequestId"),
+            payment_intent_id=sent.get("paymentIntentId") if intent else None,
+            scheduled_payment_id=None if intent else sent.get("scheduledPaymentId"),
+            error=sent.get("error"),
+        )
     feed.take()
     rows_before = mirror.count()
     event = substitute(
@@ -456,12 +470,14 @@ def _check_corpus_file(
     elif name.startswith(("payment-intent", "scheduled-payment")):
         entity = "PAYMENT_INTENT" if name.startswith("payment") else "SCHEDULED_PAYMENT"
         payment_id = body.get("paymentIntentId") or body["scheduledPaymentId"]
-        status = body["event"].split("/")[1].upper()
-        terminal = {"COMPLETED", "ERROR", "CANCELED"}
-        if status in terminal or payments.get(entity) not in terminal:  # a late non-terminal one is ignored
-            payments[entity] = status
+        pluggy = emulator.truth()["payments"]
+        if entity == "PAYMENT_INTENT":
+            payments[entity] = pluggy["intents"][payment_id]["status"]
+        else:
+            payments[entity] = pluggy["schedules"][body["paymentRequestId"]][payment_id]["status"]
         record = mirror.get(f"{entity}#{payment_id}", "STATUS")
         assert record is not None and record["status"] == payments[entity], name
+        assert (record["verified"], record["source"]) == (True, "pluggy"), name
     elif name == "reconcile":
         assert log["counts"] == {}  # nothing was synced long ago: nothing queued
         assert queued(stack) == []
@@ -640,7 +656,20 @@ def test_item_deleted_removes_accounts_and_transactions_and_keeps_a_tombstone(
     emulator.reset_stats()
     assert invoke(batch(*payloads)) == {"batchItemFailures": []}
     _assert_tombstone(mirror, item, accounts)
-    assert emulator.stats() == {}  # a deletion needs nothing from Pluggy
+    assert emulator.stats() == {ITEM_ROUTE: 1}  # deleted only once Pluggy confirmed with a 404
+
+
+def test_a_forged_item_deleted_is_checked_with_pluggy_and_deletes_nothing(
+    emulator: PluggyEmulator, feed: Feed, invoke: Any, mirror: Mirror
+) -> None:
+    item = first_sync(emulator, feed, invoke, client_user_id="user-kept")
+    before = mirror.count()
+    emulator.send_event("item/deleted", itemId=item["id"])  # Pluggy still has the item
+    assert invoke(batch(*feed.take())) == {"batchItemFailures": []}
+    stored = mirror.item(item["id"])
+    assert stored is not None and stored["deleted"] is False
+    assert mirror.count() == before
+    assert_mirror_equals_truth(mirror, emulator.truth(), item["id"])
 
 
 def test_item_gone_from_pluggy_cascades_like_a_deletion(
@@ -764,7 +793,7 @@ def test_transactions_deleted_by_ids_with_and_without_account(
     deleted[0] = {k: v for k, v in deleted[0].items() if k != "accountId"}
     emulator.reset_stats()
     assert invoke(batch(*deleted)) == {"batchItemFailures": []}
-    assert emulator.stats() == {}
+    assert emulator.stats() == {TX_ROUTE: len(deleted)}  # each webhook's ids checked with Pluggy, one call
     truth = emulator.truth()
     for account_id, ids in changes["deleted"].items():
         stored = mirror.transactions(account_id)
@@ -791,25 +820,46 @@ def test_connector_status_is_stored_per_connector(
     assert mirror.get("CONNECTOR#201", "STATUS") is None
 
 
-def test_payment_statuses_keep_the_latest_and_terminal_wins(
+def test_payment_statuses_are_pluggy_s_whatever_the_events_claim(
     emulator: PluggyEmulator, feed: Feed, invoke: Any, mirror: Mirror
 ) -> None:
     intent, request = "pi-1", "pr-1"
-    for event in ("payment_intent/created", "payment_intent/waiting_payer_authorization", "payment_intent/completed"):
+
+    def status() -> str:
+        record = mirror.get(f"PAYMENT_INTENT#{intent}", "STATUS")
+        assert record is not None and record["verified"] is True and record["source"] == "pluggy"
+        return str(record["status"])
+
+    emulator.send_payment_event("payment_intent/created", payment_request_id=request, payment_intent_id=intent)
+    assert invoke(batch(*feed.take())) == {"batchItemFailures": []}
+    assert status() == "CONSENT_AWAITING_AUTHORIZATION"
+    # A forged completion (Pluggy never sent it): Pluggy is asked, the intent stays where Pluggy has it.
+    emulator.send_event("payment_intent/completed", paymentRequestId=request, paymentIntentId=intent)
+    assert invoke(batch(*feed.take())) == {"batchItemFailures": []}
+    assert status() == "CONSENT_AWAITING_AUTHORIZATION"
+    request_record = mirror.get(f"PAYMENT_REQUEST#{request}", "STATUS")
+    assert request_record is not None and request_record["status"] == "IN_PROGRESS"
+    for event in ("payment_intent/waiting_payer_authorization", "payment_intent/completed"):
         emulator.send_payment_event(event, payment_request_id=request, payment_intent_id=intent)
     emulator.send_payment_event("payment_intent/created", payment_request_id=request, payment_intent_id=intent)
     payloads = feed.take()
-    for payload in payloads[:2]:
-        assert invoke(batch(payload)) == {"batchItemFailures": []}
-    assert mirror.get(f"PAYMENT_INTENT#{intent}", "STATUS")["status"] == "WAITING_PAYER_AUTHORIZATION"  # type: ignore[index]
-    assert invoke(batch(*payloads[2:])) == {"batchItemFailures": []}  # completed, then a late created
+    assert invoke(batch(payloads[0])) == {"batchItemFailures": []}
+    assert status() == "PAYMENT_COMPLETED"  # processed after Pluggy moved on: Pluggy's current state
+    assert invoke(batch(*payloads[1:])) == {"batchItemFailures": []}  # completed, then a late created
     record = mirror.get(f"PAYMENT_INTENT#{intent}", "STATUS")
     assert record is not None
-    assert (record["status"], record["event"], record["paymentRequestId"]) == (
-        "COMPLETED",
-        "payment_intent/completed",
-        request,
-    )
+    assert (record["status"], record["paymentRequestId"]) == ("PAYMENT_COMPLETED", request)
+    assert mirror.get(f"PAYMENT_REQUEST#{request}", "STATUS")["status"] == "COMPLETED"  # type: ignore[index]
+
+
+def test_a_payment_pluggy_does_not_know_is_never_stored(
+    emulator: PluggyEmulator, feed: Feed, invoke: Any, stack: Stack, mirror: Mirror
+) -> None:
+    emulator.send_event("payment_intent/completed", paymentRequestId="pr-forged", paymentIntentId="pi-forged")
+    [payload] = feed.take()
+    assert invoke(batch(payload)) == {"batchItemFailures": []}
+    assert mirror.get("PAYMENT_INTENT#pi-forged", "STATUS") is None
+    assert log_of(stack, payload["eventId"])["counts"] == {"paymentsNotFound": 2}
 
 
 def test_scheduled_and_failed_payments_keep_their_terminal_status(
@@ -823,13 +873,18 @@ def test_scheduled_and_failed_payments_keep_their_terminal_status(
     }
     for payment_id, sent in sequences.items():
         for event in sent:
-            emulator.send_payment_event(event, payment_intent_id=payment_id, scheduled_payment_id=payment_id)
+            emulator.send_payment_event(
+                event,
+                payment_request_id=f"r-{payment_id}",
+                payment_intent_id=payment_id,
+                scheduled_payment_id=payment_id,
+            )
     assert invoke(batch(*feed.take())) == {"batchItemFailures": []}  # one group per payment, in order
     expected = {
         "SCHEDULED_PAYMENT#s-1": "COMPLETED",
         "SCHEDULED_PAYMENT#s-2": "ERROR",
         "SCHEDULED_PAYMENT#s-3": "CANCELED",
-        "PAYMENT_INTENT#p-4": "ERROR",
+        "PAYMENT_INTENT#p-4": "PAYMENT_REJECTED",
     }
     for key, status in expected.items():
         record = mirror.get(key, "STATUS")
@@ -995,14 +1050,17 @@ def test_api_key_rejected_even_fresh_is_transient(env: Env, invoke: Any, stack: 
         env.use(expired_at_once)
         expired_at_once.create_item(transactions_per_account=2)
         expired_at_once.send_payment_event("payment_intent/created", payment_intent_id="pi-2")
-        login, _created, payment = (e["payload"] for e in expired_at_once.events())
-        event = batch(login, payment)
-        assert invoke(event) == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
-        log = log_of(stack, login["eventId"])
-        assert (log["status"], log["permanent"]) == ("FAILED", False)
-        assert "PluggyAuthError" in log["error"]
+        expired_at_once.set_connector_status("UNSTABLE")  # needs no Pluggy call: the batch is not all failures
+        login, _created, payment, connector = (e["payload"] for e in expired_at_once.events())
+        event = batch(login, payment, connector)
+        failures = [{"itemIdentifier": r["messageId"]} for r in event["Records"][:2]]
+        assert invoke(event) == {"batchItemFailures": failures}  # the payment is re-fetched too now
+        for payload in (login, payment):
+            log = log_of(stack, payload["eventId"])
+            assert (log["status"], log["permanent"]) == ("FAILED", False)
+            assert "PluggyAuthError" in log["error"]
         assert dlq_messages(stack) == []  # credentials are fixed by operators; the message is fine
-        assert mirror.get("PAYMENT_INTENT#pi-2", "STATUS") is not None
+        assert mirror.get("PAYMENT_INTENT#pi-2", "STATUS") is None  # nothing stored on the webhook's word
     finally:
         expired_at_once.stop()
 
@@ -1031,12 +1089,14 @@ def test_batch_mixed_corpus_file(
     invoke(batch(*feed.take()))
     truth = emulator.truth()
     account_id = next(a for a, acc in truth["accounts"].items() if acc["subtype"] == "CHECKING_ACCOUNT")
+    removed = next(iter(truth["transactions"][account_id]))
+    emulator.remove_transactions(account_id, [removed])  # Pluggy deleted it: the file's deletion is genuine
     event = substitute(
         load_event("processor/batch-mixed"),
         {
             ITEM_ID: item["id"],
             ACCOUNT_ID: account_id,
-            TRANSACTION_IDS[0]: next(iter(truth["transactions"][account_id])),
+            TRANSACTION_IDS[0]: removed,
         },
     )
     assert invoke(event) == {"batchItemFailures": []}  # the poison one is parked, not retried

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -26,7 +28,7 @@ from pluggy_pipeline import receiver as receiver_module
 from pluggy_pipeline.auth import sign
 from pluggy_pipeline.event_store import EventStore, ProcessingLog, StartOutcome
 from pluggy_pipeline.observability import SERVICE
-from pluggy_pipeline.secrets import SecretsManagerProvider
+from pluggy_pipeline.secrets import SecretsManagerProvider, derive_url_token
 from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_ID,
     LOCAL_SIGNING_KEY,
@@ -683,8 +685,12 @@ def test_405_says_allow_post_and_404_for_other_paths(invoke: Any, stack: Stack) 
         response = invoke(delivery(ITEM, method=method))
         assert response["statusCode"] == 405
         assert response["headers"]["Allow"] == "POST"
+    for path in ("/webhooks/pluggy/a/b", "/webhooks", "/webhooks/pluggyx", "/other"):
+        response = invoke(delivery(ITEM, path=path))
+        assert response["statusCode"] == 404, path
+    # One segment after the webhook path is the URL-token route: a wrong token is 401, never queued.
     response = invoke(delivery(ITEM, path="/webhooks/pluggy/extra"))
-    assert response["statusCode"] == 404
+    assert (response["statusCode"], response["json"]["error"]) == (401, "bad_url_token")
     assert stack.event_count() == 0
 
 
@@ -895,3 +901,149 @@ def test_no_corpus_delivery_prints_a_secret_or_its_payload(
         assert LOCAL_SIGNING_KEY not in printed, scenario.name
         if event["body"]:
             assert event["body"] not in printed, scenario.name
+
+
+# ================================================================ trust model: webhooks are signals, not facts
+
+
+def _canonical_hash(payload: dict[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "event", ["pipeline/reconcile", "pipeline/sync_item", "pipeline/anything", "Pipeline/reconcile"]
+)
+def test_reserved_event_names_are_refused_with_400_and_change_nothing(event: str, invoke: Any, stack: Stack) -> None:
+    response = invoke(delivery({"event": event, "eventId": "r-1", "itemId": "i-1", "full": True}))
+    assert (response["statusCode"], response["json"]["error"]) == (400, "malformed_body")
+    assert "reserved" in response["json"]["message"]
+    assert stack.event_count() == 0 and stack.receive_all() == []
+
+
+def test_an_outside_event_id_cannot_take_a_keyless_or_internal_id(invoke: Any, stack: Stack) -> None:
+    """Keyed and keyless ids live apart: a delivery naming itself sha256-<hash> cannot pre-claim a keyless one."""
+    keyless_id = "sha256-" + _canonical_hash(KEYLESS)
+    squatter = {**ITEM, "eventId": keyless_id}
+    first = invoke(delivery(squatter))
+    assert first["statusCode"] == 202 and first["json"]["eventId"] == "ext:" + keyless_id
+    genuine = invoke(delivery(KEYLESS))
+    assert genuine["statusCode"] == 202  # not "duplicate": the keyless delivery is queued and processed
+    assert genuine["json"]["eventId"] == keyless_id
+    for internal in ("reconcile-2026-11-29T10:00:00Z", "sync-item-1-2026112910", "sqs-m-1", "ext:x"):
+        answer = invoke(delivery({**ITEM, "eventId": internal}))
+        assert answer["json"]["eventId"] == "ext:" + internal
+        assert stack.event_record(internal) is None
+    assert len(stack.receive_all()) == 6
+
+
+def test_a_second_body_under_a_known_event_id_is_a_counted_conflict_never_queued(
+    invoke: Any, stack: Stack, logs: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert invoke(delivery(ITEM))["statusCode"] == 202
+    forged = {**ITEM, "itemId": "another-item", "triggeredBy": "CLIENT"}
+    response = invoke(delivery(forged))
+    assert response["statusCode"] == 200
+    assert response["json"] == {"status": "conflict", "eventId": ITEM["eventId"]}
+    [message] = stack.receive_all()
+    assert json.loads(message["Body"]) == ITEM  # only the first body is the event
+    record = stack.event_record(ITEM["eventId"])
+    assert record is not None and json.loads(record["payload"]["S"]) == ITEM
+    assert record["bodyHash"]["S"] == _canonical_hash(ITEM)
+    warnings = [line for line in log_lines(logs) if "different body" in line["message"]]
+    assert warnings and warnings[0]["level"] == "WARNING"
+    assert any("WebhookConflict" in metric_names(b) for b in emf_blobs(capsys.readouterr().out))
+    # The same body again (a retry with other whitespace) is still a plain duplicate.
+    again = invoke(delivery(json.dumps(ITEM, indent=2)))
+    assert (again["statusCode"], again["json"]["status"]) == (200, "duplicate")
+
+
+def test_url_token_route_accepts_the_derived_token_without_any_header(invoke: Any, stack: Stack) -> None:
+    token = derive_url_token(LOCAL_WEBHOOK_SECRET)
+    path = f"/webhooks/pluggy/{token}"
+    accepted = invoke(delivery(ITEM, secret=None, path=path))
+    assert accepted["statusCode"] == 202
+    for bad in ("x" * 43, token[:-1], LOCAL_WEBHOOK_SECRET, token.upper()):
+        refused = invoke(delivery({**ITEM, "eventId": "e-bad"}, secret=None, path=f"/webhooks/pluggy/{bad}"))
+        assert (refused["statusCode"], refused["json"]["error"]) == (401, "bad_url_token")
+        assert token not in json.dumps(refused["json"])
+    no_header = invoke(delivery({**ITEM, "eventId": "e-2"}, secret=None))
+    assert (no_header["statusCode"], no_header["json"]["error"]) == (401, "bad_secret")
+    assert len(stack.receive_all()) == 1
+    assert stack.event_record("e-bad") is None
+
+
+def test_url_token_is_never_logged(
+    invoke: Any, stack: Stack, logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    token = derive_url_token(LOCAL_WEBHOOK_SECRET)
+    invoke(delivery(ITEM, secret=None, path=f"/webhooks/pluggy/{token}"))
+    invoke(delivery({**ITEM, "eventId": "e-3"}, secret=None, path=f"/webhooks/pluggy/{token}x"))
+    text = logs.getvalue()
+    assert text  # something was logged
+    assert token not in text
+
+
+def test_url_token_rotation_accepts_current_and_previous_then_drops_the_removed_one(
+    invoke: Any, stack: Stack, receiver_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+
+    def provider(settings: Any, factory: Any) -> SecretsManagerProvider:
+        return SecretsManagerProvider(settings.secret_arn, factory, settings.cache_seconds, lambda: now[0])
+
+    monkeypatch.setattr(receiver_module, "provider_from_settings", provider)
+    old = derive_url_token(LOCAL_WEBHOOK_SECRET)
+    assert invoke(delivery(ITEM, secret=None, path=f"/webhooks/pluggy/{old}"))["statusCode"] == 202
+    arn = receiver_env["WEBHOOK_SECRET_ARN"]
+    rotated = {"current": "new-secret", "previous": LOCAL_WEBHOOK_SECRET, "signingKey": LOCAL_SIGNING_KEY}
+    stack.secretsmanager.put_secret_value(SecretId=arn, SecretString=json.dumps(rotated))
+    now[0] += 31  # past the refresh interval: a failing check re-reads the secret
+    new = derive_url_token("new-secret")
+    assert (
+        invoke(delivery({**ITEM, "eventId": "n-1"}, secret=None, path=f"/webhooks/pluggy/{new}"))["statusCode"] == 202
+    )
+    assert (
+        invoke(delivery({**ITEM, "eventId": "o-1"}, secret=None, path=f"/webhooks/pluggy/{old}"))["statusCode"] == 202
+    )
+    done = {"current": "new-secret", "signingKey": LOCAL_SIGNING_KEY}
+    stack.secretsmanager.put_secret_value(SecretId=arn, SecretString=json.dumps(done))
+    now[0] += 60  # the cache's bound: the removed secret (and its URL token) stop working
+    late = invoke(delivery({**ITEM, "eventId": "o-2"}, secret=None, path=f"/webhooks/pluggy/{old}"))
+    assert late["statusCode"] == 401
+    assert invoke(delivery({**ITEM, "eventId": "o-3"}, secret=LOCAL_WEBHOOK_SECRET))["statusCode"] == 401
+
+
+def test_a_body_at_the_size_limit_is_accepted_and_queued_as_a_pointer(invoke: Any, stack: Stack) -> None:
+    limit = int(os.environ["MAX_BODY_BYTES"])
+    body = dumps({**ITEM, "pad": ""})
+    body = dumps({**ITEM, "pad": "x" * (limit - len(body))})
+    assert len(body.encode()) == limit
+    assert invoke(delivery(body))["statusCode"] == 202
+    [message] = stack.receive_all()
+    assert message["MessageAttributes"]["payload"]["StringValue"] == "eventsTable"
+    assert len(message["Body"]) < 1000
+    log = ProcessingLog(lambda: stack.dynamodb, stack.events_table)
+    assert log.stored_payload(ITEM["eventId"]) == body
+    # The processor's start must not write the body again (DynamoDB's 400 KB item limit counts old + new).
+    assert log.start(ITEM["eventId"], "item/updated", message["Body"], copy_payload=False) is StartOutcome.STARTED
+    assert log.stored_payload(ITEM["eventId"]) == body
+    too_big = dumps({**ITEM, "eventId": "big-2", "pad": "x" * limit})
+    assert invoke(delivery(too_big))["statusCode"] == 413
+
+
+def test_the_processing_lease_keeps_one_event_id_from_running_twice_at_once(stack: Stack) -> None:
+    now = [1000.0]
+    log = ProcessingLog(lambda: stack.dynamodb, stack.events_table, lease_seconds=120, clock=lambda: now[0])
+    assert log.start("e-1", "item/updated", "{}") is StartOutcome.STARTED
+    now[0] += 60
+    assert log.start("e-1", "item/updated", "{}") is StartOutcome.IN_PROGRESS  # the first holder is still on it
+    now[0] += 61
+    assert log.start("e-1", "item/updated", "{}") is StartOutcome.STARTED  # the holder died: its lease lapsed
+    log.fail("e-1", "TransientError: x", permanent=False)
+    assert log.start("e-1", "item/updated", "{}") is StartOutcome.STARTED  # a failed attempt holds nothing
+    log.finish("e-1", {})
+    assert log.start("e-1", "item/updated", "{}") is StartOutcome.ALREADY_PROCESSED
+    record = stack.event_record("e-1")
+    assert record is not None and "leaseUntilMs" not in record and record["attempts"]["N"] == "3"

@@ -203,7 +203,8 @@ class Bench:
             old = "2000-01-01T00:00:00.000Z"
             self.store.update(item_key(item_id), {"syncedAt": old, "syncSk": old})
         reconcile = json.dumps({"event": "pipeline/reconcile", "eventId": f"reconcile-{uuid.uuid4().hex}"})
-        self.processor.process(QueueMessage(f"r-{uuid.uuid4().hex}", reconcile, {}))
+        # As the EventBridge schedule sends it: no attributes, the message group "reconcile".
+        self.processor.process(QueueMessage(f"r-{uuid.uuid4().hex}", reconcile, {}, group_id="reconcile"))
         queued = self._receive(self.queue_url)
         for message in queued:
             attributes = {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}

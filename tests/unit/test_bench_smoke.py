@@ -105,6 +105,8 @@ def _states(now: int) -> dict[str, dict[str, Any]]:
 
     return {
         "pending": record("RECEIVED"),
+        "pending-same-body": record("RECEIVED", bodyHash={"S": "h-mine"}),
+        "conflict": record("PROCESSED", bodyHash={"S": "h-other"}),
         "processing": record("PROCESSING"),
         "processed": record("PROCESSED"),
         "failed": record("FAILED"),
@@ -118,6 +120,8 @@ def _states(now: int) -> dict[str, dict[str, Any]]:
 EXPECTED_OUTCOMES = {
     "absent": ClaimOutcome.NEW,
     "pending": ClaimOutcome.PENDING,
+    "pending-same-body": ClaimOutcome.PENDING,
+    "conflict": ClaimOutcome.CONFLICT,
     "processing": ClaimOutcome.DUPLICATE,
     "processed": ClaimOutcome.DUPLICATE,
     "failed": ClaimOutcome.DUPLICATE,
@@ -147,7 +151,9 @@ def test_fake_dynamodb_decides_claims_as_moto_does() -> None:
                 if attributes is not None:
                     backend.put_item(TableName=table, Item={"eventId": {"S": event_id}, **attributes})
                 source = KeySource.BODY_HASH if state.startswith("keyless") else KeySource.EVENT_ID
-                event = NewEvent(event_id=event_id, event_type="item/updated", key_source=source, payload="{}")
+                event = NewEvent(
+                    event_id=event_id, event_type="item/updated", key_source=source, payload="{}", body_hash="h-mine"
+                )
                 claim = store.claim(event, keyless_window_seconds=600)
                 outcomes[name][state] = claim.outcome
                 if claim.outcome is ClaimOutcome.NEW:  # the failed-send path: only our own claim is deleted

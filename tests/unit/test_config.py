@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert s.event_ttl_days == 30
     assert s.keyless_dedupe_seconds == DEFAULT_KEYLESS_DEDUPE_SECONDS
     assert s.insecure_local_dev is False
-    assert s.secrets == SecretSettings("", "", "", "", 300)
+    assert s.secrets == SecretSettings("", "", "", "", 60)
 
 
 def test_keyless_window_absorbs_pluggys_retries_and_outlasts_the_sqs_dedupe_window() -> None:
@@ -116,6 +116,7 @@ def test_missing_required_variable(missing: str) -> None:
         ("KEYLESS_DEDUPE_SECONDS", "ten"),
         ("KEYLESS_DEDUPE_SECONDS", "309"),
         ("SECRETS_CACHE_SECONDS", "nope"),
+        ("SECRETS_CACHE_SECONDS", "61"),  # a removed secret must stop working within a minute
         ("REQUIRE_SIGNATURE", "maybe"),
         ("INSECURE_LOCAL_DEV_NO_AUTH", "2"),
     ],

@@ -710,6 +710,300 @@ def test_send_event_can_repeat_an_event_id(emu: PluggyEmulator, receiver: Receiv
     assert [p["eventId"] for p in receiver.payloads()] == [first, first]
 
 
+# --- payments --------------------------------------------------------------------------------------
+
+
+def payments(emu: PluggyEmulator) -> dict[str, Any]:
+    return dict(emu.truth()["payments"])
+
+
+def get_json(api: requests.Session, url: str, status: int = 200, **params: str) -> Any:
+    resp = api.get(url, params=params or None, timeout=5)
+    assert resp.status_code == status, resp.text
+    return resp.json()
+
+
+def test_payment_routes_need_an_api_key(emu: PluggyEmulator) -> None:
+    emu.send_payment_event("payment_intent/created", payment_request_id="pr-1", payment_intent_id="pi-1")
+    for path in ("/payments/requests/pr-1", "/payments/intents/pi-1", "/payments/requests/pr-1/schedules"):
+        assert requests.get(f"{emu.base_url}{path}", timeout=5).status_code == 403
+    token = requests.post(f"{emu.base_url}/connect_token", json={}, headers={"X-API-KEY": api_key(emu.base_url)})
+    connect = requests.get(
+        f"{emu.base_url}/payments/intents/pi-1", headers={"X-API-KEY": token.json()["accessToken"]}, timeout=5
+    )
+    assert connect.status_code == 403
+
+
+def test_payment_request_and_intent_routes(emu: PluggyEmulator, api: requests.Session) -> None:
+    created = emu.create_payment_request("pr-1", amount=42.5, description="Aluguel", client_payment_id="c-9")
+    assert created["status"] == "CREATED" and ISO.match(created["createdAt"])
+    emu.send_payment_event("payment_intent/created", payment_request_id="pr-1", payment_intent_id="pi-1")
+    request = get_json(api, f"{emu.base_url}/payments/requests/pr-1")
+    assert {"id", "amount", "description", "status", "createdAt", "updatedAt", "errorDetail"} <= set(request)
+    assert (request["amount"], request["description"], request["clientPaymentId"]) == (42.5, "Aluguel", "c-9")
+    assert request["status"] == "IN_PROGRESS" and request["updatedAt"] > created["updatedAt"]
+    intent = get_json(api, f"{emu.base_url}/payments/intents/pi-1")
+    assert (intent["id"], intent["status"], intent["paymentRequest"]) == (
+        "pi-1",
+        "CONSENT_AWAITING_AUTHORIZATION",
+        {"id": "pr-1"},
+    )
+    assert ISO.match(intent["createdAt"]) and ISO.match(intent["updatedAt"]) and intent["errorDetail"] is None
+    assert request == payments(emu)["requests"]["pr-1"] and intent == payments(emu)["intents"]["pi-1"]
+
+    assert get_json(api, f"{emu.base_url}/payments/requests/nope", 404) == {
+        "code": 404,
+        "message": "payment request not found",
+        "codeDescription": "PAYMENT_REQUEST_NOT_FOUND",
+    }
+    assert get_json(api, f"{emu.base_url}/payments/intents/nope", 404) == {
+        "code": 404,
+        "message": "payment intent not found",
+        "codeDescription": "PAYMENT_INTENT_NOT_FOUND",
+    }
+
+
+def test_list_intents_by_payment_request_is_paged(emu: PluggyEmulator, api: requests.Session) -> None:
+    ids = [f"pi-{n}" for n in range(9)]  # the fixture's page size is 7
+    for intent_id in ids:
+        emu.send_payment_event("payment_intent/error", payment_request_id="pr-1", payment_intent_id=intent_id)
+    emu.send_payment_event("payment_intent/created", payment_request_id="pr-other")
+    url = f"{emu.base_url}/payments/intents"
+    first = get_json(api, url, paymentRequestId="pr-1")
+    assert (first["page"], first["total"], first["totalPages"], len(first["results"])) == (1, 9, 2, 7)
+    second = get_json(api, url, paymentRequestId="pr-1", page="2")
+    assert [i["id"] for i in first["results"] + second["results"]] == ids
+    assert get_json(api, url, paymentRequestId="unknown")["results"] == []
+    assert get_json(api, url, 400)["message"] == "paymentRequestId is required"
+    assert get_json(api, url, 400, paymentRequestId="pr-1", page="0")["code"] == 400
+
+
+def test_schedule_routes(emu: PluggyEmulator, api: requests.Session) -> None:
+    for schedule_id, date in (("s-2", "2026-12-10"), ("s-1", "2026-11-10")):
+        emu.send_payment_event(
+            "scheduled_payment/created",
+            payment_request_id="pr-1",
+            scheduled_payment_id=schedule_id,
+            scheduled_date=date,
+        )
+    base = f"{emu.base_url}/payments/requests"
+    page = get_json(api, f"{base}/pr-1/schedules")
+    assert set(page) == {"page", "total", "totalPages", "results"}
+    assert (page["page"], page["total"], page["totalPages"]) == (1, 2, 1)
+    assert [s["id"] for s in page["results"]] == ["s-1", "s-2"]  # by scheduled date
+    one = get_json(api, f"{base}/pr-1/schedules/s-2")
+    assert one == {
+        "id": "s-2",
+        "description": "Pagamento via Pix",
+        "status": "SCHEDULED",
+        "scheduledDate": "2026-12-10",
+        "endToEndId": None,
+        "errorDetail": None,
+    }
+    assert one == payments(emu)["schedules"]["pr-1"]["s-2"]
+    missing = get_json(api, f"{base}/pr-1/schedules/nope", 404)
+    assert (missing["code"], missing["codeDescription"]) == (404, "SCHEDULED_PAYMENT_NOT_FOUND")
+    for path in ("nope/schedules", "nope/schedules/s-1"):
+        assert get_json(api, f"{base}/{path}", 404)["codeDescription"] == "PAYMENT_REQUEST_NOT_FOUND"
+    emu.create_payment_request("pr-empty")
+    assert get_json(api, f"{base}/pr-empty/schedules")["results"] == []
+    assert api.post(f"{base}/pr-1/schedules/s-1", timeout=5).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("event", "intent_status", "request_status"),
+    [
+        ("payment_intent/created", "CONSENT_AWAITING_AUTHORIZATION", "IN_PROGRESS"),
+        ("payment_intent/waiting_payer_authorization", "PAYMENT_PARTIALLY_ACCEPTED", "WAITING_PAYER_AUTHORIZATION"),
+        ("payment_intent/completed", "PAYMENT_COMPLETED", "COMPLETED"),
+        ("payment_intent/error", "PAYMENT_REJECTED", "CREATED"),  # the payer may still retry
+    ],
+)
+def test_payment_intent_event_moves_the_intent_and_its_request(
+    emu: PluggyEmulator, event: str, intent_status: str, request_status: str
+) -> None:
+    emu.create_payment_request("pr-1")
+    emu.send_payment_event(event, payment_request_id="pr-1", payment_intent_id="pi-1")
+    state = payments(emu)
+    assert state["intents"]["pi-1"]["status"] == intent_status
+    assert state["requests"]["pr-1"]["status"] == request_status
+    assert events_named(emu, event)[-1]["paymentIntentId"] == "pi-1"
+
+
+def test_payment_updated_at_strictly_increases_and_late_events_change_nothing(emu: PluggyEmulator) -> None:
+    stamps: list[tuple[str, str]] = []
+    for event in ("payment_intent/created", "payment_intent/waiting_payer_authorization", "payment_intent/completed"):
+        emu.send_payment_event(event, payment_request_id="pr-1", payment_intent_id="pi-1")
+        state = payments(emu)
+        stamps.append((state["intents"]["pi-1"]["updatedAt"], state["requests"]["pr-1"]["updatedAt"]))
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in itertools.pairwise(stamps))
+    done = payments(emu)
+    assert done["intents"]["pi-1"]["referenceId"]  # the Pix end-to-end id, once completed
+    # Late deliveries (Pluggy's state is already past them) are still sent but leave Pluggy as it was.
+    emu.send_payment_event("payment_intent/created", payment_request_id="pr-1", payment_intent_id="pi-1")
+    emu.send_payment_event("payment_intent/error", payment_request_id="pr-1", payment_intent_id="pi-1")
+    assert payments(emu) == done
+    assert [e["event"] for e in emu.events()][-2:] == ["payment_intent/created", "payment_intent/error"]
+
+
+def test_payment_intent_error_detail_comes_from_the_error(emu: PluggyEmulator) -> None:
+    error = {"code": "SALDO_INSUFICIENTE", "description": "Saldo insuficiente"}
+    emu.send_payment_event("payment_intent/error", payment_intent_id="pi-1", error=error)
+    emu.send_payment_event("payment_intent/error", payment_intent_id="pi-2")
+    intents = payments(emu)["intents"]
+    assert intents["pi-1"]["errorDetail"] == error
+    assert intents["pi-2"]["errorDetail"] == {"code": "PAGAMENTO_RECUSADO_SPI"}
+    assert events_named(emu, "payment_intent/error")[0]["error"] == error
+
+
+def test_ids_keep_their_owner(emu: PluggyEmulator) -> None:
+    emu.send_payment_event("payment_intent/created", payment_request_id="pr-1", payment_intent_id="pi-1")
+    emu.send_payment_event("payment_intent/completed", payment_intent_id="pi-1")  # no request id given
+    assert events_named(emu, "payment_intent/completed")[0]["paymentRequestId"] == "pr-1"
+    emu.send_payment_event("scheduled_payment/created", payment_request_id="pr-1", scheduled_payment_id="s-1")
+    emu.send_payment_event("scheduled_payment/completed", scheduled_payment_id="s-1")
+    assert events_named(emu, "scheduled_payment/completed")[0]["paymentRequestId"] == "pr-1"
+    with pytest.raises(ValueError, match="belongs to payment request pr-1"):
+        emu.send_payment_event("payment_intent/error", payment_request_id="pr-2", payment_intent_id="pi-1")
+    with pytest.raises(ValueError, match="belongs to payment request pr-1"):
+        emu.send_payment_event("scheduled_payment/error", payment_request_id="pr-2", scheduled_payment_id="s-1")
+    assert set(payments(emu)["requests"]) == {"pr-1"}
+
+
+def test_scheduled_payments_follow_the_documented_order(emu: PluggyEmulator, api: requests.Session) -> None:
+    emu.create_payment_request("pr-1", schedule={"type": "MONTHLY", "startDate": "2026-12-05", "occurrences": 2})
+    send = emu.send_payment_event
+    send("payment_intent/created", payment_request_id="pr-1", payment_intent_id="pi-1")
+    send("payment_intent/completed", payment_request_id="pr-1", payment_intent_id="pi-1")
+    assert payments(emu)["requests"]["pr-1"]["status"] == "SCHEDULED"  # not COMPLETED while schedules run
+    for schedule_id, date in (("s-1", "2026-12-05"), ("s-2", "2027-01-05"), ("s-3", "2027-02-05")):
+        send(
+            "scheduled_payment/created",
+            payment_request_id="pr-1",
+            scheduled_payment_id=schedule_id,
+            scheduled_date=date,
+        )
+    send("scheduled_payment/all_created", payment_request_id="pr-1")
+    assert {s["status"] for s in payments(emu)["schedules"]["pr-1"].values()} == {"SCHEDULED"}
+    send("scheduled_payment/completed", payment_request_id="pr-1", scheduled_payment_id="s-1", end_to_end_id="E1")
+    send("scheduled_payment/error", payment_request_id="pr-1", scheduled_payment_id="s-2")
+    send("scheduled_payment/canceled", payment_request_id="pr-1", scheduled_payment_id="s-3")
+    schedules = payments(emu)["schedules"]["pr-1"]
+    assert {k: s["status"] for k, s in schedules.items()} == {"s-1": "COMPLETED", "s-2": "ERROR", "s-3": "CANCELED"}
+    assert schedules["s-1"]["endToEndId"] == "E1" == events_named(emu, "scheduled_payment/completed")[0]["endToEndId"]
+    assert schedules["s-2"]["errorDetail"] == {
+        "code": "SALDO_INSUFICIENTE",
+        "description": "Saldo insuficiente na conta do pagador",
+        "detail": "Pagamento nao realizado",
+    }
+    assert payments(emu)["requests"]["pr-1"]["status"] == "SCHEDULED"
+    send("scheduled_payment/all_completed", payment_request_id="pr-1")
+    assert get_json(api, f"{emu.base_url}/payments/requests/pr-1")["status"] == "COMPLETED"
+    # Terminal statuses are final: a late created changes no schedule.
+    send("scheduled_payment/created", payment_request_id="pr-1", scheduled_payment_id="s-2")
+    assert get_json(api, f"{emu.base_url}/payments/requests/pr-1/schedules/s-2")["status"] == "ERROR"
+    assert [p["paymentRequestId"] for p in events_named(emu, "scheduled_payment/all_completed")] == ["pr-1"]
+
+
+def test_schedule_event_for_a_request_first_seen_through_its_intent(emu: PluggyEmulator) -> None:
+    emu.send_payment_event("payment_intent/completed", payment_request_id="pr-1", payment_intent_id="pi-1")
+    assert payments(emu)["requests"]["pr-1"]["status"] == "COMPLETED"
+    emu.send_payment_event("scheduled_payment/created", payment_request_id="pr-1", scheduled_payment_id="s-1")
+    request = payments(emu)["requests"]["pr-1"]
+    assert (request["status"], request["schedule"]) == ("SCHEDULED", {"type": "CUSTOM"})
+
+
+def test_payment_request_updated_sets_data_status(emu: PluggyEmulator) -> None:
+    emu.create_payment_request("pr-1")
+    emu.send_payment_event("payment_request/updated", payment_request_id="pr-1", status="AUTHORIZED")
+    assert payments(emu)["requests"]["pr-1"]["status"] == "AUTHORIZED"
+    assert events_named(emu, "payment_request/updated")[0]["data"] == {"status": "AUTHORIZED"}
+    emu.send_payment_event("payment_request/updated", payment_request_id="pr-1", status="ERROR", error={"code": "X"})
+    assert payments(emu)["requests"]["pr-1"]["errorDetail"] == {"code": "X"}
+    emu.send_payment_event("payment_request/updated", payment_request_id="pr-new", status="ERROR")
+    assert payments(emu)["requests"]["pr-new"]["errorDetail"] == {"code": "PAGAMENTO_RECUSADO_SPI"}
+    emu.send_payment_event("payment_request/updated", payment_request_id="pr-2", status="COMPLETED")
+    emu.send_payment_event("payment_request/updated", payment_request_id="pr-2", status="REFUNDED")
+    assert payments(emu)["requests"]["pr-2"]["status"] == "REFUNDED"  # a completed request may be refunded
+    with pytest.raises(ValueError, match="needs a status"):
+        emu.send_payment_event("payment_request/updated", payment_request_id="pr-1")
+    with pytest.raises(ValueError, match="status must be one of"):
+        emu.send_payment_event("payment_request/updated", payment_request_id="pr-1", status="PAID")
+    with pytest.raises(ValueError, match="only applies"):
+        emu.send_payment_event("payment_intent/created", status="COMPLETED")
+    with pytest.raises(ValueError, match="not a payment event"):
+        emu.send_payment_event("item/updated")
+    assert len(events_named(emu, "payment_request/updated")) == 5  # the refused calls sent nothing
+
+
+def test_bulk_payment_intent_exists_without_a_request(emu: PluggyEmulator, api: requests.Session) -> None:
+    emu.send_payment_event("payment_intent/completed", bulk_payment_id="bulk-1", payment_intent_id="pi-b")
+    payload = events_named(emu, "payment_intent/completed")[0]
+    assert payload["bulkPaymentId"] == "bulk-1" and "paymentRequestId" not in payload
+    intent = get_json(api, f"{emu.base_url}/payments/intents/pi-b")
+    assert (intent["status"], intent["paymentRequest"], intent["bulkPayment"]) == (
+        "PAYMENT_COMPLETED",
+        None,
+        {"id": "bulk-1"},
+    )
+    assert payments(emu)["requests"] == {}
+
+
+def test_forged_send_event_changes_no_payment(emu: PluggyEmulator, api: requests.Session) -> None:
+    emu.send_payment_event("payment_intent/created", payment_request_id="pr-1", payment_intent_id="pi-1")
+    before = payments(emu)
+    emu.send_event("payment_intent/completed", paymentRequestId="pr-1", paymentIntentId="pi-1")
+    emu.send_event("payment_intent/created", paymentRequestId="pr-9", paymentIntentId="pi-9")
+    emu.send_event("scheduled_payment/created", paymentRequestId="pr-1", scheduledPaymentId="s-9")
+    assert payments(emu) == before
+    assert get_json(api, f"{emu.base_url}/payments/intents/pi-1")["status"] == "CONSENT_AWAITING_AUTHORIZATION"
+    assert get_json(api, f"{emu.base_url}/payments/intents/pi-9", 404)["codeDescription"] == "PAYMENT_INTENT_NOT_FOUND"
+    assert events_named(emu, "payment_intent/completed")[0]["paymentIntentId"] == "pi-1"  # it was sent
+
+
+def test_truth_keeps_its_keys_and_adds_payments(emu: PluggyEmulator) -> None:
+    truth = emu.truth()
+    assert {
+        "clientId",
+        "items",
+        "accounts",
+        "transactions",
+        "deletedItemIds",
+        "deletedAccountIds",
+        "deletedTransactionIds",
+        "webhooks",
+        "connectors",
+    } < set(truth)
+    assert truth["payments"] == {"requests": {}, "intents": {}, "schedules": {}}
+    emu.send_payment_event("scheduled_payment/created", payment_request_id="pr-1", scheduled_payment_id="s-1")
+    state = payments(emu)
+    assert set(state["requests"]) == {"pr-1"} and set(state["schedules"]["pr-1"]) == {"s-1"}
+    state["requests"]["pr-1"]["status"] = "changed by the caller"
+    assert payments(emu)["requests"]["pr-1"]["status"] == "SCHEDULED"  # a copy
+
+
+def test_payment_control_routes(emu: PluggyEmulator, api: requests.Session) -> None:
+    base = f"{emu.base_url}/_emulator"
+    made = requests.post(f"{base}/payment_requests", json={"id": "pr-1", "amount": 10}, timeout=5)
+    assert made.status_code == 201 and made.json()["status"] == "CREATED"
+    body = {"event": "payment_request/updated", "paymentRequestId": "pr-1", "status": "CANCELED"}
+    sent = requests.post(f"{base}/payment_events", json=body, timeout=5).json()
+    assert sent["eventId"] == emu.events()[-1]["eventId"]
+    assert get_json(api, f"{emu.base_url}/payments/requests/pr-1")["status"] == "CANCELED"
+    body = {
+        "event": "scheduled_payment/completed",
+        "scheduledPaymentId": "s-1",
+        "endToEndId": "E2",
+        "scheduledDate": "2027-01-02",
+    }
+    requests.post(f"{base}/payment_events", json=body, timeout=5)
+    schedule = next(iter(next(iter(payments(emu)["schedules"].values())).values()))
+    assert (schedule["endToEndId"], schedule["scheduledDate"]) == ("E2", "2027-01-02")
+    bad = requests.post(f"{base}/payment_events", json={"event": "payment_request/updated"}, timeout=5)
+    assert bad.status_code == 400 and "needs a status" in bad.json()["message"]
+    assert requests.post(f"{base}/payment_requests", json={"id": "pr-1"}, timeout=5).status_code == 400
+
+
 # --- faults, rate limits, control HTTP, lifecycle -------------------------------------------------
 
 

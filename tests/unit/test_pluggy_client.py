@@ -1,4 +1,7 @@
-"""Unit tests of the Pluggy API client against `responses` mocks (no network, no real sleeping)."""
+"""Unit tests of the Pluggy API client against `responses` mocks (no network, no real sleeping).
+
+The payments methods also run against the local emulator on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
@@ -647,6 +650,203 @@ def test_iter_link_refuses_an_account_mismatch_and_other_paths(rsps, client):
     with pytest.raises(PermanentError, match="unexpected path"):
         client.iter_link(f"{BASE}/webhooks")
     assert len(rsps.calls) == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Payments
+
+PR_URL = f"{BASE}/payments/requests/pr-1"
+
+
+def test_payment_getters_call_their_paths(rsps, client):
+    add_auth(rsps)
+    rsps.add(responses.GET, PR_URL, json={"id": "pr-1", "status": "COMPLETED", "amount": 10.1})
+    rsps.add(responses.GET, f"{BASE}/payments/intents/pi-1", json={"id": "pi-1", "status": "PAYMENT_COMPLETED"})
+    rsps.add(responses.GET, f"{PR_URL}/schedules/s-1", json={"id": "s-1", "status": "SCHEDULED"})
+
+    assert client.get_payment_request("pr-1")["amount"] == Decimal("10.1")
+    assert client.get_payment_intent("pi-1")["status"] == "PAYMENT_COMPLETED"
+    assert client.get_payment_schedule("pr-1", "s-1") == {"id": "s-1", "status": "SCHEDULED"}
+    assert client.request_count == {
+        "POST /auth": 1,
+        "GET /payments/requests/pr-1": 1,
+        "GET /payments/intents/pi-1": 1,
+        "GET /payments/requests/pr-1/schedules/s-1": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("call", "url", "code"),
+    [
+        (lambda c: c.get_payment_request("pr-1"), PR_URL, "PAYMENT_REQUEST_NOT_FOUND"),
+        (lambda c: c.get_payment_intent("pi-1"), f"{BASE}/payments/intents/pi-1", "PAYMENT_INTENT_NOT_FOUND"),
+        (lambda c: c.list_payment_schedules("pr-1"), f"{PR_URL}/schedules", "PAYMENT_REQUEST_NOT_FOUND"),
+    ],
+)
+def test_payment_404_is_not_found_with_code_description(rsps, client, call, url, code):
+    add_auth(rsps)
+    rsps.add(responses.GET, url, status=404, json={"code": 404, "message": "not found", "codeDescription": code})
+
+    with pytest.raises(PluggyNotFoundError) as err:
+        call(client)
+    assert err.value.code_description == code
+
+
+def test_payment_ids_cannot_escape_their_path_segment(rsps, client):
+    add_auth(rsps)
+    rsps.add(responses.GET, f"{BASE}/payments/requests/..%2Fintents%2Fx", json={"id": "x"})
+    rsps.add(responses.GET, f"{BASE}/payments/requests/a%2Fb/schedules/c%3Fd", json={"id": "c?d"})
+
+    client.get_payment_request("../intents/x")
+    client.get_payment_schedule("a/b", "c?d")
+    assert calls_to(rsps, "GET", "/payments/requests/..%2Fintents%2Fx")
+    assert calls_to(rsps, "GET", "/payments/requests/a%2Fb/schedules/c%3Fd")
+    for bad in (lambda: client.get_payment_intent(".."), lambda: client.get_payment_schedule("pr-1", "")):
+        with pytest.raises(PermanentError):
+            bad()
+    with pytest.raises(PermanentError):
+        client.list_payment_intents("")
+
+
+def test_list_payment_schedules_and_intents_follow_pages(rsps, client):
+    add_auth(rsps)
+    rsps.add(
+        responses.GET,
+        f"{PR_URL}/schedules",
+        json={"page": 1, "total": 2, "totalPages": 1, "results": [{"id": "s-1"}, {"id": "s-2"}]},
+    )
+    intents = f"{BASE}/payments/intents"
+    rsps.add(
+        responses.GET,
+        intents,
+        match=[matchers.query_param_matcher({"paymentRequestId": "pr-1"})],
+        json={"page": 1, "total": 3, "totalPages": 2, "results": [{"id": "pi-1"}, {"id": "pi-2"}]},
+    )
+    rsps.add(
+        responses.GET,
+        intents,
+        match=[matchers.query_param_matcher({"paymentRequestId": "pr-1", "page": "2"})],
+        json={"page": 2, "total": 3, "totalPages": 2, "results": [{"id": "pi-3"}]},
+    )
+
+    assert [s["id"] for s in client.list_payment_schedules("pr-1")] == ["s-1", "s-2"]
+    assert [i["id"] for i in client.list_payment_intents("pr-1")] == ["pi-1", "pi-2", "pi-3"]
+    assert len(calls_to(rsps, "GET", "/payments/intents")) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (405, {"code": 405, "message": "Method Not Allowed"}),
+        (404, {"code": 404, "message": "Cannot GET /payments/requests/pr-1/schedules/s-2"}),  # no such route
+        (404, {"code": 404, "message": "not found", "codeDescription": "SCHEDULED_PAYMENT_NOT_FOUND"}),
+    ],
+)
+def test_get_payment_schedule_falls_back_to_the_list(rsps, client, status, body):
+    add_auth(rsps)
+    rsps.add(responses.GET, f"{PR_URL}/schedules/s-2", status=status, json=body)
+    page = {"page": 1, "total": 2, "totalPages": 1, "results": [{"id": "s-1"}, {"id": "s-2", "status": "ERROR"}]}
+    rsps.add(responses.GET, f"{PR_URL}/schedules", json=page)
+
+    assert client.get_payment_schedule("pr-1", "s-2") == {"id": "s-2", "status": "ERROR"}
+    assert len(calls_to(rsps, "GET", "/payments/requests/pr-1/schedules/s-2")) == 1
+    assert len(calls_to(rsps, "GET", "/payments/requests/pr-1/schedules")) == 1
+
+
+def test_get_payment_schedule_reports_an_absent_schedule(rsps, client):
+    add_auth(rsps)
+    rsps.add(responses.GET, f"{PR_URL}/schedules/s-9", status=405, json={"code": 405, "message": "Method Not Allowed"})
+    rsps.add(
+        responses.GET, f"{PR_URL}/schedules", json={"page": 1, "total": 1, "totalPages": 1, "results": [{"id": "s-1"}]}
+    )
+
+    with pytest.raises(PluggyNotFoundError) as err:
+        client.get_payment_schedule("pr-1", "s-9")
+    assert err.value.code_description == "SCHEDULED_PAYMENT_NOT_FOUND"
+    assert "s-9" in str(err.value)
+
+
+def test_get_payment_schedule_of_an_unknown_request_does_not_list(rsps, client):
+    add_auth(rsps)
+    body = {"code": 404, "message": "payment request not found", "codeDescription": "PAYMENT_REQUEST_NOT_FOUND"}
+    rsps.add(responses.GET, f"{PR_URL}/schedules/s-1", status=404, json=body)
+
+    with pytest.raises(PluggyNotFoundError) as err:
+        client.get_payment_schedule("pr-1", "s-1")
+    assert err.value.code_description == "PAYMENT_REQUEST_NOT_FOUND"
+    assert calls_to(rsps, "GET", "/payments/requests/pr-1/schedules") == []
+
+
+def test_get_payment_schedule_does_not_hide_other_errors(rsps, client, sleeps):
+    add_auth(rsps)
+    rsps.add(responses.GET, f"{PR_URL}/schedules/s-1", status=400, json={"code": 400, "message": "bad"})
+
+    with pytest.raises(PluggyRequestError) as err:
+        client.get_payment_schedule("pr-1", "s-1")
+    assert err.value.status == 400
+    assert calls_to(rsps, "GET", "/payments/requests/pr-1/schedules") == []
+
+
+@pytest.fixture
+def emulator() -> Any:
+    from pluggy_pipeline_local.emulator import PluggyEmulator
+
+    with PluggyEmulator(page_size=2) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator_client(emulator) -> Any:
+    pluggy = PluggyClient(
+        emulator.base_url, lambda: ("emulator-client-id", "emulator-client-secret"), sleep=lambda s: None
+    )
+    yield pluggy
+    pluggy.close()
+
+
+def test_payment_methods_against_the_emulator(emulator, emulator_client):
+    emulator.create_payment_request("pr-1", amount=12.3, schedule={"type": "CUSTOM"})
+    for intent in ("pi-1", "pi-2", "pi-3"):
+        emulator.send_payment_event("payment_intent/error", payment_request_id="pr-1", payment_intent_id=intent)
+    emulator.send_payment_event("payment_intent/completed", payment_request_id="pr-1", payment_intent_id="pi-4")
+    emulator.send_payment_event("scheduled_payment/created", payment_request_id="pr-1", scheduled_payment_id="s-1")
+    emulator.send_payment_event("scheduled_payment/completed", payment_request_id="pr-1", scheduled_payment_id="s-1")
+    truth = emulator.truth()["payments"]
+
+    request = emulator_client.get_payment_request("pr-1")
+    assert request == json.loads(json.dumps(truth["requests"]["pr-1"]), parse_float=Decimal)
+    assert (request["status"], request["amount"]) == ("SCHEDULED", Decimal("12.3"))
+    assert emulator_client.get_payment_intent("pi-4")["status"] == "PAYMENT_COMPLETED"
+    intents = emulator_client.list_payment_intents("pr-1")  # two pages of 2
+    assert [i["id"] for i in intents] == ["pi-1", "pi-2", "pi-3", "pi-4"]
+    assert emulator_client.list_payment_schedules("pr-1") == [truth["schedules"]["pr-1"]["s-1"]]
+    schedule = emulator_client.get_payment_schedule("pr-1", "s-1")
+    assert schedule["status"] == "COMPLETED" and schedule["endToEndId"]
+    assert emulator_client.request_count["GET /payments/requests/pr-1/schedules/s-1"] == 1
+    assert emulator_client.request_count["GET /payments/requests/pr-1/schedules"] == 1  # only the list call above
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (lambda c: c.get_payment_request("nope"), "PAYMENT_REQUEST_NOT_FOUND"),
+        (lambda c: c.get_payment_intent("nope"), "PAYMENT_INTENT_NOT_FOUND"),
+        (lambda c: c.list_payment_schedules("nope"), "PAYMENT_REQUEST_NOT_FOUND"),
+        (lambda c: c.get_payment_schedule("nope", "s-1"), "PAYMENT_REQUEST_NOT_FOUND"),
+        (lambda c: c.get_payment_schedule("pr-1", "nope"), "SCHEDULED_PAYMENT_NOT_FOUND"),
+    ],
+)
+def test_payment_not_found_against_the_emulator(emulator, emulator_client, call, code):
+    emulator.send_payment_event("scheduled_payment/created", payment_request_id="pr-1", scheduled_payment_id="s-1")
+    with pytest.raises(PluggyNotFoundError) as err:
+        call(emulator_client)
+    assert err.value.code_description == code
+
+
+def test_a_forged_payment_webhook_is_not_confirmed_by_the_emulator(emulator, emulator_client):
+    emulator.send_event("payment_intent/completed", paymentRequestId="pr-1", paymentIntentId="pi-1")
+    with pytest.raises(PluggyNotFoundError):
+        emulator_client.get_payment_intent("pi-1")
 
 
 # --------------------------------------------------------------------------------------------------

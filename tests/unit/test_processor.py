@@ -129,6 +129,32 @@ class FakePluggy:
         self.calls.append(("get_transactions_by_ids", (account_id, list(ids))))
         return [copy.deepcopy(r) for r in self.transactions[account_id] if r["id"] in ids]
 
+    # Payments: Pluggy's view, keyed (kind, id); a missing one is Pluggy's 404.
+    payments: dict[tuple[str, str], dict[str, Any]]
+    payments_error: Exception | None = None
+
+    def set_payment(self, kind: str, payment_id: str, status: str, updated: str, **extra: Any) -> None:
+        self.payments = getattr(self, "payments", {})
+        self.payments[(kind, payment_id)] = {"id": payment_id, "status": status, "updatedAt": updated, **extra}
+
+    def _payment(self, kind: str, payment_id: str) -> dict[str, Any]:
+        self.calls.append((f"get_payment_{kind}", payment_id))
+        if self.payments_error is not None:
+            raise self.payments_error
+        found = getattr(self, "payments", {}).get((kind, payment_id))
+        if found is None:
+            raise NotFoundError(f"{kind} {payment_id} not found")
+        return copy.deepcopy(found)
+
+    def get_payment_intent(self, intent_id: str) -> dict[str, Any]:
+        return self._payment("intent", intent_id)
+
+    def get_payment_request(self, request_id: str) -> dict[str, Any]:
+        return self._payment("request", request_id)
+
+    def get_payment_schedule(self, request_id: str, schedule_id: str) -> dict[str, Any]:
+        return self._payment("schedule", schedule_id)
+
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
 
@@ -138,13 +164,25 @@ class FakeLog:
 
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
+        self.start_error: Exception | None = None
+        self.held: set[str] = set()  # eventIds whose lease another invocation holds
 
-    def start(self, event_id: str, event_type: str, payload: str) -> StartOutcome:
+    def start(self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True) -> StartOutcome:
+        if self.start_error is not None:
+            raise self.start_error
         record = self.records.setdefault(event_id, {"eventType": event_type, "payload": payload, "attempts": 0})
         if record.get("status") == "PROCESSED":
             return StartOutcome.ALREADY_PROCESSED
+        if event_id in self.held:
+            return StartOutcome.IN_PROGRESS
         record.update(status="PROCESSING", attempts=record["attempts"] + 1)
         return StartOutcome.STARTED
+
+    def stored_payload(self, event_id: str) -> str:
+        record = self.records.get(event_id)
+        if record is None:
+            raise PermanentError("the event's payload is no longer in EventsTable")
+        return str(record["payload"])
 
     def finish(self, event_id: str, counts: dict[str, int], *, handled: bool = True) -> None:
         self.records[event_id].update(status="PROCESSED", counts=dict(counts), handled=handled)
@@ -399,11 +437,33 @@ def test_an_item_gone_from_pluggy_is_tombstoned_with_its_data_removed(h: Harness
     assert len(h.scan()) == 1
 
 
-def test_item_deleted_needs_no_pluggy_call_and_works_for_unknown_items(h: Harness) -> None:
+def test_item_deleted_asks_pluggy_and_leaves_a_tombstone_when_pluggy_answers_404(h: Harness) -> None:
     assert h.run("item/deleted", itemId="never-seen") == {"itemsDeleted": 1}
-    assert h.pluggy.calls == []
+    assert h.pluggy.calls == [("get_item", "never-seen")]
     tombstone = h.item("never-seen")
     assert tombstone is not None and tombstone["deleted"] is True and "data" not in tombstone
+
+
+def test_a_forged_item_deleted_for_an_item_pluggy_still_has_deletes_nothing(h: Harness) -> None:
+    """A webhook is a signal: Pluggy still serves the item, so it is re-synced, not deleted."""
+    h.pluggy.add_item(rows=3)
+    h.run("item/created", itemId=ITEM)
+    before = h.scan()
+    counts = h.run("item/deleted", itemId=ITEM)
+    assert "itemsDeleted" not in counts and "transactionsDeleted" not in counts and "accountsDeleted" not in counts
+    assert ("get_item", ITEM) in h.pluggy.calls[-4:]
+    item = h.item()
+    assert item is not None and item["deleted"] is False
+    assert len(h.tx_ids(CARD)) == 3 and len(h.tx_ids(CHECKING)) == 3
+    assert len(h.scan()) == len(before)
+
+
+def test_a_genuine_item_deleted_removes_everything(h: Harness) -> None:
+    h.pluggy.add_item(rows=3)
+    h.run("item/created", itemId=ITEM)
+    del h.pluggy.items[ITEM]  # Pluggy deleted it: GET /items/{id} is 404 now
+    assert h.run("item/deleted", itemId=ITEM) == {"transactionsDeleted": 6, "accountsDeleted": 2, "itemsDeleted": 1}
+    assert h.accounts() == {} and h.tx_ids(CARD) == set()
 
 
 def test_an_account_gone_from_pluggy_is_dropped_with_its_transactions(h: Harness) -> None:
@@ -517,6 +577,8 @@ def test_transactions_updated_refetches_by_ids_and_deletes_the_ones_gone(h: Harn
 def test_transactions_deleted_by_ids(with_account: bool, h: Harness) -> None:
     h.pluggy.add_item(rows=3)
     h.run("item/updated", itemId=ITEM)
+    gone = {f"{CARD}-tx-0", f"{CARD}-tx-2"}
+    h.pluggy.transactions[CARD] = [r for r in h.pluggy.transactions[CARD] if r["id"] not in gone]
     ids = [f"{CARD}-tx-0", f"{CARD}-tx-2", f"{CARD}-tx-2", "unknown-id"]  # a repeated id, an unknown one
     payload: dict[str, Any] = {"itemId": ITEM, "transactionIds": ids}
     if with_account:
@@ -524,7 +586,30 @@ def test_transactions_deleted_by_ids(with_account: bool, h: Harness) -> None:
     h.run("transactions/deleted", **payload)
     assert h.tx_ids(CARD) == {f"{CARD}-tx-1"}
     assert len(h.tx_ids(CHECKING)) == 3
-    assert h.pluggy.calls[-1][0] != "get_transactions_by_ids"
+    asked = [args for name, args in h.pluggy.calls if name == "get_transactions_by_ids"][-1]
+    assert asked[0] == CARD and set(asked[1]) >= gone  # Pluggy was asked about every stored candidate
+
+
+def test_a_forged_transactions_deleted_keeps_what_pluggy_still_returns(h: Harness) -> None:
+    h.pluggy.add_item(rows=3)
+    h.run("item/updated", itemId=ITEM)
+    ids = [f"{CARD}-tx-0", f"{CARD}-tx-1", f"{CHECKING}-tx-2"]
+    counts = h.run("transactions/deleted", itemId=ITEM, accountId=CARD, transactionIds=ids[:2])
+    assert counts == {"transactionsKept": 2}
+    h.run("transactions/deleted", itemId=ITEM, transactionIds=ids)  # no accountId: found by id, then asked
+    assert len(h.tx_ids(CARD)) == 3 and len(h.tx_ids(CHECKING)) == 3
+
+
+def test_transactions_deleted_for_an_account_pluggy_no_longer_knows_deletes_them(h: Harness) -> None:
+    h.pluggy.add_item(rows=2)
+    h.run("item/updated", itemId=ITEM)
+
+    def gone(account_id: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        raise NotFoundError("account not found")
+
+    h.pluggy.get_transactions_by_ids = gone  # type: ignore[method-assign]
+    h.run("transactions/deleted", itemId=ITEM, accountId=CARD, transactionIds=[f"{CARD}-tx-0"])
+    assert h.tx_ids(CARD) == {f"{CARD}-tx-1"}
 
 
 def test_a_restated_card_transaction_is_replaced(h: Harness) -> None:
@@ -532,6 +617,7 @@ def test_a_restated_card_transaction_is_replaced(h: Harness) -> None:
     h.run("item/created", itemId=ITEM)
     old = h.pluggy.transactions[CARD].pop(0)
     new = {**old, "id": "card-new-id", "description": old["description"].upper(), "createdAt": stamp(20)}
+    assert old["id"] != new["id"]
     h.pluggy.transactions[CARD].append(new)
     h.run("transactions/deleted", itemId=ITEM, accountId=CARD, transactionIds=[old["id"]])
     h.run("transactions/created", itemId=ITEM, accountId=CARD, transactionsCreatedAtFrom=stamp(20))
@@ -554,20 +640,59 @@ def test_connector_status_is_kept_per_connector(h: Harness) -> None:
         h.run("connector/status_updated", data={"status": "ONLINE"})
 
 
-def test_payment_status_latest_wins_but_never_over_a_terminal_one(h: Harness) -> None:
-    def send(event: str, **extra: Any) -> dict[str, Any]:
+def test_payment_status_comes_from_pluggy_not_from_the_event(h: Harness) -> None:
+    def send(event: str) -> dict[str, Any]:
         h.clock.now += 1
-        h.run(event, paymentRequestId="pr-1", paymentIntentId="pi-1", **extra)
+        h.run(event, paymentRequestId="pr-1", paymentIntentId="pi-1")
         record = h.records.get({"pk": "PAYMENT_INTENT#pi-1", "sk": "STATUS"})
         assert record is not None
         return record
 
-    assert send("payment_intent/created")["status"] == "CREATED"
-    assert send("payment_intent/waiting_payer_authorization")["status"] == "WAITING_PAYER_AUTHORIZATION"
+    h.pluggy.set_payment("request", "pr-1", "IN_PROGRESS", stamp(1))
+    h.pluggy.set_payment("intent", "pi-1", "CONSENT_AWAITING_AUTHORIZATION", stamp(1))
+    created = send("payment_intent/created")
+    assert (created["status"], created["verified"], created["source"]) == (
+        "CONSENT_AWAITING_AUTHORIZATION",
+        True,
+        "pluggy",
+    )
+    # A forged completion while Pluggy still says PAYMENT_PENDING stores Pluggy's word.
+    h.pluggy.set_payment("intent", "pi-1", "PAYMENT_PENDING", stamp(2))
+    assert send("payment_intent/completed")["status"] == "PAYMENT_PENDING"
+    h.pluggy.set_payment("intent", "pi-1", "PAYMENT_COMPLETED", stamp(3))
+    h.pluggy.set_payment("request", "pr-1", "COMPLETED", stamp(3))
     completed = send("payment_intent/completed")
-    assert (completed["status"], completed["paymentRequestId"]) == ("COMPLETED", "pr-1")
-    assert send("payment_intent/created")["status"] == "COMPLETED"  # late: refused
-    assert send("payment_intent/waiting_payer_authorization")["event"] == "payment_intent/completed"
+    assert (completed["status"], completed["paymentRequestId"]) == ("PAYMENT_COMPLETED", "pr-1")
+    request = h.records.get({"pk": "PAYMENT_REQUEST#pr-1", "sk": "STATUS"})
+    assert request is not None and request["status"] == "COMPLETED" and request["verified"] is True
+    # A late created event re-fetches too: Pluggy's newest state stays.
+    assert send("payment_intent/created")["status"] == "PAYMENT_COMPLETED"
+
+
+def test_a_payment_pluggy_does_not_know_is_not_stored(h: Harness) -> None:
+    counts = h.run("payment_intent/completed", paymentRequestId="pr-x", paymentIntentId="pi-x")
+    assert counts == {"paymentsNotFound": 2}
+    assert h.records.get({"pk": "PAYMENT_INTENT#pi-x", "sk": "STATUS"}) is None
+
+
+def test_when_pluggy_cannot_be_asked_the_record_says_it_is_the_webhook_s_word(h: Harness) -> None:
+    from pluggy_pipeline.pluggy_client import PluggyRequestError
+
+    h.pluggy.payments_error = PluggyRequestError("forbidden", status=403)
+    h.run("payment_intent/completed", paymentIntentId="pi-2")
+    record = h.records.get({"pk": "PAYMENT_INTENT#pi-2", "sk": "STATUS"})
+    assert record is not None
+    assert (record["verified"], record["source"], record["status"]) == (False, "webhook", "WEBHOOK:COMPLETED")
+    # Once Pluggy can be asked, its answer replaces the unverified one, whatever the order of events.
+    h.pluggy.payments_error = None
+    h.pluggy.set_payment("intent", "pi-2", "PAYMENT_PENDING", stamp(1))
+    h.run("payment_intent/created", paymentIntentId="pi-2")
+    record = h.records.get({"pk": "PAYMENT_INTENT#pi-2", "sk": "STATUS"})
+    assert record is not None and (record["verified"], record["status"]) == (True, "PAYMENT_PENDING")
+    h.pluggy.payments_error = PluggyRequestError("forbidden", status=403)
+    h.run("payment_intent/error", paymentIntentId="pi-2")  # an unverified claim never outranks Pluggy's word
+    record = h.records.get({"pk": "PAYMENT_INTENT#pi-2", "sk": "STATUS"})
+    assert record is not None and (record["verified"], record["status"]) == (True, "PAYMENT_PENDING")
 
 
 SP, PR, PI = "SCHEDULED_PAYMENT", "PAYMENT_REQUEST", "PAYMENT_INTENT"
@@ -576,21 +701,30 @@ SP, PR, PI = "SCHEDULED_PAYMENT", "PAYMENT_REQUEST", "PAYMENT_INTENT"
 @pytest.mark.parametrize(
     ("event", "payload", "key", "status"),
     [
-        ("scheduled_payment/error", {"scheduledPaymentId": "s-1", "error": {"code": "X"}}, f"{SP}#s-1", "ERROR"),
-        ("scheduled_payment/canceled", {"scheduledPaymentId": "s-1"}, f"{SP}#s-1", "CANCELED"),
-        ("scheduled_payment/all_completed", {"paymentRequestId": "pr-9"}, f"{PR}#pr-9", "ALL_COMPLETED"),
-        ("payment_request/updated", {"paymentRequestId": "pr-9", "data": {"status": "paid"}}, f"{PR}#pr-9", "PAID"),
-        ("payment_intent/created", {"bulkPaymentId": "b-1", "paymentIntentId": "pi-9"}, f"{PI}#pi-9", "CREATED"),
+        ("scheduled_payment/error", {"paymentRequestId": "pr-9", "scheduledPaymentId": "s-1"}, f"{SP}#s-1", "ERROR"),
+        (
+            "scheduled_payment/canceled",
+            {"paymentRequestId": "pr-9", "scheduledPaymentId": "s-1"},
+            f"{SP}#s-1",
+            "CANCELED",
+        ),
+        ("scheduled_payment/all_completed", {"paymentRequestId": "pr-9"}, f"{PR}#pr-9", "COMPLETED"),
+        ("payment_request/updated", {"paymentRequestId": "pr-9", "data": {"status": "X"}}, f"{PR}#pr-9", "COMPLETED"),
+        ("payment_intent/created", {"bulkPaymentId": "b-1", "paymentIntentId": "pi-9"}, f"{PI}#pi-9", "STARTED"),
     ],
 )
 def test_every_payment_family_is_stored_by_its_id(
     event: str, payload: dict[str, Any], key: str, status: str, h: Harness
 ) -> None:
+    kind = {"SCHEDULED_PAYMENT": "schedule", "PAYMENT_REQUEST": "request", "PAYMENT_INTENT": "intent"}[
+        key.split("#", maxsplit=1)[0]
+    ]
+    h.pluggy.set_payment(kind, key.split("#")[1], status, stamp(1), errorDetail={"code": "X"})
     assert h.run(event, **payload) == {"payments": 1}
     record = h.records.get({"pk": key, "sk": "STATUS"})
     assert record is not None and (record["status"], record["event"]) == (status, event)
-    assert record["data"] == {"event": event, **payload}
-    assert record.get("error") == payload.get("error")
+    assert record["data"]["id"] == key.split("#")[1] and record["verified"] is True
+    assert record.get("error") == {"code": "X"}
 
 
 def test_a_payment_event_without_its_id_is_permanent(h: Harness) -> None:
@@ -615,6 +749,7 @@ def test_reconcile_queues_one_full_sync_per_item_not_synced_in_time(h: Harness) 
     h.pluggy.add_item("deleted", rows=0)
     h.clock.now = T0 - 50 * HOUR
     h.run("item/updated", itemId="deleted")
+    del h.pluggy.items["deleted"]
     h.run("item/deleted", itemId="deleted")
     h.clock.now = T0
     assert h.run("pipeline/reconcile") == {"itemsQueued": 2}
@@ -669,6 +804,74 @@ def test_the_event_id_comes_from_the_attribute_then_the_body_then_the_message(
 ) -> None:
     h.processor.process(h.message({"event": "boleto/updated", **body}, event_id=attributes_id))
     assert list(h.log.records) == [expected]
+
+
+@pytest.mark.parametrize("event", ["pipeline/reconcile", "pipeline/sync_item", "pipeline/x"])
+def test_reserved_events_from_a_delivery_are_parked_never_run(event: str, h: Harness) -> None:
+    h.pluggy.add_item()
+    body = {"event": event, "itemId": ITEM, "full": True}
+    message = QueueMessage("m-1", json.dumps(body), {"eventId": "evt-r", "origin": "webhook"}, group_id="reconcile")
+    h.processor.process(message)
+    assert h.pluggy.calls == [] and h.queue.sent == []
+    [parked] = h.dlq.sent
+    assert "reserved" in parked["extra_attributes"]["failureReason"]
+    assert h.log.records["evt-r"]["permanent"] is True
+
+
+def test_internal_messages_run_pipeline_events(h: Harness) -> None:
+    h.pluggy.add_item(rows=1)
+    sync = QueueMessage("m-1", json.dumps({"event": "pipeline/sync_item", "itemId": ITEM}), {"origin": "pipeline"})
+    h.processor.process(sync)
+    assert h.item() is not None
+    # The schedule's message: no attributes at all, the group EventBridge sets.
+    sweep = QueueMessage(
+        "m-2", json.dumps({"event": "pipeline/reconcile", "eventId": "reconcile-t"}), group_id="reconcile"
+    )
+    h.processor.process(sweep)
+    assert h.log.records["reconcile-t"]["status"] == "PROCESSED" and h.dlq.sent == []
+    # Same body in another group, no origin: not the schedule.
+    h.processor.process(
+        QueueMessage("m-3", json.dumps({"event": "pipeline/reconcile", "eventId": "r-2"}), group_id="x")
+    )
+    assert len(h.dlq.sent) == 1
+
+
+def test_a_permanent_error_while_starting_the_log_is_parked_with_its_reason(h: Harness) -> None:
+    h.log.start_error = PermanentError("starting the event failed: ValidationException")
+    h.processor.process(h.message({"event": "item/updated", "itemId": ITEM}))
+    [parked] = h.dlq.sent
+    assert "ValidationException" in parked["extra_attributes"]["failureReason"]
+
+
+def test_a_transient_error_while_starting_the_log_is_retried(h: Harness) -> None:
+    h.log.start_error = TransientError("starting the event failed: ThrottlingException")
+    with pytest.raises(TransientError):
+        h.processor.process(h.message({"event": "item/updated", "itemId": ITEM}))
+    assert h.dlq.sent == []
+
+
+def test_an_event_another_invocation_holds_is_retried_untouched(h: Harness) -> None:
+    from pluggy_pipeline.processor import EventInProgress
+
+    h.pluggy.add_item()
+    h.log.records["evt-1"] = {"status": "PROCESSING", "attempts": 1}
+    h.log.held.add("evt-1")
+    with pytest.raises(EventInProgress):
+        h.processor.process(h.message({"event": "item/updated", "itemId": ITEM}))
+    assert h.pluggy.calls == [] and h.log.records["evt-1"]["status"] == "PROCESSING"  # not marked FAILED
+
+
+def test_a_large_delivery_is_read_from_events_table(h: Harness) -> None:
+    h.pluggy.add_item(rows=1)
+    stored = json.dumps({"event": "item/updated", "itemId": ITEM, "pad": "x" * 300_000})
+    h.log.records["evt-big"] = {"payload": stored, "attempts": 0, "status": "RECEIVED"}
+    pointer = json.dumps({"event": "item/updated", "payloadInEventsTable": True})
+    attributes = {"eventId": "evt-big", "eventType": "item/updated", "origin": "webhook", "payload": "eventsTable"}
+    h.processor.process(QueueMessage("m-1", pointer, attributes))
+    assert h.log.records["evt-big"]["status"] == "PROCESSED" and h.item() is not None
+    # A body that merely claims to be a pointer is not one: only the receiver's attribute counts.
+    h.processor.process(QueueMessage("m-2", pointer, {"eventId": "evt-2", "origin": "webhook"}))
+    assert len(h.dlq.sent) == 1  # no itemId in the pointer body: parked, nothing read from the table
 
 
 def test_unknown_events_are_recorded_as_not_handled(h: Harness) -> None:

@@ -385,7 +385,13 @@ def test_accepted_is_202_and_queued_once() -> None:
     )
     (message,) = h.queue.messages
     received_at = message.pop("receivedAt")
-    assert message == {"eventId": "evt-1", "eventType": "item/updated", "body": text, "groupId": "item:item-1"}
+    assert message == {
+        "eventId": "evt-1",
+        "eventType": "item/updated",
+        "body": text,
+        "groupId": "item:item-1",
+        "origin": "webhook",
+    }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", received_at)  # versions event-built records
     assert h.store.calls == ["claim"]  # one conditional write, never updated afterwards
     assert h.queue.sends == ["evt-1"]

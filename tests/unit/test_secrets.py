@@ -16,10 +16,16 @@ from pluggy_pipeline.secrets import (
     SecretsManagerProvider,
     StaticSecretProvider,
     WebhookSecrets,
+    derive_url_token,
     provider_from_settings,
 )
 
 ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:webhook"
+
+
+def expect(headers: tuple[bytes, ...], keys: tuple[bytes, ...]) -> WebhookSecrets:
+    """What a provider returns for these header secrets and signing keys (URL tokens derived)."""
+    return WebhookSecrets(headers, keys, tuple(derive_url_token(h).encode() for h in headers))
 
 
 class Clock:
@@ -65,23 +71,47 @@ def test_refresh_interval_is_thirty_seconds() -> None:
     assert MIN_REFRESH_INTERVAL_SECONDS == 30
 
 
+def test_a_removed_secret_stops_working_within_60_seconds_by_default() -> None:
+    """End of a rotation: `previous` is removed; a warm container must drop it within a minute."""
+    fake, clock = FakeSecretsManager({"current": "new", "previous": "old"}), Clock()
+    provider = SecretsManagerProvider(ARN, lambda: fake, clock=clock)
+    assert b"old" in provider.get().header_secrets
+    fake.put({"current": "new"})
+    clock.advance(59.9)
+    assert b"old" in provider.get().header_secrets  # still cached
+    clock.advance(0.1)
+    assert provider.get().header_secrets == (b"new",)
+    assert derive_url_token("old").encode() not in provider.get().url_tokens
+
+
+def test_url_tokens_are_derived_from_the_header_secrets_or_set_explicitly() -> None:
+    provider, _, _ = make({"current": "c", "previous": "p"})
+    tokens = provider.get().url_tokens
+    assert tokens == (derive_url_token("c").encode(), derive_url_token("p").encode())
+    assert all(len(t) == 43 and b"/" not in t and b"+" not in t and b"=" not in t for t in tokens)
+    assert derive_url_token("c") != derive_url_token("p")
+    assert b"c" not in tokens  # the header secret itself never works as a URL token
+    explicit, _, _ = make({"current": "c", "urlToken": "tok-1", "previousUrlToken": "tok-0"})
+    assert explicit.get().url_tokens[:2] == (b"tok-1", b"tok-0")
+
+
 def test_reads_all_four_keys() -> None:
     provider, fake, _ = make({"current": "c", "previous": "p", "signingKey": "k", "previousSigningKey": "pk"})
-    assert provider.get() == WebhookSecrets((b"c", b"p"), (b"k", b"pk"))
+    assert provider.get() == expect((b"c", b"p"), (b"k", b"pk"))
     assert fake.calls == [ARN]
 
 
 def test_blank_and_non_string_values_are_ignored() -> None:
     provider, _, _ = make({"current": "c", "previous": "  ", "signingKey": 123, "previousSigningKey": None})
     secrets = provider.get()
-    assert secrets == WebhookSecrets((b"c",), ())
+    assert secrets == expect((b"c",), ())
     assert secrets.configured
 
 
 def test_empty_secret_is_not_configured() -> None:
     provider, _, _ = make({})
     assert provider.get().configured is False
-    assert WebhookSecrets((), (b"k",)).configured is True
+    assert expect((), (b"k",)).configured is True
 
 
 def test_get_is_cached_until_cache_seconds() -> None:
@@ -106,7 +136,7 @@ def test_refresh_picks_up_a_rotation_but_at_most_once_per_30_seconds() -> None:
         assert provider.refresh() is None
     assert len(fake.calls) == 1
     clock.advance(30)
-    assert provider.refresh() == WebhookSecrets((b"new", b"old"), ())
+    assert provider.refresh() == expect((b"new", b"old"), ())
     assert len(fake.calls) == 2
     assert provider.get().header_secrets == (b"new", b"old")  # the refresh also updated the cache
     assert len(fake.calls) == 2
@@ -135,7 +165,7 @@ def test_failing_refresh_is_rate_limited_too() -> None:
     assert 1 + 1 <= len(fake.calls) <= 1 + 2
     fake.error = None
     clock.advance(30)
-    assert provider.refresh() == WebhookSecrets((b"c",), ())
+    assert provider.refresh() == expect((b"c",), ())
 
 
 def test_refresh_keeps_the_cache_when_the_read_fails() -> None:
@@ -144,7 +174,7 @@ def test_refresh_keeps_the_cache_when_the_read_fails() -> None:
     clock.advance(31)
     fake.error = EndpointConnectionError(endpoint_url="https://secretsmanager")
     assert provider.refresh() is None
-    assert provider.get() == WebhookSecrets((b"c",), ())
+    assert provider.get() == expect((b"c",), ())
 
 
 @pytest.mark.parametrize(
@@ -186,12 +216,12 @@ def test_concurrent_cold_gets_read_once() -> None:
     for thread in threads:
         thread.join()
     assert len(results) == 16
-    assert set(results) == {WebhookSecrets((b"c",), ())}
+    assert set(results) == {expect((b"c",), ())}
     assert len(fake.calls) == 1
 
 
 def test_static_provider_never_refreshes() -> None:
-    secrets = WebhookSecrets((b"a",), ())
+    secrets = expect((b"a",), ())
     provider = StaticSecretProvider(secrets)
     assert provider.get() is secrets
     assert provider.refresh() is None
@@ -211,7 +241,7 @@ def test_provider_from_settings_uses_the_environment_locally() -> None:
 
     provider = provider_from_settings(SecretSettings("", "cur", "prev", "key", 300), no_client)
     assert isinstance(provider, StaticSecretProvider)
-    assert provider.get() == WebhookSecrets((b"cur", b"prev"), (b"key",))
+    assert provider.get() == expect((b"cur", b"prev"), (b"key",))
     empty = provider_from_settings(SecretSettings("", "", "", "", 300), no_client)
     assert empty.get().configured is False
 

@@ -148,10 +148,23 @@ def test_api_enforces_the_ip_allowlist_and_throttles(stack: dict[str, Any]) -> N
     deny = [s for s in with_cidrs if s["Effect"] == "Deny"]
     assert deny and deny[0]["Condition"]["NotIpAddress"]["aws:SourceIp"] == {"Fn::Split": [",", "177.71.238.212/32"]}
     assert set(body["paths"]["/webhooks/pluggy"]) >= {"post", "x-amazon-apigateway-any-method"}
+    assert set(body["paths"]["/webhooks/pluggy/{token}"]) >= {"post", "x-amazon-apigateway-any-method"}
     (stage,) = _of_type(stack, "AWS::ApiGateway::Stage").values()
     settings = stage["Properties"]["MethodSettings"][0]
     assert 0 < settings["ThrottlingRateLimit"] <= 1000 and 0 < settings["ThrottlingBurstLimit"] <= 2000
-    assert stage["Properties"]["TracingEnabled"] is True
+
+
+def test_the_url_token_stays_out_of_access_logs_and_traces(stack: dict[str, Any]) -> None:
+    """The token route carries a secret in its URL: no stage log or trace may record the request path."""
+    (stage,) = _of_type(stack, "AWS::ApiGateway::Stage").values()
+    assert stage["Properties"]["TracingEnabled"] is False  # an API Gateway trace records the full URL
+    fmt = json.dumps(SOURCE["Resources"]["WebhookApi"]["Properties"]["AccessLogSetting"])
+    assert "$context.resourcePath" in fmt
+    assert "$context.path" not in fmt and "$context.requestOverride" not in fmt
+    for settings in stage["Properties"]["MethodSettings"]:
+        # Execution logs (LoggingLevel) and data tracing would log the full request, URL included.
+        assert settings.get("LoggingLevel", "OFF") == "OFF"
+        assert not settings.get("DataTraceEnabled", False)
 
 
 def test_alarms_cover_the_failure_modes(stack: dict[str, Any]) -> None:

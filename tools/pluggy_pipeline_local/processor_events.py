@@ -112,6 +112,8 @@ def sqs_record(
             "eventId": _attribute(event_id),
             "eventType": _attribute(event_type),
             "groupId": _attribute(group_id),
+            # The receiver marks every delivery; the processor runs pipeline/* events only without it.
+            "origin": _attribute("webhook"),
         }
     return {
         "messageId": str(uuid.uuid5(_MESSAGE_NAMESPACE, name)),

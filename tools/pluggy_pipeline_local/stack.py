@@ -66,8 +66,15 @@ class StackOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
+# API Gateway's payload limit for REST APIs: a longer body is refused with 413 before it is read.
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+
+
 class _Front(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: a burst of concurrent webhooks overflows it and the kernel drops or
+    # resets connections that API Gateway would all have taken.
+    request_queue_size = 256
     stack: LocalStack
 
 
@@ -81,19 +88,49 @@ class _FrontHandler(BaseHTTPRequestHandler):
         return
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._content_length()
+        if length is None:
+            return
         raw = self.rfile.read(length) if length else b""
         event = proxy_event_from_http(self.command, self.path, self.headers.items(), raw, self.client_address[0])
         response = self.server.stack.invoke_receiver(event)
         body = str(response.get("body") or "").encode()
-        self.send_response(int(response["statusCode"]))
-        for name, value in (response.get("headers") or {}).items():
+        self._answer(int(response["statusCode"]), response.get("headers") or {}, body)
+
+    # The template routes ANY on the webhook path to the function, so API Gateway hands it every method it
+    # knows (OPTIONS and HEAD included) and the function answers 405 with Allow: POST.
+    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+
+    def _content_length(self) -> int | None:
+        """The body's length; None once refused as API Gateway would, without invoking the function."""
+        values = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
+        if not values:
+            return 0
+        value = values.pop() if len(values) == 1 else ""  # differing duplicates are as bad as garbage
+        if not (value.isascii() and value.isdigit()):  # RFC 9110: 1*DIGIT; int() would take "-1", "+1", " 1_0"
+            self._refuse(400, "Invalid Content-Length header")
+            return None
+        length = int(value)
+        if length > MAX_PAYLOAD_BYTES:
+            self._refuse(413, "Request Too Long")
+            return None
+        return length
+
+    def _answer(self, status: int, headers: Mapping[str, Any], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
             self.send_header(name, str(value))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers of the full one, never a body
+            self.wfile.write(body)
 
-    do_POST = do_GET = do_PUT = do_PATCH = do_DELETE = _serve
+    def _refuse(self, status: int, message: str) -> None:
+        """API Gateway's own JSON error, then close: the body was not read, so none of it may pass for a
+        next request on this connection."""
+        self.close_connection = True
+        body = json.dumps({"message": message}).encode()
+        self._answer(status, {"Content-Type": "application/json", "Connection": "close"}, body)
 
 
 def proxy_event_from_http(
@@ -113,15 +150,20 @@ def proxy_event_from_http(
     for part in filter(None, query.split("&")):
         name, _, value = part.partition("=")
         params[name] = value
+    resource, path_parameters = path, None
+    token = path.rstrip("/").removeprefix(WEBHOOK_PATH + "/")
+    if token != path.rstrip("/") and token and "/" not in token:
+        # The template's second route: API Gateway names the resource by its template, the token apart.
+        resource, path_parameters = WEBHOOK_PATH + "/{token}", {"token": token}
     return {
-        "resource": path,
+        "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": {name: values[-1] for name, values in multi.items()},
         "multiValueHeaders": multi,
         "queryStringParameters": params or None,
         "multiValueQueryStringParameters": {k: [v] for k, v in params.items()} or None,
-        "pathParameters": None,
+        "pathParameters": path_parameters,
         "stageVariables": None,
         "requestContext": {
             "accountId": "123456789012",
@@ -130,7 +172,7 @@ def proxy_event_from_http(
             "requestTimeEpoch": int(time.time() * 1000),
             "identity": {"sourceIp": peer_ip, "userAgent": multi.get("User-Agent", [""])[-1]},
             "path": f"/{stage}{path}",
-            "resourcePath": path,
+            "resourcePath": resource,
             "httpMethod": method,
             "protocol": "HTTP/1.1",
         },
@@ -284,6 +326,8 @@ class LocalStack:
         env.update(self.aws.env)
         if self.options.quiet:
             env["POWERTOOLS_METRICS_DISABLED"] = "true"  # EMF blobs are for CloudWatch, not a terminal
+        # Time compression, as for the visibility timeout: a crashed run's lease lapses before the retry.
+        env["PROCESSING_LEASE_SECONDS"] = str(max(self.options.retry_delay / 2, 0.05))
         env.update(self.options.extra_env)
         self._saved_env = {key: os.environ.get(key) for key in env}
         os.environ.update(env)

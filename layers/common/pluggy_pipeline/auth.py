@@ -1,4 +1,4 @@
-"""Who may deliver: source IP allowlist, shared-secret header, HMAC signature of the raw body.
+"""Who may deliver: source IP allowlist, shared-secret header or URL token, HMAC signature of the raw body.
 
 Every comparison of secret material uses hmac.compare_digest, and every candidate secret is
 compared (no early exit), so timing reveals neither the value nor which candidate matched.
@@ -84,6 +84,19 @@ class WebhookAuthenticator:
             if fresh is not None and fresh.configured:
                 rejection = check(fresh)
         return rejection
+
+    def check_url_token(self, token: str) -> Rejection | None:
+        """The token in `POST /webhooks/pluggy/{token}`, for deliveries that cannot carry a header."""
+        return self._with_refresh(lambda secrets: self._check_url_token(token, secrets))
+
+    def _check_url_token(self, token: str, secrets: WebhookSecrets) -> Rejection | None:
+        if not secrets.url_tokens:
+            if self._settings.insecure_local_dev and not secrets.configured:
+                return None
+            return Rejection(401, "bad_url_token", "missing or invalid webhook URL token")
+        if not _matches_any(token.encode(), secrets.url_tokens):
+            return Rejection(401, "bad_url_token", "missing or invalid webhook URL token")
+        return None
 
     def _check_secret(self, request: ApiRequest, secrets: WebhookSecrets) -> Rejection | None:
         if not secrets.header_secrets:

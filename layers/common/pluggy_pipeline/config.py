@@ -35,7 +35,7 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = _get(env, name)
     if not raw:
         return default
@@ -45,6 +45,21 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _get(env, name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0, got {raw!r}")
     return value
 
 
@@ -82,6 +97,7 @@ class SecretSettings:
     env_previous_secret: str
     env_signing_key: str
     cache_seconds: int
+    env_url_token: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SecretSettings:
@@ -90,7 +106,9 @@ class SecretSettings:
             env_secret=_get(env, "WEBHOOK_SECRET"),
             env_previous_secret=_get(env, "WEBHOOK_SECRET_PREVIOUS"),
             env_signing_key=_get(env, "WEBHOOK_SIGNING_KEY"),
-            cache_seconds=_int(env, "SECRETS_CACHE_SECONDS", 300),
+            # At most 60: a secret removed at the end of a rotation must stop working within a minute.
+            cache_seconds=_int(env, "SECRETS_CACHE_SECONDS", 60, maximum=60),
+            env_url_token=_get(env, "WEBHOOK_URL_TOKEN"),
         )
 
 
@@ -143,6 +161,7 @@ class ProcessorSettings:
     reconcile_after_hours: int
     reconcile_batch_limit: int
     event_ttl_days: int
+    lease_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -159,6 +178,7 @@ class ProcessorSettings:
             reconcile_after_hours=_int(source, "RECONCILE_AFTER_HOURS", 26),
             reconcile_batch_limit=_int(source, "RECONCILE_BATCH_LIMIT", 500),
             event_ttl_days=_int(source, "EVENT_TTL_DAYS", 30),
+            lease_seconds=_float(source, "PROCESSING_LEASE_SECONDS", 120.0),
         )
         has_env_pair = settings.env_pluggy_client_id and settings.env_pluggy_client_secret
         if not (settings.pluggy_credentials_secret_arn or has_env_pair):

@@ -24,6 +24,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from pluggy_pipeline.aws import translate
+from pluggy_pipeline.errors import PermanentError
 
 
 class EventStatus(StrEnum):
@@ -42,6 +43,7 @@ class ClaimOutcome(StrEnum):
     NEW = "new"  # we own the event now and must enqueue it
     PENDING = "pending"  # claimed before, maybe not queued yet: send again, SQS drops it if it was
     DUPLICATE = "duplicate"  # the processor has it already: answer 2XX, queue nothing
+    CONFLICT = "conflict"  # the eventId is known with another body: answer 2XX, queue nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class NewEvent:
     key_source: KeySource
     payload: str  # the raw body exactly as received
     item_id: str | None = None
+    body_hash: str | None = None  # sha256 of the canonical JSON body
 
 
 def iso_now(now: float) -> str:
@@ -108,6 +111,8 @@ class EventStore(_EventsTable):
         }
         if event.item_id:
             item["itemId"] = {"S": event.item_id}
+        if event.body_hash:
+            item["bodyHash"] = {"S": event.body_hash}
         try:
             self._client_factory().put_item(
                 TableName=self._table,
@@ -125,6 +130,9 @@ class EventStore(_EventsTable):
                 raise translate(exc, "claiming the event") from None
             existing: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
             status = _string(existing, "status")
+            stored_hash = _string(existing, "bodyHash")
+            if event.body_hash and stored_hash and stored_hash != event.body_hash:
+                return Claim(ClaimOutcome.CONFLICT, event.event_id, token="", existing_status=status)
             outcome = ClaimOutcome.PENDING if status == EventStatus.RECEIVED else ClaimOutcome.DUPLICATE
             return Claim(outcome, event.event_id, token="", existing_status=status)
         except Exception as exc:
@@ -159,52 +167,103 @@ def _string(item: Mapping[str, Any], name: str) -> str | None:
 class StartOutcome(StrEnum):
     STARTED = "started"
     ALREADY_PROCESSED = "already_processed"
+    IN_PROGRESS = "in_progress"  # another invocation holds the event's lease
+
+
+# The processor's own copy of a body is bounded: EventsTable already holds what the receiver accepted
+# (up to 256 KiB), and writing it again would count twice against DynamoDB's 400 KB item limit.
+PAYLOAD_COPY_LIMIT = 16 * 1024
 
 
 class ProcessingLog(_EventsTable):
     """The processor's side of EventsTable: PROCESSING -> PROCESSED (with counts) or FAILED (with the error)."""
 
-    def start(self, event_id: str, event_type: str, payload: str) -> StartOutcome:
-        """Mark the event PROCESSING unless it was already PROCESSED (a redelivered SQS message).
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        table_name: str,
+        *,
+        ttl_days: int = 30,
+        lease_seconds: float = 120.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(client_factory, table_name, ttl_days=ttl_days, clock=clock)
+        self._lease_seconds = lease_seconds
+
+    def start(self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True) -> StartOutcome:
+        """Mark the event PROCESSING under a lease, unless it was PROCESSED or another invocation holds it.
 
         Creates the record when missing: the processor's own messages (reconciliation) never
         passed through the receiver, and a record may have expired while its message waited in a DLQ.
+        The lease (longer than the function's timeout, shorter than the queue's visibility timeout) is
+        what keeps one eventId from running twice at once: two messages can carry one eventId when
+        SQS deduplicates per message group.
         """
         now = self._clock()
+        # Only for the pipeline's own messages: a delivery's record holds its body since the receiver's claim,
+        # and rewriting it (even to itself) counts old plus new value against the item limit in moto.
+        wanted = copy_payload and len(payload) <= PAYLOAD_COPY_LIMIT
+        copy = ", payload = if_not_exists(payload, :payload)" if wanted else ""
+        values: dict[str, Any] = {
+            ":processing": {"S": EventStatus.PROCESSING.value},
+            ":processed": {"S": EventStatus.PROCESSED.value},
+            ":now": {"S": iso_now(now)},
+            ":nowMs": {"N": str(int(now * 1000))},
+            ":lease": {"N": str(int((now + self._lease_seconds) * 1000))},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+            ":type": {"S": event_type},
+            ":ttl": {"N": str(int(now) + self._ttl_seconds)},
+        }
+        if copy:
+            values[":payload"] = {"S": payload}
         try:
             self._client_factory().update_item(
                 TableName=self._table,
                 Key={"eventId": {"S": event_id}},
                 UpdateExpression=(
-                    "SET #status = :processing, startedAt = :now, attempts = if_not_exists(attempts, :zero) + :one,"
-                    " eventType = if_not_exists(eventType, :type), payload = if_not_exists(payload, :payload),"
-                    " receivedAt = if_not_exists(receivedAt, :now), expiresAt = if_not_exists(expiresAt, :ttl)"
+                    "SET #status = :processing, startedAt = :now, leaseUntilMs = :lease,"
+                    " attempts = if_not_exists(attempts, :zero) + :one, eventType = if_not_exists(eventType, :type),"
+                    " receivedAt = if_not_exists(receivedAt, :now), expiresAt = if_not_exists(expiresAt, :ttl)" + copy
                 ),
-                ConditionExpression="attribute_not_exists(eventId) OR #status <> :processed",
+                ConditionExpression=(
+                    "attribute_not_exists(eventId) OR (#status <> :processed AND (#status <> :processing"
+                    " OR attribute_not_exists(leaseUntilMs) OR leaseUntilMs < :nowMs))"
+                ),
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":processing": {"S": EventStatus.PROCESSING.value},
-                    ":processed": {"S": EventStatus.PROCESSED.value},
-                    ":now": {"S": iso_now(now)},
-                    ":zero": {"N": "0"},
-                    ":one": {"N": "1"},
-                    ":type": {"S": event_type},
-                    ":payload": {"S": payload},
-                    ":ttl": {"N": str(int(now) + self._ttl_seconds)},
-                },
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                existing: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+                if _string(existing, "status") == EventStatus.PROCESSING:
+                    return StartOutcome.IN_PROGRESS
                 return StartOutcome.ALREADY_PROCESSED
             raise translate(exc, "starting the event") from None
         except Exception as exc:
             raise translate(exc, "starting the event") from None
         return StartOutcome.STARTED
 
+    def stored_payload(self, event_id: str) -> str:
+        """The body the receiver stored (large deliveries travel through SQS as a pointer to it)."""
+        try:
+            item = (
+                self._client_factory()
+                .get_item(TableName=self._table, Key={"eventId": {"S": event_id}}, ConsistentRead=True)
+                .get("Item")
+            )
+        except Exception as exc:
+            raise translate(exc, "reading the stored payload") from None
+        payload = _string(item or {}, "payload")
+        if payload is None:
+            raise PermanentError("the event's payload is no longer in EventsTable")
+        return payload
+
     def finish(self, event_id: str, counts: Mapping[str, int], *, handled: bool = True) -> None:
         self._set(
             event_id,
-            "SET #status = :s, processedAt = :now, counts = :counts, handled = :handled REMOVE #error",
+            "SET #status = :s, processedAt = :now, counts = :counts, handled = :handled REMOVE #error, leaseUntilMs",
             {
                 ":s": {"S": EventStatus.PROCESSED.value},
                 ":counts": {"M": {k: {"N": str(v)} for k, v in counts.items()}},
@@ -215,7 +274,7 @@ class ProcessingLog(_EventsTable):
     def fail(self, event_id: str, error: str, *, permanent: bool) -> None:
         self._set(
             event_id,
-            "SET #status = :s, failedAt = :now, #error = :error, permanent = :permanent",
+            "SET #status = :s, failedAt = :now, #error = :error, permanent = :permanent REMOVE leaseUntilMs",
             {
                 ":s": {"S": EventStatus.FAILED.value},
                 ":error": {"S": error[:1000]},

@@ -308,6 +308,56 @@ class PluggyClient:
         return self._iter_pages(path, params)
 
     # ----------------------------------------------------------------------------------------------
+    # Payments (re-verifying payment webhooks)
+
+    def get_payment_request(self, request_id: str) -> JSON:
+        """`GET /payments/requests/{id}`; PluggyNotFoundError (PAYMENT_REQUEST_NOT_FOUND) when unknown."""
+        path = f"/payments/requests/{_segment(request_id, 'payment request id')}"
+        return _expect_dict(self._call("GET", path), "payment request")
+
+    def get_payment_intent(self, intent_id: str) -> JSON:
+        """`GET /payments/intents/{id}`; PluggyNotFoundError (PAYMENT_INTENT_NOT_FOUND) when unknown."""
+        path = f"/payments/intents/{_segment(intent_id, 'payment intent id')}"
+        return _expect_dict(self._call("GET", path), "payment intent")
+
+    def list_payment_intents(self, request_id: str) -> list[JSON]:
+        """Every intent of a payment request (`GET /payments/intents?paymentRequestId=`, all pages)."""
+        if not request_id:
+            raise PermanentError("invalid payment request id: ''")
+        return [i for page in self._iter_pages("/payments/intents", {"paymentRequestId": request_id}) for i in page]
+
+    def list_payment_schedules(self, request_id: str) -> list[JSON]:
+        """Every scheduled payment of a request; PluggyNotFoundError when the request is unknown."""
+        path = f"/payments/requests/{_segment(request_id, 'payment request id')}/schedules"
+        return [s for page in self._iter_pages(path, {}) for s in page]
+
+    def get_payment_schedule(self, request_id: str, schedule_id: str) -> JSON:
+        """One scheduled payment; PluggyNotFoundError when it or its request is unknown.
+
+        The get-one route is in Pluggy's Node SDK only (not in its OpenAPI spec), so a 405, or a 404 that
+        does not say the request is missing, is checked against the request's schedule list.
+        """
+        request_path = f"/payments/requests/{_segment(request_id, 'payment request id')}"
+        path = f"{request_path}/schedules/{_segment(schedule_id, 'scheduled payment id')}"
+        try:
+            return _expect_dict(self._call("GET", path), "scheduled payment")
+        except PluggyNotFoundError as exc:
+            if exc.code_description == "PAYMENT_REQUEST_NOT_FOUND":
+                raise
+            missing = exc.code_description
+        except PluggyRequestError as exc:
+            if exc.status != 405:
+                raise
+            missing = None
+        for schedule in self.list_payment_schedules(request_id):
+            if schedule.get("id") == schedule_id:
+                return schedule
+        raise PluggyNotFoundError(
+            f"Pluggy has no scheduled payment {schedule_id} in payment request {request_id}",
+            code_description=missing or "SCHEDULED_PAYMENT_NOT_FOUND",
+        )
+
+    # ----------------------------------------------------------------------------------------------
     # Webhooks and connect tokens (operator CLI)
 
     def list_webhooks(self) -> list[JSON]:

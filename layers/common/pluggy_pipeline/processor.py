@@ -2,6 +2,11 @@
 
 Events of one item share an SQS FIFO message group, so they are processed one at a time and in
 order; versioned writes (Pluggy's updatedAt) still guard against replays from the dead-letter queue.
+
+A webhook is a signal, not a fact: nothing is deleted and no payment status is stored on a payload's
+word. item/deleted deletes only when Pluggy answers 404 for the item, transactions/deleted only the ids
+Pluggy no longer returns, and payment statuses come from Pluggy's payments API (a record built from the
+payload alone, when Pluggy cannot be asked, says so: verified false, source webhook).
 """
 
 from __future__ import annotations
@@ -18,18 +23,24 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from pluggy_pipeline import aws
 from pluggy_pipeline.config import ProcessorSettings
-from pluggy_pipeline.errors import NotFoundError, PermanentError
+from pluggy_pipeline.errors import NotFoundError, PermanentError, TransientError
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import ProcessingLog, StartOutcome, iso_now
 from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
 from pluggy_pipeline.observability import logger, metrics
-from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
+from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient, PluggyRequestError
 from pluggy_pipeline.records import JSON, RecordStore, account_key, item_key, transaction_key
 
 # Execution states after which an item's data can be collected (pluggy-api.md §8).
 DATA_READY = frozenset({"SUCCESS", "PARTIAL_SUCCESS"})
-# Later payment states must not be overwritten by an earlier one delivered late.
-TERMINAL_PAYMENT_STATES = frozenset({"COMPLETED", "ERROR", "CANCELED", "ALL_COMPLETED"})
+# Pluggy answers these when the payments API is not enabled for the application: it cannot be asked.
+_CANNOT_ASK_STATUSES = frozenset({401, 403, 405, 501})
+# The SQS message group of the reconciliation schedule's messages (template ReconcileSchedule).
+RECONCILE_GROUP = "reconcile"
+
+
+class EventInProgress(TransientError):
+    """Another invocation holds this eventId's lease: the message returns to the queue, untouched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,7 @@ class QueueMessage:
     message_id: str
     body: str
     attributes: Mapping[str, str] = field(default_factory=dict)
+    group_id: str | None = None  # SQS's MessageGroupId (a system attribute nobody but the sender sets)
 
     @classmethod
     def from_sqs_record(cls, record: Mapping[str, Any]) -> QueueMessage:
@@ -45,7 +57,22 @@ class QueueMessage:
             for name, value in (record.get("messageAttributes") or {}).items()
             if isinstance(value, Mapping)
         }
-        return cls(str(record.get("messageId", "")), str(record.get("body", "")), attributes)
+        system = record.get("attributes") or {}
+        group = system.get("MessageGroupId") if isinstance(system, Mapping) else None
+        return cls(
+            str(record.get("messageId", "")),
+            str(record.get("body", "")),
+            attributes,
+            str(group) if group else None,
+        )
+
+    @property
+    def internal(self) -> bool:
+        """Sent by the pipeline itself: the processor's fan-out (origin=pipeline) or the reconciliation
+        schedule (EventBridge sets only the message group). The receiver marks every delivery
+        origin=webhook, and a delivery chooses neither its attributes nor its group."""
+        origin = self.attributes.get("origin")
+        return origin == "pipeline" or (origin is None and self.group_id == RECONCILE_GROUP)
 
 
 @dataclass
@@ -57,9 +84,9 @@ class Counts:
             self.values[name] = self.values.get(name, 0) + amount
 
 
-def _parse(message: QueueMessage) -> tuple[str, str, JSON]:
+def _parse(message: QueueMessage, body: str) -> tuple[str, str, JSON]:
     try:
-        payload = json.loads(message.body)
+        payload = json.loads(body)
     except ValueError:
         raise PermanentError("message body is not JSON") from None
     if not isinstance(payload, dict):
@@ -176,43 +203,59 @@ class Processor:
     def process(self, message: QueueMessage) -> None:
         """Handle one message. Transient errors propagate (the message returns to the queue); permanent
         ones are recorded and the message is parked in the dead-letter queue at once."""
-        try:
-            event_id, event, payload = _parse(message)
-        except PermanentError as exc:
-            # Recorded like any permanent failure, under the id the message was queued with.
-            event_id = message.attributes.get("eventId") or f"sqs-{message.message_id}"
-            event_type = message.attributes.get("eventType") or "unknown"
-            if self._log.start(event_id, event_type, message.body) is StartOutcome.STARTED:
-                self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=True)
-            self._park(message, event_id, str(exc))
-            _count("EventsParked")
-            return
-        logger.append_keys(eventId=event_id, event=event)
-        logger.set_correlation_id(event_id)
-        if self._log.start(event_id, event, message.body) is StartOutcome.ALREADY_PROCESSED:
-            logger.info("already processed; skipping redelivered message")
-            return
+        event_id = message.attributes.get("eventId") or f"sqs-{message.message_id}"
+        event_type = message.attributes.get("eventType") or "unknown"
+        started = False
         counts = Counts()
         try:
-            handled = self.dispatch(event, payload, counts, received_at=message.attributes.get("receivedAt"))
+            body = message.body
+            if message.attributes.get("payload") == "eventsTable":
+                body = self._log.stored_payload(event_id)  # a large delivery: the receiver stored it whole
+            event_id, event_type, payload = _parse(message, body)
+            logger.append_keys(eventId=event_id, event=event_type)
+            logger.set_correlation_id(event_id)
+            if event_type.startswith("pipeline/") and not message.internal:
+                raise PermanentError(f"{event_type} is reserved for the pipeline's own messages")
+            from_delivery = message.attributes.get("origin") == "webhook"
+            outcome = self._log.start(event_id, event_type, message.body, copy_payload=not from_delivery)
+            if outcome is StartOutcome.ALREADY_PROCESSED:
+                logger.info("already processed; skipping redelivered message")
+                return
+            if outcome is StartOutcome.IN_PROGRESS:
+                raise EventInProgress(f"event {event_id} is being processed by another invocation")
+            started = True
+            handled = self.dispatch(event_type, payload, counts, received_at=message.attributes.get("receivedAt"))
+        except EventInProgress:
+            _count("EventsFailed")
+            raise  # not ours to mark FAILED: the holder of the lease finishes it
         except PluggyAuthError as exc:
             # Our credentials, not the message: keep it queued (SQS retries, then its redrive policy parks it).
-            self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            self._record_failure(event_id, event_type, message.body, exc, permanent=False, started=started)
             _count("PluggyAuthFailed")
             _count("EventsFailed")
             raise
         except PermanentError as exc:
-            self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=True)
+            self._record_failure(event_id, event_type, message.body, exc, permanent=True, started=started)
             self._park(message, event_id, str(exc))
             _count("EventsParked")
             return
         except Exception as exc:
-            self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=False)
+            self._record_failure(event_id, event_type, message.body, exc, permanent=False, started=started)
             _count("EventsFailed")
             raise
         self._log.finish(event_id, counts.values, handled=handled)
         _count("EventsProcessed")
         logger.info("event processed", extra={"counts": counts.values, "handled": handled})
+
+    def _record_failure(
+        self, event_id: str, event_type: str, body: str, exc: BaseException, *, permanent: bool, started: bool
+    ) -> None:
+        """Best effort: the event log says why; failing to say so must not hide the original error."""
+        try:
+            if started or self._log.start(event_id, event_type, body) is StartOutcome.STARTED:
+                self._log.fail(event_id, f"{type(exc).__name__}: {exc}", permanent=permanent)
+        except Exception as log_error:
+            logger.error("could not record the failure in the event log", extra={"error": str(log_error)})
 
     def _park(self, message: QueueMessage, event_id: str, reason: str) -> None:
         logger.error("permanent failure: parking message in the dead-letter queue", extra={"reason": reason})
@@ -233,8 +276,9 @@ class Processor:
         itself, so an old event replayed from the DLQ never overwrites a newer status.
         """
         name = EventName.parse(event)
-        if name in {EventName.ITEM_DELETED}:
-            self.delete_item(_required_str(payload, "itemId"), counts)
+        if name is EventName.ITEM_DELETED:
+            # Deleted only if Pluggy says 404; an item Pluggy still has is synced instead.
+            self.sync_item(_required_str(payload, "itemId"), counts)
         elif name in ITEM_EVENTS or name in {EventName.ACCOUNT_CREATED, EventName.ACCOUNT_UPDATED}:
             self.sync_item(_required_str(payload, "itemId"), counts)
         elif name is EventName.PIPELINE_SYNC_ITEM:
@@ -413,15 +457,28 @@ class Processor:
         )
 
     def transactions_deleted(self, payload: JSON, counts: Counts) -> None:
+        """Delete only the ids Pluggy no longer returns: the payload names candidates, Pluggy decides."""
         # Unique: BatchWriteItem refuses a chunk that names one key twice (ValidationException).
         ids = list(dict.fromkeys(str(i) for i in payload.get("transactionIds") or []))
         account_id = payload.get("accountId")
+        by_account: dict[str, list[str]] = {}
         if isinstance(account_id, str) and account_id:
-            keys = [transaction_key(account_id, i) for i in ids]
+            by_account[account_id] = ids
         else:
-            found = (self.records.find_transaction(i) for i in ids)
-            keys = [{"pk": r["pk"], "sk": r["sk"]} for r in found if r]
-        counts.add("transactionsDeleted", self.records.batch_delete(keys).written)
+            for row in filter(None, (self.records.find_transaction(i) for i in ids)):
+                by_account.setdefault(str(row["accountId"]), []).append(str(row["transactionId"]))
+        for account, candidates in by_account.items():
+            try:
+                still_there = {str(tx["id"]) for tx in self.pluggy.get_transactions_by_ids(account, candidates)}
+            except NotFoundError:
+                still_there = set()  # Pluggy no longer knows the account: none of its rows exist
+            if still_there:
+                counts.add("transactionsKept", len(still_there))
+            gone = [i for i in candidates if i not in still_there]
+            counts.add(
+                "transactionsDeleted",
+                self.records.batch_delete(transaction_key(account, i) for i in gone).written,
+            )
 
     # -- connectors and payments (never re-fetched: the event is the data) ----------------------------
 
@@ -443,31 +500,85 @@ class Processor:
             counts.add("connectors")
 
     def payment_status(self, event: str, payload: JSON, counts: Counts, *, received_at: str | None = None) -> None:
+        """Store what Pluggy's payments API says now about the payment(s) the event names."""
         family, _, action = event.partition("/")
+        request_id = payload.get("paymentRequestId") if isinstance(payload.get("paymentRequestId"), str) else None
+        targets: list[tuple[str, str]] = []
         if family == "payment_intent":
-            entity, entity_id = "PAYMENT_INTENT", payload.get("paymentIntentId")
+            if isinstance(payload.get("paymentIntentId"), str) and payload["paymentIntentId"]:
+                targets.append(("PAYMENT_INTENT", payload["paymentIntentId"]))
+            if request_id:
+                targets.append(("PAYMENT_REQUEST", request_id))
         elif family == "scheduled_payment" and not action.startswith("all_"):
-            entity, entity_id = "SCHEDULED_PAYMENT", payload.get("scheduledPaymentId")
-        else:
-            entity, entity_id = "PAYMENT_REQUEST", payload.get("paymentRequestId")
-        if not isinstance(entity_id, str) or not entity_id:
+            schedule_id = payload.get("scheduledPaymentId")
+            if isinstance(schedule_id, str) and schedule_id and request_id:
+                targets.append(("SCHEDULED_PAYMENT", schedule_id))
+        elif request_id:
+            targets.append(("PAYMENT_REQUEST", request_id))
+        if not targets:
             raise PermanentError(f"{event} has no payment id")
-        data: JSON = payload["data"] if isinstance(payload.get("data"), dict) else {}
-        status = str(data.get("status") or action).upper()
-        rank = 2 if status in TERMINAL_PAYMENT_STATES else 1
-        record = {
+        for entity, entity_id in targets:
+            self._mirror_payment(
+                entity, entity_id, event, payload, counts, request_id=request_id, received_at=received_at
+            )
+
+    def _fetch_payment(self, entity: str, entity_id: str, request_id: str | None) -> JSON:
+        if entity == "PAYMENT_INTENT":
+            return self.pluggy.get_payment_intent(entity_id)
+        if entity == "SCHEDULED_PAYMENT":
+            return self.pluggy.get_payment_schedule(str(request_id), entity_id)
+        return self.pluggy.get_payment_request(entity_id)
+
+    def _mirror_payment(
+        self,
+        entity: str,
+        entity_id: str,
+        event: str,
+        payload: JSON,
+        counts: Counts,
+        *,
+        request_id: str | None,
+        received_at: str | None,
+    ) -> None:
+        record: JSON = {
             "pk": f"{entity}#{entity_id}",
             "sk": "STATUS",
             "kind": entity.lower(),
             "paymentId": entity_id,
-            "paymentRequestId": payload.get("paymentRequestId"),
+            "paymentRequestId": request_id,
             "bulkPaymentId": payload.get("bulkPaymentId"),
-            "status": status,
             "event": event,
-            "error": payload.get("error"),
-            "version": f"{rank}#{received_at or iso_now(self._clock())}",
-            "data": payload,
         }
+        try:
+            fetched = self._fetch_payment(entity, entity_id, request_id)
+        except NotFoundError:
+            # Pluggy does not know it: a forged or mistaken event. Nothing is stored on its word.
+            logger.warning("payment named by the event is unknown to Pluggy; not stored", extra={"entity": entity})
+            counts.add("paymentsNotFound")
+            return
+        except PluggyRequestError as exc:
+            if exc.status not in _CANNOT_ASK_STATUSES:
+                raise
+            # Pluggy cannot be asked (payments not enabled for this application): keep the signal, marked as
+            # such, ranked below anything verified so a verified status always wins.
+            record.update(
+                status=f"WEBHOOK:{event.partition('/')[2].upper()}",
+                verified=False,
+                source="webhook",
+                version=f"0#{received_at or iso_now(self._clock())}",
+                error=payload.get("error"),
+                data=payload,
+            )
+        else:
+            # Versioned on Pluggy's updatedAt: a late event re-fetches too, so it can only store newer data.
+            record.update(
+                status=fetched.get("status"),
+                verified=True,
+                source="pluggy",
+                version=f"1#{fetched.get('updatedAt') or iso_now(self._clock())}",
+                error=fetched.get("errorDetail"),
+                data=fetched,
+            )
         if self.records.put_versioned(record, version_attribute="version"):
             counts.add("payments")
 
@@ -487,6 +598,7 @@ class Processor:
                 event_type=EventName.PIPELINE_SYNC_ITEM.value,
                 body=body,
                 group_id=f"item:{item_id}",
+                extra_attributes={"origin": "pipeline"},  # what lets the processor run a pipeline/* event
             )
             counts.add("itemsQueued")
 
@@ -520,7 +632,9 @@ def get_processor() -> Processor:
     return Processor(
         PluggyClient(settings.pluggy_base_url, pluggy_credentials(settings)),
         RecordStore(dynamodb, settings.records_table),
-        ProcessingLog(dynamodb, settings.events_table, ttl_days=settings.event_ttl_days),
+        ProcessingLog(
+            dynamodb, settings.events_table, ttl_days=settings.event_ttl_days, lease_seconds=settings.lease_seconds
+        ),
         EventQueue(sqs, settings.queue_url),
         EventQueue(sqs, settings.dead_letter_queue_url),
         reconcile_after_hours=settings.reconcile_after_hours,

@@ -1,8 +1,13 @@
 """The receiver's domain logic: turn one HTTP delivery into exactly one queued event, or a clear refusal.
 
 Order matters: cheap checks that need no secret material first (route, source IP), then the shared
-secret (before the body is looked at), then size, signature, parsing. Nothing is written or queued
-for any 4XX; 2XX is only answered once the event is durably in SQS (or already was).
+secret or URL token (before the body is looked at), then size, signature, parsing. Nothing is written
+or queued for any 4XX; 2XX is only answered once the event is durably in SQS (or already was).
+
+Two routes, one pipeline:
+- `POST /webhooks/pluggy` with the shared-secret header (Pluggy's Webhook resources carry custom headers);
+- `POST /webhooks/pluggy/{token}` for deliveries that cannot carry a header (an item's or a Connect
+  token's `webhookUrl`): the token in the path stands in for the header.
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ from pluggy_pipeline.observability import logger
 from pluggy_pipeline.secrets import provider_from_settings
 
 WEBHOOK_PATH = "/webhooks/pluggy"
+# Event names the pipeline uses for its own messages (reconciliation): never accepted from outside.
+RESERVED_EVENT_PREFIX = "pipeline/"
+# Ids the pipeline makes itself: keyless deliveries (sha256-), its own messages (reconcile-, sync-, sqs-).
+# A Pluggy eventId starting with one of them (or with the escape) is stored as "ext:" + eventId, so an
+# outside id can never take an id the pipeline will use later. Pluggy's eventIds are UUIDs: never escaped.
+_INTERNAL_ID_PREFIXES = ("sha256-", "reconcile-", "sync-", "sqs-", "ext:")
+# Bodies above this travel to the processor as a pointer to EventsTable: SQS counts the message
+# attributes against its 256 KiB too, and the receiver accepts bodies up to 256 KiB.
+INLINE_BODY_LIMIT = 192 * 1024
 
 # Characters SQS refuses in a message body; JSON allows some of them (e.g. U+FFFF) inside strings.
 _NOT_SQS_SAFE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -39,7 +53,7 @@ class Outcome:
     """What happened to a delivery: the HTTP answer plus what logs and metrics need."""
 
     response: ApiResponse
-    result: str  # accepted | duplicate | rejected | error
+    result: str  # accepted | duplicate | conflict | rejected | error
     reason: str = ""
     event_id: str = ""
     event_type: str = ""
@@ -58,6 +72,7 @@ class Delivery:
     client_id: str | None
     item_id: str | None
     group_id: str  # FIFO message group: one item's (connector's, payment's) events in order
+    body_hash: str  # sha256 of the canonical JSON: one body per eventId
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -77,6 +92,18 @@ def _attribute_safe(value: str) -> bool:
     return not _NOT_SQS_SAFE.search(value)
 
 
+def _event_name(event_type: Any) -> str:
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise BadPayload("'event' must be a non-empty string")
+    if len(event_type) > 200:
+        raise BadPayload("'event' is too long")
+    if not _attribute_safe(event_type):
+        raise BadPayload("'event' contains control or non-character code points")
+    if event_type.strip().lower().startswith(RESERVED_EVENT_PREFIX):
+        raise BadPayload(f"'event' names starting with {RESERVED_EVENT_PREFIX!r} are reserved for the pipeline")
+    return event_type
+
+
 def parse_delivery(body: bytes) -> Delivery:
     """Validate a delivery's body; BadPayload carries the reason given back in the 400."""
     try:
@@ -93,23 +120,19 @@ def parse_delivery(body: bytes) -> Delivery:
         raise BadPayload("body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise BadPayload("body must be a JSON object")
-    event_type = payload.get("event")
-    if not isinstance(event_type, str) or not event_type.strip():
-        raise BadPayload("'event' must be a non-empty string")
-    if len(event_type) > 200:
-        raise BadPayload("'event' is too long")
-    if not _attribute_safe(event_type):
-        raise BadPayload("'event' contains control or non-character code points")
+    event_type = _event_name(payload.get("event"))
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # surrogatepass: an escaped lone surrogate is still a stable key, not a crash.
+    body_hash = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
     raw_id = payload.get("eventId")
     if raw_id is None:
         # Some deliveries (connector/status_updated in Pluggy's reference) carry no eventId:
         # key them on a canonical hash so Pluggy's retries of the same body still dedupe.
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        # surrogatepass: an escaped lone surrogate is still a stable key, not a crash.
-        event_id = "sha256-" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+        event_id = "sha256-" + body_hash
         key_source = KeySource.BODY_HASH
     elif isinstance(raw_id, str) and raw_id.strip() and len(raw_id) <= 200 and _attribute_safe(raw_id):
-        event_id, key_source = raw_id, KeySource.EVENT_ID
+        event_id = "ext:" + raw_id if raw_id.startswith(_INTERNAL_ID_PREFIXES) else raw_id
+        key_source = KeySource.EVENT_ID
     else:
         raise BadPayload("'eventId' must be a non-empty string of at most 200 valid characters")
     client_id = payload.get("clientId")
@@ -126,7 +149,19 @@ def parse_delivery(body: bytes) -> Delivery:
         client_id=client_id,
         item_id=usable_item,
         group_id=message_group(payload, usable_item, event_id),
+        body_hash=body_hash,
     )
+
+
+def webhook_route(path: str) -> str | None:
+    """ "" for the header route, the token for the URL-token route, None for any other path."""
+    clean = path.rstrip("/")
+    if clean == WEBHOOK_PATH:
+        return ""
+    token = clean.removeprefix(WEBHOOK_PATH + "/")
+    if token != clean and token and "/" not in token:
+        return token
+    return None
 
 
 def message_group(payload: dict[str, Any], item_id: str | None, event_id: str) -> str:
@@ -179,15 +214,18 @@ class WebhookReceiver:
             return Outcome(_json(503, {"error": "unavailable"}, {"Retry-After": "60"}), "error", "transient")
 
     def _handle(self, request: ApiRequest) -> Outcome:
-        if request.path.rstrip("/") != WEBHOOK_PATH:
+        route = webhook_route(request.path)
+        if route is None:
             return _rejected(Rejection(404, "not_found", "no such resource"))
         if request.method != "POST":
             outcome = _rejected(Rejection(405, "method_not_allowed", "only POST is allowed"))
             return Outcome(_json(405, dict(outcome.response.body), {"Allow": "POST"}), "rejected", outcome.reason)
         if (rejection := self._auth.check_source(request)) is not None:
             return _rejected(rejection)
-        if (rejection := self._auth.check_secret(request)) is not None:
-            return _rejected(rejection)
+        # The URL token is never logged, never echoed, never part of a metric: only compared.
+        check = self._auth.check_secret(request) if route == "" else self._auth.check_url_token(route)
+        if check is not None:
+            return _rejected(check)
         body = request.body
         if body is None:
             return _rejected(Rejection(400, "malformed_body", "body could not be decoded"))
@@ -213,10 +251,17 @@ class WebhookReceiver:
                 key_source=delivery.key_source,
                 payload=delivery.text,
                 item_id=delivery.item_id,
+                body_hash=delivery.body_hash,
             ),
             keyless_window_seconds=self._settings.keyless_dedupe_seconds,
         )
         ids = {"eventId": delivery.event_id}
+        if claim.outcome is ClaimOutcome.CONFLICT:
+            # Another body under a known eventId: a forgery or a sender bug. 2XX so it is not retried,
+            # never queued (the first body is the event), logged and counted so someone looks.
+            logger.warning("eventId reused with a different body: not queued", extra=ids)
+            body = {"status": "conflict", **ids}
+            return Outcome(_json(200, body), "conflict", "body_mismatch", delivery.event_id, delivery.event_type)
         if claim.outcome is ClaimOutcome.DUPLICATE:
             body = {"status": "duplicate", **ids}
             return Outcome(_json(200, body), "duplicate", "", delivery.event_id, delivery.event_type)
@@ -236,13 +281,20 @@ class WebhookReceiver:
         return Outcome(response, "accepted", "", delivery.event_id, delivery.event_type)
 
     def _send(self, delivery: Delivery) -> None:
+        # `origin` marks every message a delivery produced: the processor runs pipeline/* events only from
+        # messages without it (a delivery cannot choose its message attributes, only its body).
+        attributes = {"receivedAt": iso_now(time.time()), "origin": "webhook"}
+        body = delivery.text
+        if len(body.encode("utf-8", "surrogatepass")) > INLINE_BODY_LIMIT:
+            # The whole body is in EventsTable (the claim): send a pointer the processor resolves there.
+            attributes["payload"] = "eventsTable"
+            body = json.dumps({"event": delivery.event_type, "payloadInEventsTable": True})
         self._queue.send(
             event_id=delivery.event_id,
             event_type=delivery.event_type,
-            body=delivery.text,
+            body=body,
             group_id=delivery.group_id,
-            # Versions the records built from the event itself (connector and payment statuses).
-            extra_attributes={"receivedAt": iso_now(time.time())},
+            extra_attributes=attributes,
         )
 
 
@@ -276,6 +328,7 @@ def receive(event: dict[str, Any]) -> Outcome:
 _METRIC_BY_RESULT = {
     "accepted": "WebhookAccepted",
     "duplicate": "WebhookDuplicate",
+    "conflict": "WebhookConflict",
     "rejected": "WebhookRejected",
     "error": "WebhookFailed",
 }

@@ -4,7 +4,7 @@ Start it in a test with `with PluggyEmulator(seed=1) as emu: base = emu.base_url
 `python -m pluggy_pipeline_local.emulator --port 8765`. Shapes follow /work/shared/pluggy-api.md.
 """
 
+from pluggy_pipeline_local.emulator.common import PluggyApiError
 from pluggy_pipeline_local.emulator.server import PluggyEmulator
-from pluggy_pipeline_local.emulator.state import PluggyApiError
 
 __all__ = ["PluggyApiError", "PluggyEmulator"]

@@ -14,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,13 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from pluggy_pipeline_local.emulator.state import (
-    SANDBOX_CONNECTOR_ID,
-    EmulatorState,
-    JsonDict,
-    KeyInfo,
-    PluggyApiError,
-)
+from pluggy_pipeline_local.emulator.common import JsonDict, PluggyApiError
+from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION
+from pluggy_pipeline_local.emulator.state import SANDBOX_CONNECTOR_ID, EmulatorState, KeyInfo
 from pluggy_pipeline_local.emulator.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -137,6 +133,17 @@ class _PaymentEventBody(_ControlModel):
     bulk_payment_id: str | None = None
     scheduled_payment_id: str | None = None
     error: dict[str, Any] | None = None
+    status: str | None = None
+    end_to_end_id: str | None = None
+    scheduled_date: str | None = None
+
+
+class _PaymentRequestBody(_ControlModel):
+    id: str | None = None
+    amount: float | None = DEFAULT_AMOUNT
+    description: str = DEFAULT_DESCRIPTION
+    client_payment_id: str | None = None
+    schedule: dict[str, Any] | None = None
 
 
 class _SendEventBody(BaseModel):
@@ -169,6 +176,8 @@ class _EmulatorHTTPServer(ThreadingHTTPServer):
     # Non-daemon request threads + block_on_close: server_close() joins every one of them.
     daemon_threads = False
     block_on_close = True
+    # socketserver's listen backlog is 5: a burst of concurrent clients would see connections dropped or reset.
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], emulator: PluggyEmulator) -> None:
         self.emulator = emulator
@@ -447,6 +456,10 @@ class PluggyEmulator:
         """Delete the item and its data (item/deleted); returns the eventId."""
         return self._state.delete_item(item_id, triggered_by=triggered_by)
 
+    def remove_transactions(self, account_id: str, tx_ids: Sequence[str]) -> None:
+        """Delete transactions at Pluggy without a webhook (the test sends or loses the notice itself)."""
+        self._state.remove_transactions(account_id, tx_ids)
+
     def set_connector_status(self, status: str, connector_id: int = SANDBOX_CONNECTOR_ID) -> str:
         """ONLINE/UNSTABLE/OFFLINE (connector/status_updated, no eventId in the payload); returns the id."""
         return self._state.set_connector_status(status, connector_id)
@@ -460,8 +473,17 @@ class PluggyEmulator:
         bulk_payment_id: str | None = None,
         scheduled_payment_id: str | None = None,
         error: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        end_to_end_id: str | None = None,
+        scheduled_date: str | None = None,
     ) -> str:
-        """A payment_intent/* or scheduled_payment/* event; returns the eventId."""
+        """A payment_intent/*, scheduled_payment/* or payment_request/updated event; returns the eventId.
+
+        Genuine: the payment request, intent or schedule it names is created or moved first, so
+        `GET /payments/...` agrees with the event (statuses only move forward; a late event changes
+        nothing). `status` is payment_request/updated's `data.status`. To forge an event Pluggy never
+        sent, use `send_event`.
+        """
         return self._state.send_payment_event(
             event,
             payment_request_id=payment_request_id,
@@ -469,6 +491,30 @@ class PluggyEmulator:
             bulk_payment_id=bulk_payment_id,
             scheduled_payment_id=scheduled_payment_id,
             error=error,
+            status=status,
+            end_to_end_id=end_to_end_id,
+            scheduled_date=scheduled_date,
+        )
+
+    def create_payment_request(
+        self,
+        payment_request_id: str | None = None,
+        *,
+        amount: float | None = DEFAULT_AMOUNT,
+        description: str = DEFAULT_DESCRIPTION,
+        client_payment_id: str | None = None,
+        schedule: Mapping[str, Any] | None = None,
+    ) -> JsonDict:
+        """A PaymentRequest in CREATED, as `POST /payments/requests` makes it (no webhook); returns it.
+
+        `schedule` (e.g. {"type": "MONTHLY", ...}) makes payment_intent/completed leave it SCHEDULED.
+        """
+        return self._state.create_payment_request(
+            payment_request_id=payment_request_id,
+            amount=amount,
+            description=description,
+            client_payment_id=client_payment_id,
+            schedule=schedule,
         )
 
     def send_event(self, event: str, **fields: Any) -> str:
@@ -476,7 +522,11 @@ class PluggyEmulator:
         return self._state.send_event(event, fields)
 
     def truth(self) -> JsonDict:
-        """Items, accounts, transactions by account, deleted ids, webhooks: what a faithful copy holds."""
+        """Items, accounts, transactions by account, deleted ids, webhooks, connectors and payments.
+
+        `payments` is {"requests": {id: request}, "intents": {id: intent},
+        "schedules": {request id: {schedule id: schedule}}}.
+        """
         return self._state.truth()
 
     def events(self) -> list[JsonDict]:
@@ -673,6 +723,15 @@ class PluggyEmulator:
             ("GET", "/webhooks/{id}", lambda r: _Response(200, self._state.get_webhook(r.params["id"]))),
             ("PATCH", "/webhooks/{id}", self._api_update_webhook),
             ("DELETE", "/webhooks/{id}", lambda r: _Response(200, self._state.delete_webhook(r.params["id"]))),
+            (
+                "GET",
+                "/payments/requests/{id}",
+                lambda r: _Response(200, self._state.get_payment_request(r.params["id"])),
+            ),
+            ("GET", "/payments/requests/{id}/schedules", self._api_list_schedules),
+            ("GET", "/payments/requests/{id}/schedules/{scheduleId}", self._api_get_schedule),
+            ("GET", "/payments/intents", lambda r: _Response(200, self._state.list_payment_intents(r.query))),
+            ("GET", "/payments/intents/{id}", lambda r: _Response(200, self._state.get_payment_intent(r.params["id"]))),
         ]
         self._api_routes = [(m, t, _compile(t), f) for m, t, f in api]
         control: list[tuple[str, str, _ControlFunc]] = [
@@ -689,6 +748,7 @@ class PluggyEmulator:
             ("DELETE", "/_emulator/items/{id}", self._ctl_delete_item),
             ("POST", "/_emulator/connectors/{id}/status", self._ctl_connector_status),
             ("POST", "/_emulator/payment_events", self._ctl_payment_event),
+            ("POST", "/_emulator/payment_requests", self._ctl_create_payment_request),
             ("POST", "/_emulator/events", self._ctl_send_event),
             ("POST", "/_emulator/webhooks", self._ctl_create_webhook),
             ("GET", "/_emulator/faults", self._ctl_list_faults),
@@ -784,6 +844,12 @@ class PluggyEmulator:
     def _api_update_webhook(self, request: _Request) -> _Response:
         return _Response(200, self._state.update_webhook(request.params["id"], _object(request.body)))
 
+    def _api_list_schedules(self, request: _Request) -> _Response:
+        return _Response(200, self._state.list_payment_schedules(request.params["id"]))
+
+    def _api_get_schedule(self, request: _Request) -> _Response:
+        return _Response(200, self._state.get_payment_schedule(request.params["id"], request.params["scheduleId"]))
+
     # control handlers
 
     def _ctl_reset_stats(self, params: dict[str, str], body: Any) -> _Response:
@@ -847,8 +913,22 @@ class PluggyEmulator:
             bulk_payment_id=req.bulk_payment_id,
             scheduled_payment_id=req.scheduled_payment_id,
             error=req.error,
+            status=req.status,
+            end_to_end_id=req.end_to_end_id,
+            scheduled_date=req.scheduled_date,
         )
         return _Response(200, {"eventId": event_id})
+
+    def _ctl_create_payment_request(self, params: dict[str, str], body: Any) -> _Response:
+        req = _PaymentRequestBody.model_validate(body or {})
+        request = self.create_payment_request(
+            req.id,
+            amount=req.amount,
+            description=req.description,
+            client_payment_id=req.client_payment_id,
+            schedule=req.schedule,
+        )
+        return _Response(201, request)
 
     def _ctl_send_event(self, params: dict[str, str], body: Any) -> _Response:
         req = _SendEventBody.model_validate(body or {})

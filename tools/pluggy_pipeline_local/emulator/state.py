@@ -1,5 +1,7 @@
 """The emulator's data: items, accounts, transactions, webhooks, API keys, and every mutation.
 
+Payments (requests, intents, schedules) live in payments.py; this state owns them and their lock.
+
 Shapes follow /work/shared/pluggy-api.md (sections 1-5, 8, 9); webhook payloads follow seed 003.
 Everything is guarded by one re-entrant lock (`EmulatorState.lock`); mutations emit notifications
 while holding it, so webhook order always matches the order of the changes.
@@ -21,15 +23,16 @@ import threading
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
+from pluggy_pipeline_local.emulator.common import Clock, JsonDict, PluggyApiError, iso_from_ms
+from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION, Payments
 from pluggy_pipeline_local.emulator.webhooks import DeliveryTarget, Notification
 
-JsonDict = dict[str, Any]
 KeyKind = Literal["api", "connect"]
 
 SANDBOX_CONNECTOR_ID = 0
@@ -82,22 +85,6 @@ TRIGGERED_BY = frozenset({"USER", "CLIENT", "SYNC", "INTERNAL"})
 # Seed 003: triggeredBy is sent "for all events except item/deleted, connector/status_updated and
 # transactions/deleted".
 NO_TRIGGERED_BY = frozenset({"item/deleted", "connector/status_updated", "transactions/deleted"})
-PAYMENT_INTENT_EVENTS = frozenset(
-    {
-        "payment_intent/created",
-        "payment_intent/completed",
-        "payment_intent/waiting_payer_authorization",
-        "payment_intent/error",
-    }
-)
-SCHEDULED_PAYMENT_EVENTS = frozenset(
-    {
-        "scheduled_payment/created",
-        "scheduled_payment/completed",
-        "scheduled_payment/error",
-        "scheduled_payment/canceled",
-    }
-)
 CONNECTOR_STATUSES = frozenset({"ONLINE", "UNSTABLE", "OFFLINE"})
 
 ERROR_MESSAGES: dict[str, str] = {
@@ -294,36 +281,12 @@ _SIMPLE_BANK_ROWS: dict[str, tuple[float, float, str, str, str, str]] = {
 _BANK_CREDIT_KINDS = frozenset({"pix_in", "ted_in", "salary", "yield", "transfer_in"})
 
 
-class PluggyApiError(Exception):
-    """An API error rendered as Pluggy's body `{code, message, codeDescription?, ...}`."""
-
-    def __init__(self, status: int, message: str, code_description: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code_description = code_description
-        self.extra = extra
-
-    def body(self) -> JsonDict:
-        body: JsonDict = {"code": self.status, "message": self.message}
-        if self.code_description is not None:
-            body["codeDescription"] = self.code_description
-        body.update(self.extra)
-        return body
-
-
 def item_not_found() -> PluggyApiError:
     # Exact body from pluggy-api.md section 2.
     return PluggyApiError(404, "item not found", "ITEM_NOT_FOUND")
 
 
 # --- time -----------------------------------------------------------------------------------------
-
-
-def iso_from_ms(ms: int) -> str:
-    """Pluggy's date format `YYYY-MM-DDTHH:mm:ss.sssZ`."""
-    dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def parse_iso_ms(value: str) -> int:
@@ -337,18 +300,6 @@ def parse_iso_ms(value: str) -> int:
     # Integer arithmetic: float timestamps can be off by one millisecond.
     delta = dt - _EPOCH
     return delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
-
-
-class Clock:
-    """Wall-clock milliseconds that strictly increase, so every change gets a later `updatedAt`."""
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def now_ms(self) -> int:
-        now = time.time_ns() // 1_000_000
-        self._last = max(now, self._last + 1)
-        return self._last
 
 
 # --- fake documents -------------------------------------------------------------------------------
@@ -534,6 +485,7 @@ class EmulatorState:
         self._webhooks: dict[str, JsonDict] = {}
         self._webhook_failures: dict[str, int] = {}
         self._events: list[JsonDict] = []
+        self._payments = Payments(self._clock, page_size=page_size)
 
     # ==============================================================================================
     # Auth
@@ -1454,6 +1406,12 @@ class EmulatorState:
         }
         return self._emit("transactions/created", fields, item=item)
 
+    def remove_transactions(self, account_id: str, tx_ids: Sequence[str]) -> None:
+        """Delete rows at Pluggy without any webhook: the test then delivers (or loses) the notice itself."""
+        with self.lock:
+            for tx_id in tx_ids:
+                self._remove_tx(account_id, tx_id)
+
     def _remove_tx(self, account_id: str, tx_id: str) -> JsonDict:
         row = self._transactions[account_id].pop(tx_id)
         self._tx_account.pop(tx_id, None)
@@ -1633,7 +1591,7 @@ class EmulatorState:
         return request.created_at_from is None or str(row["createdAt"]) >= request.created_at_from
 
     # ==============================================================================================
-    # Connectors and payment events
+    # Connectors
 
     def list_connectors(self) -> JsonDict:
         with self.lock:
@@ -1660,6 +1618,9 @@ class EmulatorState:
             # Seed 003's example has no eventId: the deprecated `id` carries the connector id instead.
             return self._emit("connector/status_updated", fields, with_event_id=False)
 
+    # ==============================================================================================
+    # Payments (the resources live in payments.py)
+
     def send_payment_event(
         self,
         event: str,
@@ -1669,33 +1630,66 @@ class EmulatorState:
         bulk_payment_id: str | None = None,
         scheduled_payment_id: str | None = None,
         error: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        end_to_end_id: str | None = None,
+        scheduled_date: str | None = None,
     ) -> str:
-        """payment_intent/* and scheduled_payment/* events with seed 003's fields (missing ids generated)."""
-        fields: JsonDict = {}
-        if event in PAYMENT_INTENT_EVENTS:
-            if bulk_payment_id is not None:
-                fields["bulkPaymentId"] = bulk_payment_id
-            else:
-                fields["paymentRequestId"] = payment_request_id or str(uuid.uuid4())
-            fields["paymentIntentId"] = payment_intent_id or str(uuid.uuid4())
-        elif event in SCHEDULED_PAYMENT_EVENTS:
-            fields["paymentRequestId"] = payment_request_id or str(uuid.uuid4())
-            fields["scheduledPaymentId"] = scheduled_payment_id or str(uuid.uuid4())
-            if event == "scheduled_payment/error":
-                fields["error"] = dict(
-                    error
-                    or {
-                        "title": "Pagamento nao realizado",
-                        "code": "SALDO_INSUFICIENTE",
-                        "description": "Saldo insuficiente na conta do pagador",
-                    }
-                )
-        else:
-            raise ValueError(f"not a payment event: {event}")
-        if error is not None and "error" not in fields:
-            fields["error"] = dict(error)
+        """A payment_intent/*, scheduled_payment/* or payment_request/updated event Pluggy really sends.
+
+        The resources it names are created or moved first (see payments.py), so the payments API agrees
+        with the event; missing ids are generated. `status` is payment_request/updated's `data.status`.
+        """
         with self.lock:
+            fields = self._payments.record_event(
+                event,
+                payment_request_id=payment_request_id,
+                payment_intent_id=payment_intent_id,
+                bulk_payment_id=bulk_payment_id,
+                scheduled_payment_id=scheduled_payment_id,
+                error=error,
+                status=status,
+                end_to_end_id=end_to_end_id,
+                scheduled_date=scheduled_date,
+            )
             return self._emit(event, fields)
+
+    def create_payment_request(
+        self,
+        *,
+        payment_request_id: str | None = None,
+        amount: float | None = DEFAULT_AMOUNT,
+        description: str = DEFAULT_DESCRIPTION,
+        client_payment_id: str | None = None,
+        schedule: Mapping[str, Any] | None = None,
+    ) -> JsonDict:
+        with self.lock:
+            return self._payments.create_request(
+                request_id=payment_request_id,
+                amount=amount,
+                description=description,
+                client_payment_id=client_payment_id,
+                schedule=schedule,
+            )
+
+    def get_payment_request(self, request_id: str) -> JsonDict:
+        with self.lock:
+            return self._payments.get_request(request_id)
+
+    def get_payment_intent(self, intent_id: str) -> JsonDict:
+        with self.lock:
+            return self._payments.get_intent(intent_id)
+
+    def list_payment_intents(self, query: Mapping[str, list[str]]) -> JsonDict:
+        with self.lock:
+            return self._payments.list_intents(query)
+
+    def list_payment_schedules(self, request_id: str) -> JsonDict:
+        with self.lock:
+            return self._payments.list_schedules(request_id)
+
+    def get_payment_schedule(self, request_id: str, schedule_id: str) -> JsonDict:
+        with self.lock:
+            return self._payments.get_schedule(request_id, schedule_id)
 
     # ==============================================================================================
     # Webhooks resource
@@ -1834,4 +1828,5 @@ class EmulatorState:
                 "deletedTransactionIds": {a: list(ids) for a, ids in self._deleted_tx.items() if a in self._accounts},
                 "webhooks": [copy.deepcopy(w) for w in self._webhooks.values()],
                 "connectors": [copy.deepcopy(c) for c in self._connectors.values()],
+                "payments": self._payments.truth(),
             }
