@@ -50,7 +50,7 @@ from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import EventStore
 from pluggy_pipeline.http import ApiRequest
 from pluggy_pipeline.observability import logger
-from pluggy_pipeline.receiver import WebhookReceiver, get_receiver
+from pluggy_pipeline.receiver import INLINE_BODY_LIMIT, WebhookReceiver, get_receiver
 from pluggy_pipeline.secrets import StaticSecretProvider, WebhookSecrets
 from pluggy_pipeline_local.cli_support import load_handler
 from pluggy_pipeline_local.devsecrets import (
@@ -693,6 +693,16 @@ def judge(event: dict[str, Any], response: dict[str, Any], wrote: bool) -> tuple
 FAST = FuzzTally()
 
 
+def assert_queued_as_sent(message: dict[str, Any], body: bytes | None) -> None:
+    """The queued body is the delivery byte for byte, or, above the inline limit, a pointer to EventsTable."""
+    assert body is not None
+    pointer = message["MessageAttributes"].get("payload", {}).get("StringValue") == "eventsTable"
+    if len(body) > INLINE_BODY_LIMIT:
+        assert pointer and json.loads(message["Body"])["payloadInEventsTable"] is True
+    else:
+        assert not pointer and message["Body"] == body.decode("utf-8")
+
+
 @pytest.fixture(scope="module")
 def fast_receiver() -> FastReceiver:
     return FastReceiver()
@@ -710,8 +720,8 @@ def test_fuzz_receiver_fast(fast_receiver: FastReceiver, case: tuple[str, dict[s
     status, reason = judge(event, response, wrote=receiver.writes() != before_writes)
     queued = receiver.sqs.messages[before_queued:]
     if status == 202:
-        [message] = queued  # accepted once, byte for byte
-        assert message["Body"] == raw_body(event).decode("utf-8")  # type: ignore[union-attr]
+        [message] = queued  # accepted once, byte for byte (or, over the inline limit, as a pointer to it)
+        assert_queued_as_sent(message, raw_body(event))
         assert message["MessageAttributes"]["eventId"]["StringValue"] == json.loads(response["body"])["eventId"]
         again = receiver(event)  # Pluggy's retry of the same delivery
         assert again["statusCode"] == 200 and len(receiver.sqs.messages) == before_queued + 1
@@ -760,9 +770,10 @@ def test_fuzz_lambda_handler_on_moto(
     event_id = json.loads(response["body"]).get("eventId")
     if status == 202:
         [message] = queued
-        assert message["Body"] == raw_body(event).decode("utf-8")  # type: ignore[union-attr]
+        assert_queued_as_sent(message, raw_body(event))
         record = stack.event_record(event_id)
         assert record is not None and record["status"]["S"] == "RECEIVED"
+        assert record["payload"]["S"] == raw_body(event).decode("utf-8")  # type: ignore[union-attr]
     elif status == 200:
         # A claim still RECEIVED (no processor here) is sent again; SQS drops it within its 5-minute window,
         # moto only while the first copy is still queued: at most that one copy, never another event.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pluggy_pipeline_local.commands import events, local, records, register, send
+from pluggy_pipeline_local.commands import events, local, records, register, send, urls
 from pluggy_pipeline_local.targets import CliError
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_parser(commands)
     events.add_parser(commands)
     records.add_parser(commands)
+    urls.add_parsers(commands)
     return parser
 
 

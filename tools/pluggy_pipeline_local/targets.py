@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+from pluggy_pipeline.secrets import derive_url_token
 
 from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID
 from pluggy_pipeline_local.template import REPO_ROOT
@@ -57,6 +58,7 @@ class WebhookSecret:
 
     current: str = field(repr=False)
     signing_key: str | None = field(default=None, repr=False)
+    url_token: str = field(default="", repr=False)  # the URL-token route's token (explicit or derived)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,13 @@ class Target:
         if not isinstance(current, str) or not current:
             raise CliError("the webhook secret has no `current` value")
         signing = data.get("signingKey")
-        return WebhookSecret(current, signing if isinstance(signing, str) and signing else None)
+        explicit = data.get("urlToken")
+        token = explicit if isinstance(explicit, str) and explicit.strip() else derive_url_token(current)
+        return WebhookSecret(current, signing if isinstance(signing, str) and signing else None, token)
+
+    def webhook_url_with_token(self) -> str:
+        """The URL-token route: for deliveries without custom headers (an item's or Connect token's webhookUrl)."""
+        return f"{self.webhook_url.rstrip('/')}/{self.webhook_secret().url_token}"
 
     def pluggy_credentials(self) -> PluggyCredentials:
         """PLUGGY_CLIENT_ID/PLUGGY_CLIENT_SECRET from the environment, else the stack's credentials secret."""

@@ -240,6 +240,14 @@ class PluggyClient:
         """The item; raises PluggyNotFoundError (a NotFoundError) when Pluggy no longer knows it."""
         return _expect_dict(self._call("GET", f"/items/{_segment(item_id, 'item id')}"), "item")
 
+    def update_item(self, item_id: str, **fields: Any) -> JSON:
+        """PATCH /items/{id} (webhookUrl, clientUserId, products, parameters): Pluggy starts a new sync."""
+        if not fields:
+            raise ValueError("update_item needs at least one field")
+        path = f"/items/{_segment(item_id, 'item id')}"
+        # Not idempotent: a retry after a lost answer would start a second sync (PATCH is limited to 20/min).
+        return _expect_dict(self._call("PATCH", path, body=fields, idempotent=False), "item")
+
     def list_accounts(self, item_id: str) -> list[JSON]:
         """Every account of the item (Pluggy sends one page; any further pages are followed anyway)."""
         if not item_id:

@@ -13,6 +13,7 @@ from pluggy_pipeline.observability import logger
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
 
 from pluggy_pipeline_local.commands._common import add_target_options, target_of
+from pluggy_pipeline_local.commands.urls import call_pluggy, masked_token_url
 from pluggy_pipeline_local.register import register_webhook
 from pluggy_pipeline_local.targets import (
     DEFAULT_PLUGGY_URL,
@@ -54,9 +55,29 @@ def _plan(args: argparse.Namespace) -> tuple[str, str, str, str, PluggyCredentia
     return args.url, args.header_name or DEFAULT_SECRET_HEADER, secret, base, credentials, f"Pluggy ({base})"
 
 
+def cmd_per_item(args: argparse.Namespace) -> int:
+    """PATCH each item's webhookUrl to the URL-token route (Pluggy then delivers that item's events there too)."""
+    if args.url:
+        raise CliError("--per-item sets the target's URL-token route; --url does not apply")
+    target = local_target() if args.local else target_of(args)
+    url = target.webhook_url_with_token()
+    results = []
+    for item_id in args.per_item:
+        item = call_pluggy(target, lambda client, item_id=item_id: client.update_item(item_id, webhookUrl=url))
+        results.append({"itemId": item_id, "webhookUrl": masked_token_url(str(item.get("webhookUrl") or ""))})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        print(f"updated: item {result['itemId']} webhookUrl {result['webhookUrl']} (URL-token route; a sync starts)")
+    return 0
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     if args.local and args.stack:
         raise CliError("--local and --stack are exclusive")
+    if args.per_item:
+        return cmd_per_item(args)
     url, header, secret, base, credentials, where = _plan(args)
     client = PluggyClient(base, lambda: (credentials.client_id, credentials.client_secret))
     shared = logging.getLogger(logger.name)  # the functions' logger, which PluggyClient logs to
@@ -113,5 +134,14 @@ def add_parser(commands: Any) -> None:
     register.add_argument("--pluggy-url", help=f"Pluggy API base URL (default {DEFAULT_PLUGGY_URL})")
     register.add_argument("--local", action="store_true", help="register on the local stack's Pluggy emulator")
     register.add_argument("--json", action="store_true", help="print the result as JSON (never the headers)")
+    register.add_argument(
+        "--per-item",
+        action="append",
+        metavar="ITEM_ID",
+        help=(
+            "instead: set this item's webhookUrl to the URL-token route (repeatable). Pluggy sends an item's "
+            "webhookUrl deliveries without custom headers, so the secret header cannot authenticate them"
+        ),
+    )
     add_target_options(register)
     register.set_defaults(func=cmd_register)

@@ -200,11 +200,13 @@ class WebhookDispatcher:
         started = time.monotonic()
         status: int | None = None
         error: str | None = None
+        answer = ""
         try:
             resp = session.post(
                 target.url, data=attempt.body, headers=headers, timeout=self._timeout, allow_redirects=False
             )
             status = resp.status_code
+            answer = resp.text[:_MAX_ERROR_TEXT]  # what Pluggy's delivery log shows of the receiver's answer
             resp.close()
         except requests.Timeout:
             error = "timeout"
@@ -222,6 +224,7 @@ class WebhookDispatcher:
             "webhookId": target.webhook_id,
             "attempt": attempt.number,
             "statusCode": status,
+            "response": answer,
             "error": error,
             "startedAt": started_at,
             "finishedAt": _iso_now(),
