@@ -7,6 +7,7 @@ starts a private stack in this process, and two stacks cannot share one process 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 from pluggy_pipeline.observability import SERVICE
+from pluggy_pipeline.secrets import derive_url_token
 from pluggy_pipeline_local.cli import main
 from pluggy_pipeline_local.commands.local import print_summary
 from pluggy_pipeline_local.devsecrets import (
@@ -217,6 +219,42 @@ def test_register_is_idempotent_and_force_updates(capsys: pytest.CaptureFixture[
         client = pipeline.pluggy_client()
         client.delete_webhook(first["webhookId"])
         client.close()
+
+
+def test_webhook_url_hides_the_token_unless_asked(capsys: pytest.CaptureFixture[str], pipeline: LocalStack) -> None:
+    token = derive_url_token(LOCAL_WEBHOOK_SECRET)
+    code, out, _ = run(capsys, "webhook-url")
+    assert code == 0 and token not in out and f"{pipeline.webhook_url}/{token[:4]}…" in out
+    shown = run_json(capsys, "webhook-url", "--show-token")
+    assert shown == {
+        "headerRoute": pipeline.webhook_url,
+        "headerName": "X-Webhook-Secret",
+        "tokenRoute": f"{pipeline.webhook_url}/{token}",
+    }
+
+
+def test_register_per_item_points_the_item_at_the_url_token_route(
+    capsys: pytest.CaptureFixture[str], pipeline: LocalStack, item: dict[str, Any]
+) -> None:
+    assert pipeline.emulator is not None
+    token_url = f"{pipeline.webhook_url}/{derive_url_token(LOCAL_WEBHOOK_SECRET)}"
+    [result] = run_json(capsys, "register", "--per-item", item["id"])
+    assert result["itemId"] == item["id"] and result["webhookUrl"].endswith("…")
+    assert pipeline.emulator.truth()["items"][item["id"]]["webhookUrl"] == token_url
+    assert pipeline.wait_until_idle(timeout=30)  # the PATCH started a sync; its deliveries use both routes
+    per_item = [d for d in pipeline.emulator.deliveries() if d["url"] == token_url]
+    assert per_item and {d["statusCode"] for d in per_item} <= {200, 202}
+
+
+def test_connect_token_sets_the_url_token_route_as_webhook_url(
+    capsys: pytest.CaptureFixture[str], pipeline: LocalStack
+) -> None:
+    minted = run_json(capsys, "connect-token", "--client-user-id", "cli-connect", "--avoid-duplicates")
+    assert minted["clientUserId"] == "cli-connect" and minted["accessToken"]
+    claims = json.loads(base64.urlsafe_b64decode(minted["accessToken"].split(".")[1] + "=="))
+    options = claims["options"]
+    assert options["webhookUrl"] == f"{pipeline.webhook_url}/{derive_url_token(LOCAL_WEBHOOK_SECRET)}"
+    assert options["clientUserId"] == "cli-connect" and options["avoidDuplicates"] is True
 
 
 # -- events -----------------------------------------------------------------------------------------
@@ -425,6 +463,8 @@ def test_stack_target_comes_from_cloudformation_outputs() -> None:
         ["demo"],
         ["send"],
         ["register"],
+        ["webhook-url"],
+        ["connect-token"],
         ["events"],
         ["events", "list"],
         ["events", "show"],
