@@ -34,7 +34,7 @@ from pluggy_pipeline.processor import Processor, QueueMessage, get_processor
 from pluggy_pipeline.receiver import parse_delivery
 from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID, LOCAL_SIGNING_KEY, LOCAL_WEBHOOK_SECRET
 from pluggy_pipeline_local.events_corpus import SECRET_HEADER, SIGNATURE_HEADER
-from pluggy_pipeline_local.stack import LocalStack, StackOptions
+from pluggy_pipeline_local.stack import LocalStack, StackOptions, _Front
 
 from bench import Measure, Section, Stats, Table, fmt, ratio, verdict
 
@@ -308,6 +308,7 @@ class _SplitHandler(_TrivialHandler):
 class _TrivialServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True  # server_close() joins every request thread
+    request_queue_size = _Front.request_queue_size  # the baseline listens like the stack's front
 
 
 @contextlib.contextmanager
@@ -668,9 +669,8 @@ def measure(sizes: Sizes) -> Section:
     )
     if slow_baseline and all(a.first for a in slow_baseline):
         slow_note += (
-            " A first request opens its connection; 8 opened at once against the stdlib server's listen backlog "
-            f"(`request_queue_size` {_TrivialServer.request_queue_size}, the stdlib default, which the stack's front "
-            "keeps too) can lose a SYN, which TCP resends after 1 s."
+            " A first request opens its connection; a SYN lost on a busy machine is resent by TCP after 1 s "
+            f"(both servers listen with a backlog of {_TrivialServer.request_queue_size})."
         )
     notes = [
         f"{sizes.distinct} distinct deliveries ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}) and "
