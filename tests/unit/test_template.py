@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from pluggy_pipeline_local.template import load_template
 from samtranslator.translator.transform import transform
@@ -99,7 +101,7 @@ def test_functions_use_their_roles_and_no_secret_in_environment(stack: dict[str,
     for name, function in functions.items():
         properties = function["Properties"]
         assert properties["Role"] == {"Fn::GetAtt": [name.replace("Function", "Role"), "Arn"]}
-        assert properties["Architectures"] == ["arm64"] and properties["Runtime"] == "python3.13"
+        assert properties["Architectures"] == [{"Ref": "Architecture"}] and properties["Runtime"] == "python3.13"
         assert properties["TracingConfig"] == {"Mode": "Active"}
         variables = properties["Environment"]["Variables"]
         for key, value in variables.items():
@@ -181,8 +183,6 @@ def test_alarms_cover_the_failure_modes(stack: dict[str, Any]) -> None:
     for name, alarm in alarms.items():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
     assert _of_type(stack, "AWS::CloudWatch::Dashboard")
-    topic = stack["Resources"]["AlarmTopic"]["Properties"]
-    assert topic["KmsMasterKeyId"] == "alias/aws/sns"
 
 
 def test_custom_metrics_named_in_alarms_are_emitted_by_the_code() -> None:
@@ -207,3 +207,81 @@ def test_outputs_needed_by_register_and_operators(stack: dict[str, Any]) -> None
         "AlarmTopicArn",
     }
     assert "SecretString" not in json.dumps(stack["Outputs"])
+
+
+# -- first-deploy defects (each was wrong in a translated template once) ---------------------------------
+
+
+def test_alarm_topic_uses_a_key_cloudwatch_may_use(stack: dict[str, Any]) -> None:
+    """With the AWS managed aws/sns key, CloudWatch cannot publish: alarm e-mails would never arrive."""
+    topic = stack["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "AlarmTopicKey"}
+    key = stack["Resources"]["AlarmTopicKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    grants = [
+        s
+        for s in key["KeyPolicy"]["Statement"]
+        if s["Effect"] == "Allow" and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert grants and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(_as_list(grants[0]["Action"]))
+
+
+def test_the_api_has_exactly_the_configured_stage(stack: dict[str, Any]) -> None:
+    """Without OpenApiVersion SAM adds a stage named "Stage", without throttling, that reaches the receiver."""
+    stages = _of_type(stack, "AWS::ApiGateway::Stage")
+    assert len(stages) == 1
+    (stage,) = stages.values()
+    assert stage["Properties"]["StageName"] == {"Ref": "Stage"}
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARN", "ERROR"])
+def test_lambda_never_filters_metric_lines(level: str, stack: dict[str, Any]) -> None:
+    """EMF lines carry no level and count as INFO: ApplicationLogLevel WARN/ERROR would drop every metric."""
+    conditions = stack["Conditions"]
+    for name, function in _of_type(stack, "AWS::Lambda::Function").items():
+        setting = function["Properties"]["LoggingConfig"]["ApplicationLogLevel"]
+        condition, if_true, if_false = setting["Fn::If"]
+        assert conditions[condition] == {"Fn::Equals": [{"Ref": "LogLevel"}, "DEBUG"]}
+        resolved = if_true if level == "DEBUG" else if_false
+        assert resolved in {"DEBUG", "INFO"}, (name, level, resolved)
+        assert function["Properties"]["Environment"]["Variables"]["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("177.71.238.212", True),
+        ("177.71.238.212/32,10.0.0.0/8", True),
+        ("2001:db8::/32,177.71.238.212/32", True),
+        ("177.71.238.212/32, 10.0.0.0/8", False),  # " 10.0.0.0/8" would be an invalid policy entry
+        (" 177.71.238.212", False),
+        ("177.71.238.212;10.0.0.1", False),
+    ],
+)
+def test_allowed_source_cidrs_refuses_what_the_policy_split_would_break(value: str, accepted: bool) -> None:
+    pattern = SOURCE["Parameters"]["AllowedSourceCidrs"]["AllowedPattern"]
+    assert (re.fullmatch(pattern, value) is not None) is accepted
+
+
+def test_variables_declared_for_local_runs_are_harmless_when_deployed(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sam local --env-vars` only overrides declared variables; their deployed value must change nothing."""
+    for function in _of_type(stack, "AWS::Lambda::Function").values():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["AWS_ENDPOINT_URL"] == ""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    for service in ("dynamodb", "sqs", "secretsmanager"):
+        client = boto3.client(service, region_name="us-east-1")  # type: ignore[call-overload]
+        assert client.meta.endpoint_url == f"https://{service}.us-east-1.amazonaws.com"
+
+
+@pytest.mark.parametrize("architecture", ["arm64", "x86_64"])
+def test_architecture_parameter(architecture: str) -> None:
+    translated = _transformed({"Architecture": architecture})
+    for function in _of_type(translated, "AWS::Lambda::Function").values():
+        assert function["Properties"]["Architectures"] in ([architecture], [{"Ref": "Architecture"}])
+    assert SOURCE["Parameters"]["Architecture"]["Default"] == "arm64"
+    layer = next(iter(_of_type(translated, "AWS::Lambda::LayerVersion").values()))
+    assert architecture in layer["Properties"]["CompatibleArchitectures"]
