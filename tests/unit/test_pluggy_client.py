@@ -644,6 +644,24 @@ def test_iter_link_refuses_another_origin(rsps, client, credentials, link):
     assert credentials.calls == 0  # not even an /auth call
 
 
+def test_a_production_link_is_followed_against_the_configured_base_url(rsps, credentials, clock, sleeps):
+    """The events/ files carry api.pluggy.ai links; pointed at an emulator, only their path and query count."""
+    local = "http://127.0.0.1:8123"
+    emulated = PluggyClient(local, credentials, clock=clock, sleep=sleeps.append)
+    rsps.add(responses.POST, f"{local}/auth", json={"apiKey": KEY1})
+    rsps.add(
+        responses.GET,
+        f"{local}/v2/transactions",
+        match=[matchers.query_param_matcher({"accountId": "acc-1", "createdAtFrom": "2025-02-01T10:00:00.000Z"})],
+        body=f'{{"results": [{tx("t1")}], "next": null}}',
+    )
+    link = f"{BASE}/v2/transactions?accountId=acc-1&createdAtFrom=2025-02-01T10%3A00%3A00.000Z"
+    assert [[t["id"] for t in p] for p in emulated.iter_link(link, account_id="acc-1")] == [["t1"]]
+    assert all(urlsplit(c.request.url).netloc == "127.0.0.1:8123" for c in rsps.calls)  # the key stayed local
+    with pytest.raises(PermanentError, match="another host"):
+        emulated.iter_link("https://evil.example/v2/transactions?accountId=acc-1", account_id="acc-1")
+
+
 def test_iter_link_refuses_an_account_mismatch_and_other_paths(rsps, client):
     with pytest.raises(PermanentError, match="accountId"):
         client.iter_link(f"{BASE}/v2/transactions?accountId=acc-2", account_id="acc-1")

@@ -1,14 +1,22 @@
 """Run a function from the *built* artifacts, the offline stand-in for `sam local invoke`.
 
-sam local invoke needs Docker images that cannot be pulled here. This runs the handler the way the
+The quick path when Docker is not at hand (`sam local invoke` needs it). This runs the handler the way the
 Lambda runtime would: a fresh interpreter whose sys.path holds only the function's build folder,
 the layer's `python/` folder (what Lambda mounts at /opt/python) and a boto3 like the runtime's,
 with the template's environment applied. Nothing from the repository is importable.
 
   python -m pluggy_pipeline_local.invoke --function receiver --event events/receiver/item-created.json \
-      [--env-vars env.json] [--build-dir .aws-sam/build]
+      [--env-vars env.json] [--parameter-overrides Key=Value ...] [--build-dir .aws-sam/build]
 
---env-vars takes SAM's format: {"Parameters": {...}, "ReceiverFunction": {"VAR": "value"}}.
+It follows SAM's rules, so what passes here passes under `sam local invoke`:
+- `--env-vars` is SAM's format: {"Parameters": {VAR: value}, "<FunctionLogicalId>": {VAR: value}}, where
+  "Parameters" holds environment overrides for every function (not template parameters) and a function's
+  own section wins. Only variables the template declares are overridden; the others are dropped (a note
+  on stderr names them, where SAM says nothing).
+- Template parameters come from `--parameter-overrides` (`Key=Value` or SAM's
+  `ParameterKey=Key,ParameterValue=Value`), as for `sam local invoke`.
+With `--aws moto` (the default) a local moto server holds the template's resources and a Pluggy emulator
+plays Pluggy (the processor's PLUGGY_BASE_URL is overridden like an env-vars file would).
 The handler's return value is printed on stdout; the function's own output goes to stderr.
 """
 
@@ -23,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID, LOCAL_PLUGGY_CLIENT_SECRET
+from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.moto_server import moto_server
 from pluggy_pipeline_local.template import REPO_ROOT, LocalResources, load_template, parameter_defaults
 
@@ -68,14 +78,41 @@ def _resolve(value: Any, parameters: dict[str, str], resources: LocalResources |
     return str(value)
 
 
+def parse_parameter_overrides(items: list[str]) -> dict[str, str]:
+    """SAM's `--parameter-overrides`: `Key=Value` or `ParameterKey=Key,ParameterValue=Value`."""
+    parameters: dict[str, str] = {}
+    for item in items:
+        if item.startswith("ParameterKey="):
+            fields = dict(part.split("=", 1) for part in item.split(",", 1))
+            parameters[fields["ParameterKey"]] = fields.get("ParameterValue", "")
+        elif "=" in item:
+            key, value = item.split("=", 1)
+            parameters[key] = value
+        else:
+            raise SystemExit(f"--parameter-overrides: expected Key=Value, got {item!r}")
+    return parameters
+
+
+def env_overrides(env_vars: dict[str, Any], function: str, declared: set[str]) -> tuple[dict[str, str], list[str]]:
+    """SAM's reading of an env-vars file: (overrides applied, names dropped because the template does not declare
+    them). "Parameters" applies to every function; the function's own section wins."""
+    wanted = {**(env_vars.get("Parameters") or {}), **(env_vars.get(function) or {})}
+    applied = {k: str(v) for k, v in wanted.items() if k in declared}
+    return applied, sorted(k for k in wanted if k not in declared)
+
+
 def function_spec(
-    build_dir: Path, function: str, env_vars: dict[str, Any], resources: LocalResources | None = None
+    build_dir: Path,
+    function: str,
+    env_vars: dict[str, Any],
+    resources: LocalResources | None = None,
+    parameter_overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     template = load_template(build_dir / "template.yaml")
     declared = template["Resources"]
     props = declared[function]["Properties"]
     globals_ = template.get("Globals", {}).get("Function", {})
-    parameters = {**parameter_defaults(template), **env_vars.get("Parameters", {})}
+    parameters = {**parameter_defaults(template), **(parameter_overrides or {})}
     env = {
         k: _resolve(v, parameters, resources)
         for k, v in {
@@ -83,7 +120,8 @@ def function_spec(
             **props.get("Environment", {}).get("Variables", {}),
         }.items()
     }
-    env.update({k: str(v) for k, v in env_vars.get(function, {}).items()})
+    applied, dropped = env_overrides(env_vars, function, set(env))
+    env.update(applied)
     layer_dirs = []
     for layer in props.get("Layers", globals_.get("Layers", [])):
         logical = layer["Ref"] if isinstance(layer, dict) else layer
@@ -95,6 +133,7 @@ def function_spec(
         "env": env,
         "timeout": int(props.get("Timeout", globals_.get("Timeout", 3))),
         "memory": int(props.get("MemorySize", globals_.get("MemorySize", 128))),
+        "dropped": dropped,
     }
 
 
@@ -107,6 +146,7 @@ def invoke(
     runtime_dir: Path = DEFAULT_RUNTIME_DIR,
     extra_env: dict[str, str] | None = None,
     resources: LocalResources | None = None,
+    parameter_overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Invoke and return {"result": handler's return value, "origins": module -> file, "output": logs}."""
     function = ALIASES.get(function, function)
@@ -114,7 +154,7 @@ def invoke(
         raise SystemExit(f"{build_dir}/template.yaml not found: run `make build` first")
     if not (runtime_dir / "boto3").is_dir():
         raise SystemExit(f"{runtime_dir} has no boto3: run `make build` first")
-    spec = function_spec(build_dir.resolve(), function, env_vars or {}, resources)
+    spec = function_spec(build_dir.resolve(), function, env_vars or {}, resources, parameter_overrides)
     region = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -155,7 +195,13 @@ def invoke(
         if proc.returncode != 0:
             raise RuntimeError(f"{function} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    report["output"] = proc.stdout + proc.stderr
+    note = ""
+    if spec["dropped"]:
+        note = (
+            f"[invoke] not declared by {function} in the template, dropped as SAM does: {', '.join(spec['dropped'])}\n"
+        )
+    report["output"] = note + proc.stdout + proc.stderr
+    report["dropped"] = spec["dropped"]
     return report
 
 
@@ -164,29 +210,78 @@ def main() -> None:
     parser.add_argument("--function", required=True, help="receiver, processor or a logical id")
     parser.add_argument("--event", required=True, type=Path)
     parser.add_argument("--build-dir", type=Path, default=REPO_ROOT / ".aws-sam" / "build")
-    parser.add_argument("--env-vars", type=Path, help="SAM-style JSON of environment overrides")
+    parser.add_argument("--env-vars", type=Path, help="SAM's env-vars JSON (declared variables only)")
+    parser.add_argument(
+        "--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE", help="template parameters, as SAM's"
+    )
     parser.add_argument("--runtime-dir", type=Path, default=DEFAULT_RUNTIME_DIR)
     parser.add_argument(
         "--aws",
         choices=["moto", "env"],
         default="moto",
-        help="moto (default): a local moto server with the template's resources; env: whatever AWS the "
-        "environment points at (AWS_ENDPOINT_URL, a profile), with resource names from --env-vars",
+        help="moto (default): a local moto server with the template's resources and a Pluggy emulator; env: "
+        "whatever AWS the environment points at, with resource names from --env-vars",
     )
     args = parser.parse_args()
     env_vars = json.loads(args.env_vars.read_text()) if args.env_vars else {}
-    kwargs: dict[str, Any] = {"build_dir": args.build_dir, "env_vars": env_vars, "runtime_dir": args.runtime_dir}
+    kwargs: dict[str, Any] = {
+        "build_dir": args.build_dir,
+        "runtime_dir": args.runtime_dir,
+        "parameter_overrides": parse_parameter_overrides(args.parameter_overrides),
+    }
     if args.aws == "env":
-        report = invoke(args.function, args.event, **kwargs)
+        report = invoke(args.function, args.event, env_vars=env_vars, **kwargs)
     else:
-        with moto_server() as local:
-            report = invoke(args.function, args.event, extra_env=local.env, resources=local.resources, **kwargs)
-            queued = local.clients["sqs"].get_queue_attributes(
-                QueueUrl=local.resources.queue_urls["EventQueue"], AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]["ApproximateNumberOfMessages"]
-            report["output"] += f"[local moto] messages now in EventQueue: {queued}\n"
+        report = invoke_on_local_aws(args.function, args.event, env_vars, kwargs)
     sys.stderr.write(report["output"])
     print(json.dumps(report["result"], indent=2))
+
+
+def _event_log(local: Any) -> dict[str, dict[str, Any]]:
+    """What the processor recorded per event: status, and its counts, handled flag or error."""
+    table = local.resources.tables["EventsTable"]
+    items = local.clients["dynamodb"].scan(TableName=table, ConsistentRead=True)["Items"]
+    log: dict[str, dict[str, Any]] = {}
+    for item in items:
+        entry: dict[str, Any] = {"status": item["status"]["S"]}
+        if "counts" in item:
+            entry["counts"] = {k: int(v["N"]) for k, v in item["counts"]["M"].items()}
+        if "handled" in item:
+            entry["handled"] = item["handled"]["BOOL"]
+        if "error" in item:
+            entry["error"] = item["error"]["S"]
+        log[item["eventId"]["S"]] = entry
+    return log
+
+
+def invoke_on_local_aws(function: str, event: Path, env_vars: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """moto for AWS (the Pluggy credentials secret holds the emulator's client), an emulator for Pluggy."""
+    credentials = json.dumps({"clientId": LOCAL_PLUGGY_CLIENT_ID, "clientSecret": LOCAL_PLUGGY_CLIENT_SECRET})
+    emulator = PluggyEmulator(LOCAL_PLUGGY_CLIENT_ID, LOCAL_PLUGGY_CLIENT_SECRET, time_scale=0.0)
+    emulator.start()
+    try:
+        with moto_server(secret_values={"PluggyCredentialsSecret": credentials}) as local:
+            # What an env-vars file written for the local stack holds: a declared variable, overridden.
+            with_pluggy = {**env_vars, "ProcessorFunction": {"PLUGGY_BASE_URL": emulator.base_url}}
+            with_pluggy["ProcessorFunction"].update(env_vars.get("ProcessorFunction") or {})
+            report = invoke(
+                function, event, env_vars=with_pluggy, extra_env=local.env, resources=local.resources, **kwargs
+            )
+            queued = {
+                name: local.clients["sqs"].get_queue_attributes(
+                    QueueUrl=local.resources.queue_urls[name], AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+                for name in ("EventQueue", "EventDeadLetterQueue")
+            }
+            report["queued"] = queued
+            report["events"] = _event_log(local)
+            for event_id, entry in report["events"].items():
+                report["output"] += f"[local moto] event {event_id}: {json.dumps(entry, sort_keys=True)}\n"
+            report["output"] += f"[local moto] messages now in EventQueue: {queued['EventQueue']}, "
+            report["output"] += f"EventDeadLetterQueue: {queued['EventDeadLetterQueue']}\n"
+            return report
+    finally:
+        emulator.stop()
 
 
 if __name__ == "__main__":

@@ -263,6 +263,54 @@ def substitute(event: Mapping[str, Any], replacements: Mapping[str, str]) -> dic
     return result
 
 
+# What each file does when invoked alone against an empty local stack (`make invoke`, or `sam local invoke` with
+# the env file of `pluggy-pipeline local`): the emulator knows none of the files' items or payments, so Pluggy
+# answers 404 and the processor stores what Pluggy says (a tombstone for the item, nothing for a payment).
+# Event-log status, then its counts (or error prefix); poison files are parked in the DLQ.
+DOCUMENTED_OUTCOMES: dict[str, tuple[str, dict[str, int] | str]] = {
+    **{
+        name: ("PROCESSED", {"itemsDeleted": 1})
+        for name in (
+            "item-created",
+            "item-updated",
+            "item-deleted",
+            "item-error",
+            "item-login-succeeded",
+            "item-waiting-user-action",
+            "item-waiting-user-input",
+            "transactions-created",  # an item never stored is synced whole: 404
+            "transactions-updated",
+        )
+    },
+    "transactions-deleted": ("PROCESSED", {"transactionsDeleted": 2}),  # Pluggy has no such account: gone
+    "connector-status-updated": ("PROCESSED", {"connectors": 1}),
+    **{
+        name: ("PROCESSED", {"paymentsNotFound": 2})  # the intent and its request
+        for name in (
+            "payment-intent-created",
+            "payment-intent-completed",
+            "payment-intent-error",
+            "payment-intent-waiting-payer-authorization",
+        )
+    },
+    **{
+        name: ("PROCESSED", {"paymentsNotFound": 1})
+        for name in (
+            "scheduled-payment-created",
+            "scheduled-payment-completed",
+            "scheduled-payment-error",
+            "scheduled-payment-canceled",
+        )
+    },
+    "reconcile": ("PROCESSED", {}),  # nothing synced long ago: nothing queued
+    "unknown-event": ("PROCESSED", {}),  # recorded with handled: false
+    "poison-not-json": ("FAILED", "PermanentError: message body is not JSON"),
+    "poison-no-event": ("FAILED", "PermanentError: message has no event name"),
+    "poison-not-object": ("FAILED", "PermanentError: message body is not a JSON object"),
+    "poison-no-item-id": ("FAILED", "PermanentError: event has no itemId"),
+}
+
+
 def write(directory: Path = PROCESSOR_EVENTS_DIR) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []

@@ -204,4 +204,7 @@ def function_environment(
             env[key] = resources.queue_arns[logical] if attribute == "Arn" else resources.ref(logical)
         else:
             env[key] = str(value)
+    # Declared empty for `sam local --env-vars` only; in this process the caller's moto endpoint must stand.
+    if not env.get("AWS_ENDPOINT_URL"):
+        env.pop("AWS_ENDPOINT_URL", None)
     return env

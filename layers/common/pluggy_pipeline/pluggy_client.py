@@ -42,6 +42,9 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 _MAX_ERROR_TEXT = 200
 
 
+_PLUGGY_ORIGIN = ("https", "api.pluggy.ai", 443)
+
+
 class PluggyAuthError(PermanentError):
     """Pluggy rejected our credentials (CLIENT_KEYS_UNAUTHORIZED, CLIENT_DISABLED, CLIENT_IP_NOT_ALLOWED...).
 
@@ -454,7 +457,9 @@ class PluggyClient:
         parts = urlsplit(link.strip())
         if parts.scheme or parts.netloc:
             origin = self._origin_of(parts)
-            if origin != self._origin:
+            # Pluggy's own API origin means "this API" wherever we point (an emulator locally): only its path
+            # and query are used, and the API key still goes to our base URL alone.
+            if origin not in (self._origin, _PLUGGY_ORIGIN):
                 host = parts.hostname or "?"
                 raise PermanentError(f"refusing to follow a Pluggy {what} to another host ({host})")
         path = parts.path or default_path
