@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pluggy_pipeline_local.commands import events, local, records, register, send, urls
+from pluggy_pipeline_local.commands import events, local, records, register, secrets, send, urls
 from pluggy_pipeline_local.targets import CliError
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_parser(commands)
     records.add_parser(commands)
     urls.add_parsers(commands)
+    secrets.add_parsers(commands)
     return parser
 
 
@@ -41,7 +42,14 @@ def _aws_error(exc: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        refusal = getattr(args, "refuse_extra_arguments", None)
+        if refusal:  # a command whose stray arguments may be secrets: refused without echoing them
+            print(f"error: {refusal}", file=sys.stderr)
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         result: int = args.func(args)
     except CliError as exc:

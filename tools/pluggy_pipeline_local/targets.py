@@ -150,7 +150,10 @@ class Target:
         data = self._secret_json(self.pluggy_credentials_arn, "Pluggy credentials")
         client_id, client_secret = data.get("clientId"), data.get("clientSecret")
         if not (isinstance(client_id, str) and client_id and isinstance(client_secret, str) and client_secret):
-            raise CliError("the Pluggy credentials secret needs clientId and clientSecret")
+            raise CliError(
+                "the Pluggy credentials secret needs clientId and clientSecret: "
+                "put them with `pluggy-pipeline secrets put --stack <name>` (PluggyCredentialsSecret)"
+            )
         return PluggyCredentials(client_id, client_secret)
 
     def queue_arn(self, queue_url: str) -> str:
