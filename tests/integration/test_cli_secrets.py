@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from pluggy_pipeline.secrets import build_secrets, derive_url_token
 from pluggy_pipeline_local.cli import main
 from pluggy_pipeline_local.commands import secrets as secrets_command
 
@@ -254,3 +255,36 @@ def test_other_commands_still_report_unknown_arguments(capsys: pytest.CaptureFix
         main(["events", "list", "--bogus", "value"])
     assert exited.value.code == 2
     assert "unrecognized arguments: --bogus value" in capsys.readouterr().err
+
+
+def test_rotate_keeps_both_values_then_drops_the_old_one_after_the_cache_bound(
+    capsys: pytest.CaptureFixture[str], stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def webhook() -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(stack.secrets.get_secret_value(SecretId=stack.webhook_arn)["SecretString"])
+        return value
+
+    now = [1_000_000.0]
+    monkeypatch.setattr("pluggy_pipeline_local.commands.secrets.time.time", lambda: now[0])
+    rotate = ("secrets", "rotate", "--stack", STACK, "--region", REGION)
+    code, out, err = run(capsys, *rotate)
+    assert code == 0, err
+    started = webhook()
+    assert started["previous"] == WEBHOOK_SECRET and started["current"] != WEBHOOK_SECRET
+    assert len(started["current"]) >= 40 and started["current"] not in out
+    assert "register --stack secrets-cli --force" in out and "--per-item" in out
+    # Both values authenticate meanwhile, header and URL token alike (what the receiver builds from the JSON).
+    both = build_secrets(started)
+    assert {WEBHOOK_SECRET.encode(), started["current"].encode()} == set(both.header_secrets)
+    assert derive_url_token(WEBHOOK_SECRET).encode() in both.url_tokens
+    assert run(capsys, *rotate)[0] == 1  # one rotation at a time
+    now[0] += 30
+    code, _, err = run(capsys, *rotate, "--finish")
+    assert code == 1 and "wait 31 s" in err  # warm receivers may still hold only the old value
+    now[0] += 31
+    assert run(capsys, *rotate, "--finish")[0] == 0
+    finished = webhook()
+    assert finished == {"current": started["current"]}
+    assert derive_url_token(WEBHOOK_SECRET).encode() not in build_secrets(finished).url_tokens
+    code, _, err = run(capsys, *rotate, "--finish")
+    assert code == 1 and "no rotation in progress" in err

@@ -6,10 +6,15 @@ and optionally clientId, or the secret on one line, or the client id and the sec
 neither and a terminal, it is asked for without echo. Never from the command line: arguments are visible to
 every local user (ps, /proc/PID/cmdline) and end up in shell history, so they are refused.
 
-The client id comes from --client-id, PLUGGY_CLIENT_ID or stdin's JSON/first line; by default it is the one
-already in the secret (the stack stores its PluggyClientId parameter there on deploy).
+The client id comes from --client-id, PLUGGY_CLIENT_ID or stdin's JSON/first line; by default it is the
+stack's PluggyClientId parameter (else the one already in the secret).
 
 `show` prints each secret's key names with masked values (clientId, which is not secret, in full).
+
+`rotate` rotates the webhook secret (and with it the URL token derived from it) in two steps, so no delivery
+is refused: `rotate` makes a new `current` and keeps the old one as `previous`; after Pluggy has the new
+header (`register --force`, and `register --per-item` for URL-token items), `rotate --finish` drops
+`previous`, which then stops working within 60 s in warm containers.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import getpass
 import json
 import os
 import re
+import secrets as token_source
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -238,6 +245,52 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# Warm receivers re-read the webhook secret at least this often (SECRETS_CACHE_SECONDS is refused above it).
+SECRET_CACHE_BOUND_SECONDS = 60
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    target = target_of(args)
+    arn = target.webhook_secret_arn
+    current = _current(target, arn)
+    old = current.get("current")
+    if not isinstance(old, str) or not old:
+        raise CliError("the webhook secret has no `current` value to rotate")
+    now = time.time()
+    if args.finish:
+        if not current.get("previous"):
+            raise CliError("no rotation in progress: the webhook secret has no `previous` value")
+        started = float(current.get("rotationStartedAt") or 0)
+        if now - started < SECRET_CACHE_BOUND_SECONDS and not args.now:
+            wait = int(SECRET_CACHE_BOUND_SECONDS - (now - started)) + 1
+            raise CliError(
+                f"the new secret may not have reached every warm receiver yet: wait {wait} s (or --now, if Pluggy "
+                "already delivers with the new header and every token-route item was updated)"
+            )
+        value = {k: v for k, v in current.items() if k not in {"previous", "previousUrlToken", "rotationStartedAt"}}
+        action = "finished: `previous` dropped; it stops working within 60 s in warm receivers"
+    else:
+        if current.get("previous"):
+            raise CliError("a rotation is in progress (the secret has `previous`): run `secrets rotate --finish` first")
+        value = {**current, "current": token_source.token_urlsafe(36), "previous": old, "rotationStartedAt": now}
+        action = "started: a new `current`, the old one kept as `previous` (both accepted)"
+    target.secretsmanager().put_secret_value(SecretId=arn, SecretString=json.dumps(value))
+    summary = {"secret": "WebhookSecret", "arn": arn, "action": action}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"rotation {action}")
+    if not args.finish:
+        stack = f"--stack {args.stack}" if args.stack else ""
+        print(f"next: pluggy-pipeline register {stack} --force   (Pluggy's webhook header)")
+        print(f"      pluggy-pipeline register {stack} --per-item ITEM_ID ...   (items on the URL-token route)")
+        print(
+            f"      then, {SECRET_CACHE_BOUND_SECONDS} s or more from now: "
+            f"pluggy-pipeline secrets rotate {stack} --finish"
+        )
+    return 0
+
+
 def add_parsers(commands: Any) -> None:
     secrets = commands.add_parser(
         "secrets",
@@ -278,3 +331,15 @@ def add_parsers(commands: Any) -> None:
     show.add_argument("--json", action="store_true")
     add_target_options(show)
     show.set_defaults(func=cmd_show)
+
+    rotate = actions.add_parser(
+        "rotate",
+        help="rotate the webhook secret (and its URL token) in two steps without refusing a delivery",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rotate.add_argument("--finish", action="store_true", help="drop the old value (at least 60 s after the start)")
+    rotate.add_argument("--now", action="store_true", help="with --finish: do not wait for the 60 s bound")
+    rotate.add_argument("--json", action="store_true")
+    add_target_options(rotate)
+    rotate.set_defaults(func=cmd_rotate)
