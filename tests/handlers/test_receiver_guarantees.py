@@ -130,6 +130,18 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
+@pytest.fixture
+def secrets_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The receiver's Secrets Manager cache on a stepped clock: tests move now[0] to cross its bounds."""
+    now = [1000.0]
+
+    def provider(settings: Any, factory: Any) -> SecretsManagerProvider:
+        return SecretsManagerProvider(settings.secret_arn, factory, settings.cache_seconds, lambda: now[0])
+
+    monkeypatch.setattr(receiver_module, "provider_from_settings", provider)
+    return now
+
+
 def _factory(client: Flaky) -> Any:
     """Stands in for aws.sqs / aws.dynamodb (a functools.cache: conftest calls its cache_clear)."""
 
@@ -618,14 +630,9 @@ def test_bad_environment_is_503(invoke: Any, stack: Stack, monkeypatch: pytest.M
 
 
 def test_rotation_is_picked_up_and_a_forged_flood_costs_one_read_per_30_seconds(
-    invoke: Any, stack: Stack, receiver_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    invoke: Any, stack: Stack, receiver_env: dict[str, str], secrets_clock: list[float]
 ) -> None:
-    now = [1000.0]
-
-    def provider(settings: Any, factory: Any) -> SecretsManagerProvider:
-        return SecretsManagerProvider(settings.secret_arn, factory, settings.cache_seconds, lambda: now[0])
-
-    monkeypatch.setattr(receiver_module, "provider_from_settings", provider)
+    now = secrets_clock
     reads = count_calls(aws.secretsmanager())
     assert invoke(delivery(ITEM))["statusCode"] == 202
     assert reads["GetSecretValue"] == 1
@@ -986,14 +993,9 @@ def test_url_token_is_never_logged(
 
 
 def test_url_token_rotation_accepts_current_and_previous_then_drops_the_removed_one(
-    invoke: Any, stack: Stack, receiver_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    invoke: Any, stack: Stack, receiver_env: dict[str, str], secrets_clock: list[float]
 ) -> None:
-    now = [1000.0]
-
-    def provider(settings: Any, factory: Any) -> SecretsManagerProvider:
-        return SecretsManagerProvider(settings.secret_arn, factory, settings.cache_seconds, lambda: now[0])
-
-    monkeypatch.setattr(receiver_module, "provider_from_settings", provider)
+    now = secrets_clock
     old = derive_url_token(LOCAL_WEBHOOK_SECRET)
     assert invoke(delivery(ITEM, secret=None, path=f"/webhooks/pluggy/{old}"))["statusCode"] == 202
     arn = receiver_env["WEBHOOK_SECRET_ARN"]

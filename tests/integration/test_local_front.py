@@ -7,7 +7,6 @@ very requests under test.
 from __future__ import annotations
 
 import json
-import logging
 import selectors
 import socket
 import threading
@@ -16,8 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pluggy_pipeline.observability import SERVICE
-from pluggy_pipeline_local.stack import MAX_PAYLOAD_BYTES, LocalStack, StackOptions
+from pluggy_pipeline_local.stack import MAX_PAYLOAD_BYTES, LocalStack
+
+from tests.integration.localstack import module_stack
 
 CONNECTIONS = 50
 TIMEOUT = 10.0  # seconds for any one answer; the front answers these in milliseconds
@@ -32,18 +32,8 @@ def _isolated_env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def front() -> Iterator[LocalStack]:
-    patch = pytest.MonkeyPatch()
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        patch.delenv(key, raising=False)
-    shared = logging.getLogger(SERVICE)
-    level = shared.level  # LocalStack sets the functions' shared logger to its quiet level
-    stack = LocalStack(StackOptions(state_file=None)).start()
-    try:
+    with module_stack() as stack:
         yield stack
-    finally:
-        stack.stop()
-        patch.undo()
-        shared.setLevel(level)
 
 
 def _address(stack: LocalStack) -> tuple[str, int]:

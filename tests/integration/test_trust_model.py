@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
-from pluggy_pipeline.observability import SERVICE
-from pluggy_pipeline.records import RecordStore, item_key
+from pluggy_pipeline.records import item_key
 from pluggy_pipeline.secrets import derive_url_token
 from pluggy_pipeline_local.devsecrets import LOCAL_WEBHOOK_SECRET
-from pluggy_pipeline_local.stack import LocalStack, StackOptions
+from pluggy_pipeline_local.stack import LocalStack
+
+from tests.integration.localstack import assert_mirror, module_stack, store_of
 
 IDLE_TIMEOUT = 90.0
 
@@ -32,59 +31,12 @@ def _isolated_env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[LocalStack]:
-    patch = pytest.MonkeyPatch()
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        patch.delenv(key, raising=False)
-    shared = logging.getLogger(SERVICE)
-    level = shared.level
-    stack = LocalStack(StackOptions(state_file=None)).start()
-    try:
+    with module_stack() as stack:
         yield stack
-    finally:
-        stack.stop()
-        patch.undo()
-        shared.setLevel(level)
-
-
-def _normal(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int | float | Decimal):
-        return Decimal(str(value)).normalize()
-    if isinstance(value, dict):
-        return {k: _normal(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normal(v) for v in value]
-    return value
-
-
-def _store(local: LocalStack) -> RecordStore:
-    assert local.aws is not None
-    return RecordStore(lambda: local.aws.clients["dynamodb"], local.aws.resources.tables["RecordsTable"])  # type: ignore[union-attr]
 
 
 def _idle(local: LocalStack) -> None:
     assert local.wait_until_idle(timeout=IDLE_TIMEOUT), "pipeline did not drain"
-
-
-def _assert_mirror(local: LocalStack, item_id: str) -> int:
-    """The stored item, accounts and transactions equal Pluggy's, field by field; returns the row count."""
-    assert local.emulator is not None
-    _idle(local)
-    truth = local.emulator.truth()
-    store = _store(local)
-    stored_item = store.get(item_key(item_id))
-    assert stored_item is not None and stored_item["deleted"] is False
-    assert _normal(stored_item["data"]) == _normal(truth["items"][item_id])
-    accounts = {a["accountId"]: a for a in store.accounts_of_item(item_id)}
-    expected_accounts = {k: v for k, v in truth["accounts"].items() if v["itemId"] == item_id}
-    assert set(accounts) == set(expected_accounts)
-    rows = 0
-    for account_id in accounts:
-        stored = {r["transactionId"]: r["data"] for r in store.transactions_by_date(account_id)}
-        assert set(stored) == set(truth["transactions"][account_id]), account_id
-        rows += len(stored)
-    return rows
 
 
 def _event_record(local: LocalStack, event_id: str) -> dict[str, Any] | None:
@@ -102,7 +54,7 @@ def _answers(local: LocalStack, event_id: str) -> list[int | None]:
 def _new_item(local: LocalStack, user: str, **options: Any) -> str:
     assert local.emulator is not None
     item = local.emulator.create_item(user, transactions_per_account=3, **options)
-    _assert_mirror(local, item["id"])
+    assert_mirror(local, item["id"])
     return str(item["id"])
 
 
@@ -118,7 +70,7 @@ def test_forged_item_deleted_and_transactions_deleted_delete_nothing(local: Loca
     emulator = local.emulator
     assert emulator is not None
     item_id = _new_item(local, "forged-delete")
-    rows = _assert_mirror(local, item_id)
+    rows = assert_mirror(local, item_id)
     truth = emulator.truth()
     account_id = next(a for a, acc in truth["accounts"].items() if acc["itemId"] == item_id)
     tx_ids = list(truth["transactions"][account_id])
@@ -127,7 +79,7 @@ def test_forged_item_deleted_and_transactions_deleted_delete_nothing(local: Loca
         "transactions/deleted", itemId=item_id, accountId=account_id, transactionIds=tx_ids
     )
     forged_no_account = emulator.send_event("transactions/deleted", itemId=item_id, transactionIds=tx_ids[:1])
-    assert _assert_mirror(local, item_id) == rows  # Pluggy still has all of it: nothing was deleted
+    assert assert_mirror(local, item_id) == rows  # Pluggy still has all of it: nothing was deleted
     for event_id in (forged_item, forged_rows, forged_no_account):
         assert _answers(local, event_id) == [202]
         record = _event_record(local, event_id)
@@ -135,9 +87,9 @@ def test_forged_item_deleted_and_transactions_deleted_delete_nothing(local: Loca
     # The genuine deletion still works: Pluggy answers 404, the cascade runs.
     emulator.delete_item(item_id)
     _idle(local)
-    tombstone = _store(local).get(item_key(item_id))
+    tombstone = store_of(local).get(item_key(item_id))
     assert tombstone is not None and tombstone["deleted"] is True
-    assert list(_store(local).transaction_keys_of_account(account_id)) == []
+    assert list(store_of(local).transaction_keys_of_account(account_id)) == []
 
 
 # -- finding 2: payment statuses taken as fact ------------------------------------------------------
@@ -151,7 +103,7 @@ def test_forged_payment_completion_is_not_stored_as_completed(local: LocalStack)
     forged = emulator.send_event("payment_intent/completed", paymentRequestId="pr-t1", paymentIntentId="pi-t1")
     _idle(local)
     assert _answers(local, forged) == [202]
-    record = _store(local).get({"pk": "PAYMENT_INTENT#pi-t1", "sk": "STATUS"})
+    record = store_of(local).get({"pk": "PAYMENT_INTENT#pi-t1", "sk": "STATUS"})
     assert record is not None
     assert (record["status"], record["verified"], record["source"]) == (
         "CONSENT_AWAITING_AUTHORIZATION",
@@ -162,15 +114,15 @@ def test_forged_payment_completion_is_not_stored_as_completed(local: LocalStack)
     emulator.send_payment_event("payment_intent/completed", payment_request_id="pr-t1", payment_intent_id="pi-t1")
     emulator.send_payment_event("payment_intent/created", payment_request_id="pr-t1", payment_intent_id="pi-t1")
     _idle(local)
-    record = _store(local).get({"pk": "PAYMENT_INTENT#pi-t1", "sk": "STATUS"})
+    record = store_of(local).get({"pk": "PAYMENT_INTENT#pi-t1", "sk": "STATUS"})
     assert record is not None and record["status"] == "PAYMENT_COMPLETED"
-    request = _store(local).get({"pk": "PAYMENT_REQUEST#pr-t1", "sk": "STATUS"})
+    request = store_of(local).get({"pk": "PAYMENT_REQUEST#pr-t1", "sk": "STATUS"})
     assert request is not None and request["status"] == "COMPLETED"
     # A payment Pluggy never heard of: nothing stored at all.
     unknown = emulator.send_event("payment_intent/completed", paymentRequestId="pr-none", paymentIntentId="pi-none")
     _idle(local)
     assert _answers(local, unknown) == [202]
-    assert _store(local).get({"pk": "PAYMENT_INTENT#pi-none", "sk": "STATUS"}) is None
+    assert store_of(local).get({"pk": "PAYMENT_INTENT#pi-none", "sk": "STATUS"}) is None
 
 
 # -- finding 3: internal events accepted from outside -----------------------------------------------
@@ -214,7 +166,7 @@ def test_an_outside_event_id_cannot_pre_claim_a_keyless_delivery(local: LocalSta
     keyless = emulator.set_connector_status("OFFLINE")
     _idle(local)
     assert _answers(local, keyless) == [202]  # accepted, not "duplicate"
-    record = _store(local).get({"pk": "CONNECTOR#0", "sk": "STATUS"})
+    record = store_of(local).get({"pk": "CONNECTOR#0", "sk": "STATUS"})
     assert record is not None and record["status"] == "OFFLINE"
     emulator.set_connector_status("ONLINE")
     _idle(local)
@@ -238,7 +190,7 @@ def test_a_second_body_under_a_known_event_id_is_answered_200_and_never_processe
     record = _event_record(local, first)
     assert record is not None and json.loads(record["payload"]["S"])["itemId"] == item_id
     assert record["attempts"]["N"] == "1"
-    assert _store(local).get(item_key("not-an-item-of-ours")) is None  # the second body never ran
+    assert store_of(local).get(item_key("not-an-item-of-ours")) is None  # the second body never ran
 
 
 # -- finding 7: deliveries that cannot carry a header -----------------------------------------------
@@ -254,9 +206,9 @@ def test_per_item_webhook_url_deliveries_arrive_through_the_url_token_route(loca
     try:
         token_url = f"{local.webhook_url}/{derive_url_token(LOCAL_WEBHOOK_SECRET)}"
         item = emulator.create_item("per-item-url", transactions_per_account=3, webhook_url=token_url)
-        _assert_mirror(local, str(item["id"]))
+        assert_mirror(local, str(item["id"]))
         emulator.sync_item(str(item["id"]), add=2, change=1, delete=1)
-        _assert_mirror(local, str(item["id"]))
+        assert_mirror(local, str(item["id"]))
         deliveries = [d for d in emulator.deliveries() if d["url"] == token_url]
         assert len(deliveries) >= 4 and all(d["statusCode"] == 202 for d in deliveries)
         # The same item with a wrong token: refused (Pluggy does not retry a 401), nothing queued.
@@ -264,7 +216,7 @@ def test_per_item_webhook_url_deliveries_arrive_through_the_url_token_route(loca
         other = emulator.create_item("per-item-wrong", transactions_per_account=1, webhook_url=wrong)
         _idle(local)
         assert {d["statusCode"] for d in emulator.deliveries() if d["url"] == wrong} == {401}
-        assert _store(local).get(item_key(str(other["id"]))) is None
+        assert store_of(local).get(item_key(str(other["id"]))) is None
     finally:
         local.register()
 

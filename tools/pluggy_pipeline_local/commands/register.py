@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from typing import Any
 
-from pluggy_pipeline.errors import PipelineError
-from pluggy_pipeline.observability import logger
-from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
-
 from pluggy_pipeline_local.commands._common import add_target_options, target_of
-from pluggy_pipeline_local.commands.urls import call_pluggy, masked_token_url
+from pluggy_pipeline_local.commands.urls import call_pluggy, call_target, masked_token_url
 from pluggy_pipeline_local.register import register_webhook
 from pluggy_pipeline_local.targets import (
     DEFAULT_PLUGGY_URL,
@@ -61,10 +56,13 @@ def cmd_per_item(args: argparse.Namespace) -> int:
         raise CliError("--per-item sets the target's URL-token route; --url does not apply")
     target = local_target() if args.local else target_of(args)
     url = target.webhook_url_with_token()
-    results = []
-    for item_id in args.per_item:
-        item = call_pluggy(target, lambda client, item_id=item_id: client.update_item(item_id, webhookUrl=url))
-        results.append({"itemId": item_id, "webhookUrl": masked_token_url(str(item.get("webhookUrl") or ""))})
+    items: list[dict[str, Any]] = call_target(
+        target, lambda client: [client.update_item(item_id, webhookUrl=url) for item_id in args.per_item]
+    )
+    results = [
+        {"itemId": item_id, "webhookUrl": masked_token_url(str(item.get("webhookUrl") or ""))}
+        for item_id, item in zip(args.per_item, items, strict=True)
+    ]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -79,20 +77,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.per_item:
         return cmd_per_item(args)
     url, header, secret, base, credentials, where = _plan(args)
-    client = PluggyClient(base, lambda: (credentials.client_id, credentials.client_secret))
-    shared = logging.getLogger(logger.name)  # the functions' logger, which PluggyClient logs to
-    level = shared.level
-    shared.setLevel(max(level, logging.WARNING))  # its INFO lines are for CloudWatch, not this output
-    try:
-        result = register_webhook(client, url, header, secret, force=args.force)
-    except PluggyAuthError as exc:
-        hint = " (is the real clientSecret in the stack's PluggyCredentialsSecret?)" if args.stack else ""
-        raise CliError(f"Pluggy refused the credentials: {exc}{hint}") from None
-    except PipelineError as exc:
-        raise CliError(f"Pluggy refused: {type(exc).__name__}: {exc}") from None
-    finally:
-        shared.setLevel(level)
-        client.close()
+    hint = " (is the real clientSecret in the stack's PluggyCredentialsSecret?)" if args.stack else ""
+    result = call_pluggy(
+        base,
+        credentials,
+        lambda client: register_webhook(client, url, header, secret, force=args.force),
+        auth_hint=hint,
+    )
     webhook = result["webhook"]
     # Never the headers: they hold the secret.
     summary = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pluggy_pipeline.errors import PipelineError
@@ -17,7 +18,7 @@ from pluggy_pipeline.observability import logger
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
 
 from pluggy_pipeline_local.commands._common import add_target_options, target_of
-from pluggy_pipeline_local.targets import CliError, Target, local_target
+from pluggy_pipeline_local.targets import CliError, PluggyCredentials, Target, local_target
 
 
 def masked_token_url(url: str) -> str:
@@ -32,26 +33,27 @@ def _target(args: argparse.Namespace) -> Target:
     return local_target() if getattr(args, "local", False) else target_of(args)
 
 
-def pluggy_client(target: Target) -> PluggyClient:
-    credentials = target.pluggy_credentials()
-    return PluggyClient(target.pluggy_base_url, lambda: (credentials.client_id, credentials.client_secret))
-
-
-def call_pluggy(target: Target, action: Any) -> Any:
-    """Run `action(client)` with the target's Pluggy client; Pluggy's refusals become CLI errors."""
-    client = pluggy_client(target)
+def call_pluggy(
+    base_url: str, credentials: PluggyCredentials, action: Callable[[PluggyClient], Any], *, auth_hint: str = ""
+) -> Any:
+    """Run `action(client)` with a Pluggy client; Pluggy's refusals become CLI errors."""
+    client = PluggyClient(base_url, lambda: (credentials.client_id, credentials.client_secret))
     shared = logging.getLogger(logger.name)  # the functions' logger, which PluggyClient logs to
     level = shared.level
-    shared.setLevel(max(level, logging.WARNING))
+    shared.setLevel(max(level, logging.WARNING))  # its INFO lines are for CloudWatch, not this output
     try:
         return action(client)
     except PluggyAuthError as exc:
-        raise CliError(f"Pluggy refused the credentials: {exc}") from None
+        raise CliError(f"Pluggy refused the credentials: {exc}{auth_hint}") from None
     except PipelineError as exc:
         raise CliError(f"Pluggy refused: {type(exc).__name__}: {exc}") from None
     finally:
         shared.setLevel(level)
         client.close()
+
+
+def call_target(target: Target, action: Callable[[PluggyClient], Any]) -> Any:
+    return call_pluggy(target.pluggy_base_url, target.pluggy_credentials(), action)
 
 
 def cmd_webhook_url(args: argparse.Namespace) -> int:
@@ -75,7 +77,7 @@ def cmd_connect_token(args: argparse.Namespace) -> int:
         options["avoidDuplicates"] = True
     if args.oauth_redirect_uri:
         options["oauthRedirectUri"] = args.oauth_redirect_uri
-    token = call_pluggy(target, lambda client: client.create_connect_token(args.item_id, options))
+    token = call_target(target, lambda client: client.create_connect_token(args.item_id, options))
     if args.json:
         print(json.dumps({"accessToken": token, "itemId": args.item_id, "clientUserId": args.client_user_id}))
     else:
