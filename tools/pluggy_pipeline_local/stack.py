@@ -41,13 +41,22 @@ from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_SECRET,
     LOCAL_SIGNING_KEY,
     LOCAL_WEBHOOK_SECRET,
+    PLUGGY_SOURCE_IP,
 )
 from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.moto_server import LocalAws, local_secret_value, moto_server
 from pluggy_pipeline_local.register import register_webhook
-from pluggy_pipeline_local.template import REPO_ROOT, function_environment, load_template
+from pluggy_pipeline_local.template import (
+    REPO_ROOT,
+    LocalResources,
+    function_environment,
+    load_template,
+    resources_of_type,
+)
 
 STATE_FILE = REPO_ROOT / ".local-stack.json"
+# The functions `sam local` runs; --env-vars overrides their declared variables, nothing else.
+SAM_FUNCTIONS = ("ReceiverFunction", "ProcessorFunction")
 log = logging.getLogger("pluggy_pipeline_local.stack")
 
 
@@ -64,6 +73,30 @@ class StackOptions:
     quiet: bool = True  # keep the functions' JSON logs out of the terminal
     state_file: Path | None = STATE_FILE
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Play the SQS event source mapping (run the processor on what reaches EventQueue). Off for tests that
+    # hand the queue's messages to another processor (e.g. `sam local invoke ProcessorFunction`).
+    sqs_trigger: bool = True
+    # How a `sam local` container reaches this machine's 127.0.0.1, in the --env-vars file written beside the
+    # state file: 127.0.0.1 itself with host networking (tools/sam_host_network.py), host.docker.internal on
+    # Docker Desktop.
+    sam_host: str = "127.0.0.1"
+
+
+def sam_env_file_path(state_file: Path) -> Path:
+    """Where `pluggy-pipeline local` writes SAM's --env-vars file: next to the state file."""
+    return state_file.with_name(f"{state_file.stem}.sam-env.json")
+
+
+def declared_variables(template: Mapping[str, Any], function: str) -> set[str]:
+    """The environment variables the template declares for `function` (Globals included): all SAM may override."""
+    globals_ = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    own = template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+    return set(globals_) | set(own)
+
+
+def _replace_host(value: str, host: str) -> str:
+    """A URL on this machine's 127.0.0.1 as a `sam local` container reaches it."""
+    return value.replace("://127.0.0.1:", f"://{host}:", 1)
 
 
 # API Gateway's payload limit for REST APIs: a longer body is refused with 413 before it is read.
@@ -274,13 +307,16 @@ class LocalStack:
         self._front = _Front((options.host, options.port), _FrontHandler)
         self._front.stack = self
         self._spawn("front", self._front.serve_forever)
-        self._spawn("sqs-trigger", self._poll)
+        if options.sqs_trigger:
+            self._spawn("sqs-trigger", self._poll)
         if options.reconcile_every:
             self._spawn("reconcile-schedule", self._reconcile_timer)
         if self.emulator is not None:
             self.register()
         if options.state_file is not None:
             options.state_file.write_text(json.dumps(self.describe(), indent=2) + "\n")
+            sam_env = self.sam_env_vars(options.sam_host)
+            sam_env_file_path(options.state_file).write_text(json.dumps(sam_env, indent=2) + "\n")
 
     def stop(self) -> None:
         self._stop.set()
@@ -297,8 +333,9 @@ class LocalStack:
             self._moto_cm = None
         self._restore_environment()
         state_file = self.options.state_file
-        if state_file is not None and state_file.exists():
-            state_file.unlink()
+        if state_file is not None:
+            state_file.unlink(missing_ok=True)
+            sam_env_file_path(state_file).unlink(missing_ok=True)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -476,6 +513,51 @@ class LocalStack:
                 calm = 0
             time.sleep(settle)
         return False
+
+    def sam_parameters(self) -> dict[str, str]:
+        """Template parameters of a `sam local` run against this stack (what --env-vars then writes)."""
+        return {
+            "PluggyClientId": LOCAL_PLUGGY_CLIENT_ID,
+            # The events/ files and the emulator sign every delivery; events/receiver/missing-signature expects 401.
+            "RequireSignature": "true",
+            # Pluggy's address (the events/receiver files deliver from it) and loopback (`sam local start-api`
+            # hands the function the caller's address, 127.0.0.1 or ::1).
+            "AllowedSourceCidrs": f"{PLUGGY_SOURCE_IP}/32,127.0.0.1/32,::1/128",
+            "PluggyApiBaseUrl": self.emulator.base_url if self.emulator else "https://api.pluggy.ai",
+        }
+
+    def sam_env_vars(self, host: str = "127.0.0.1") -> dict[str, dict[str, str]]:
+        """SAM's --env-vars for running the template's functions against this stack (`sam local invoke/start-api`).
+
+        Per function, each variable the template declares whose value must differ here: the real table and queue
+        names and URLs (SAM local would pass logical ids), the moto secrets' ARNs, this stack's moto endpoint
+        (AWS_ENDPOINT_URL, declared empty for this purpose), the emulator as Pluggy, the allowlist, signature and
+        client id of the events/ files. Only declared variables: SAM drops any other silently. `host` is how the
+        function's container reaches this machine's 127.0.0.1: itself with host networking
+        (tools/sam_host_network.py), `host.docker.internal` on Docker Desktop.
+        """
+        assert self.aws is not None
+        parameters = self.sam_parameters()
+        # What SAM local resolves by itself: parameter defaults, and logical ids for resources.
+        logical = LocalResources(
+            tables={name: name for name in resources_of_type(self.template, "AWS::DynamoDB::Table")},
+            queue_urls={name: name for name in resources_of_type(self.template, "AWS::SQS::Queue")},
+            queue_arns={name: name for name in resources_of_type(self.template, "AWS::SQS::Queue")},
+            secrets={name: name for name in resources_of_type(self.template, "AWS::SecretsManager::Secret")},
+        )
+        result: dict[str, dict[str, str]] = {}
+        for function in SAM_FUNCTIONS:
+            names = declared_variables(self.template, function)
+            sam_default = function_environment(self.template, function, logical)
+            local = function_environment(self.template, function, self.aws.resources, parameters)
+            if "AWS_ENDPOINT_URL" in names:
+                local["AWS_ENDPOINT_URL"] = self.aws.endpoint
+            result[function] = {
+                key: _replace_host(value, host)  # moto's endpoint and queue URLs, the emulator's URL
+                for key, value in local.items()
+                if key in names and value != sam_default.get(key, "")  # declared empty: absent from sam_default
+            }
+        return result
 
     def describe(self) -> dict[str, Any]:
         """What other commands need to talk to this running stack (written to .local-stack.json)."""

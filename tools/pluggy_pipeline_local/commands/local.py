@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from pluggy_pipeline.records import JSON, RecordStore
@@ -20,9 +21,11 @@ from pluggy_pipeline_local.commands.events import queue_depth, scan_events
 from pluggy_pipeline_local.commands.records import all_items
 from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.emulator.state import SANDBOX_CONNECTOR_ID
-from pluggy_pipeline_local.stack import LocalStack, StackOptions
+from pluggy_pipeline_local.stack import LocalStack, StackOptions, sam_env_file_path
 from pluggy_pipeline_local.targets import CliError, Target, read_state, state_file_path, target_from_state
 
+LOCAL_LAMBDA_IMAGE = "pluggy-pipeline/lambda-python3.13:x86_64"  # tools/lambda-image.sh
+SAM_LOCAL_PORT = 3000  # `sam local start-api`'s default
 DEMO_USER = "demo-user"
 DEMO_CONNECTOR = str(SANDBOX_CONNECTOR_ID)  # the emulator's sandbox connector, whose status the demo changes
 MAX_DIFFERENCES = 20
@@ -60,10 +63,61 @@ def _print_banner(stack: LocalStack, verbose: bool) -> None:
         f"  curl -s -X POST {emulator}/_emulator/items -H 'Content-Type: application/json' "
         """-d '{"clientUserId": "me"}'""",
         "Then: pluggy-pipeline events list | records items | dlq list",
+        "",
+        *_sam_lines(stack),
+        "",
         "" if verbose else "(function logs hidden; --verbose shows them)",
         "Ctrl-C stops the stack.",
     ]
     print("\n".join(lines), flush=True)
+
+
+def sam_commands(env_file: str, *, host_network: bool = True, invoke_image: str | None = None) -> dict[str, str]:
+    """The `sam` command lines that run the template's functions against a local stack through `env_file`."""
+    sam = ".venv-sam/bin/python tools/sam_host_network.py" if host_network else ".venv-sam/bin/sam"
+    common = f"--env-vars {env_file} --parameter-overrides Architecture=x86_64"
+    if invoke_image:
+        common += f" --invoke-image {invoke_image} --skip-pull-image"
+    return {
+        "build": "PATH=$PWD/.venv/bin:$PATH .venv-sam/bin/sam build --parameter-overrides Architecture=x86_64",
+        "invoke": f"{sam} local invoke ReceiverFunction -e events/receiver/item-created.json {common}",
+        "invoke-processor": f"{sam} local invoke ProcessorFunction -e events/processor/poison-not-json.json {common}",
+        "start-api": f"{sam} local start-api {common} --port {SAM_LOCAL_PORT}",
+    }
+
+
+def _sam_lines(stack: LocalStack) -> list[str]:
+    state_file = stack.options.state_file
+    if state_file is None:
+        return []
+    env_file = sam_env_file_path(state_file)
+    try:
+        shown = str(env_file.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(env_file)
+    host_network = stack.options.sam_host == "127.0.0.1"
+    commands = sam_commands(shown, host_network=host_network, invoke_image=LOCAL_LAMBDA_IMAGE)
+    return [
+        f"The real SAM CLI (Docker) against this stack: {shown} is the --env-vars file (real table and queue",
+        "names, the moto endpoint, the secrets' ARNs, the emulator as Pluggy, the events/ files' allowlist).",
+        "Credentials: SAM hands the shell's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and region to the function;",
+        "moto accepts any:  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1",
+        f"  {commands['build']}",
+        "      (x86_64 machine; on arm64 drop Architecture=x86_64 and --invoke-image: SAM pulls the official image)",
+        f"  {commands['invoke']}",
+        f"  {commands['invoke-processor']}",
+        f"  {commands['start-api']}",
+        f"      then POST http://127.0.0.1:{SAM_LOCAL_PORT}/webhooks/pluggy (no stage prefix; SAM local answers",
+        "      unknown paths 403 Missing Authentication Token, not the deployed API's 404; source IP 127.0.0.1)",
+        (
+            "  tools/sam_host_network.py runs SAM with host networking (SAM ignores --docker-network host), so the"
+            " function reaches 127.0.0.1;"
+            if host_network
+            else f"  the functions reach this machine as {stack.options.sam_host} (--sam-host);"
+        ),
+        "  --invoke-image: the offline image tools/lambda-image.sh builds (drop it where SAM can pull"
+        " public.ecr.aws/lambda/python:3.13). The processor of this stack already consumes EventQueue.",
+    ]
 
 
 def cmd_local(args: argparse.Namespace) -> int:
@@ -82,6 +136,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         reconcile_every=args.reconcile_every,
         quiet=not args.verbose,
         state_file=state_file_path(),
+        sam_host=args.sam_host,
     )
     stack = LocalStack(options)
     try:
@@ -392,6 +447,16 @@ def add_parsers(commands: Any) -> None:
         "--reconcile-every", type=float, metavar="SECONDS", help="put pipeline/reconcile in the queue this often"
     )
     local.add_argument("--verbose", action="store_true", help="show the functions' logs")
+    local.add_argument(
+        "--sam-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help=(
+            "how `sam local` containers reach this machine's 127.0.0.1, in the --env-vars file written beside the "
+            "state file (default 127.0.0.1: host networking, tools/sam_host_network.py; host.docker.internal "
+            "on Docker Desktop)"
+        ),
+    )
     local.set_defaults(func=cmd_local)
 
     demo = commands.add_parser(
