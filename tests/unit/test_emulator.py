@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -82,6 +83,11 @@ def api_key(base: str) -> str:
     resp = requests.post(f"{base}/auth", json={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}, timeout=5)
     assert resp.status_code == 200, resp.text
     return str(resp.json()["apiKey"])
+
+
+@pytest.fixture
+def api_key_for() -> Callable[[PluggyEmulator], str]:
+    return lambda emulator: api_key(emulator.base_url)
 
 
 @pytest.fixture
@@ -426,11 +432,45 @@ def test_v2_parameter_errors(emu: PluggyEmulator, api: requests.Session) -> None
     assert bad.json()["message"] == "Invalid cursor"
 
 
-def test_legacy_transactions_endpoint_is_gone(emu: PluggyEmulator, api: requests.Session) -> None:
-    resp = api.get(f"{emu.base_url}/transactions", params={"accountId": "x", "pageSize": "500"}, timeout=5)
-    assert resp.status_code == 410
-    assert "2026-12-31" in resp.json()["message"]
-    assert emu.stats()["GET /transactions"] == 1
+def test_legacy_transactions_endpoint_is_served_until_its_last_day(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("user-1")
+    account_id = accounts_of(api, emu.base_url, item["id"])[0]["id"]
+    rows = list(emu.truth()["transactions"][account_id].values())  # newest first, as both endpoints sort
+    url = f"{emu.base_url}/transactions"
+    first = api.get(url, params={"accountId": account_id}, timeout=5).json()
+    assert (first["page"], first["total"], first["totalPages"]) == (1, 60, 3)  # 20 per page by default
+    assert [r["id"] for r in first["results"]] == [r["id"] for r in rows[:20]]
+    pages = [
+        api.get(url, params={"accountId": account_id, "pageSize": 25, "page": p}, timeout=5).json() for p in (1, 2, 3)
+    ]
+    assert [r["id"] for page in pages for r in page["results"]] == [r["id"] for r in rows]
+    wanted = [rows[3]["id"], rows[7]["id"]]
+    by_ids = api.get(url, params={"accountId": account_id, "ids": ",".join(wanted), "from": "2999-01-01"}, timeout=5)
+    assert sorted(r["id"] for r in by_ids.json()["results"]) == sorted(wanted)  # with ids, from/to are ignored
+    day = rows[10]["date"][:10]
+    dated = api.get(url, params={"accountId": account_id, "from": day, "to": day, "pageSize": 500}, timeout=5).json()
+    assert {r["id"] for r in dated["results"]} == {r["id"] for r in rows if r["date"][:10] == day}
+    for bad in ({"accountId": account_id, "pageSize": 501}, {"accountId": account_id, "page": 0}, {}):
+        assert api.get(url, params=bad, timeout=5).status_code == 400
+    assert emu.stats()["GET /transactions"] == 9
+
+
+def test_legacy_transactions_endpoint_is_gone_after_2026(api_key_for: Callable[[PluggyEmulator], str]) -> None:
+    new_year = datetime(2027, 1, 1, 3, 0, tzinfo=UTC).timestamp()  # midnight in Sao Paulo
+    for now, status in ((new_year - 1, 200), (new_year, 410)):
+        with PluggyEmulator(clock=lambda now=now: now) as emulator:
+            item = emulator.create_item("user-1")
+            account_id = next(iter(emulator.truth()["accounts"]))
+            assert emulator.truth()["items"][item["id"]]["createdAt"][:4] == str(datetime.fromtimestamp(now, UTC).year)
+            resp = requests.get(
+                f"{emulator.base_url}/transactions",
+                params={"accountId": account_id},
+                headers={"X-API-KEY": api_key_for(emulator)},
+                timeout=5,
+            )
+            assert resp.status_code == status
+            if status == 410:
+                assert "2026-12-31" in resp.json()["message"]
 
 
 # --- webhooks resource ---------------------------------------------------------------------------
@@ -439,7 +479,7 @@ def test_legacy_transactions_endpoint_is_gone(emu: PluggyEmulator, api: requests
 def test_webhooks_crud(emu: PluggyEmulator, api: requests.Session) -> None:
     base = emu.base_url
     resp = api.post(f"{base}/webhooks", json={"url": "https://example.com/h", "event": "item/updated"}, timeout=5)
-    assert resp.status_code == 201
+    assert resp.status_code == 200  # what the SDK accepts (the OAS says 201)
     hook = resp.json()
     assert set(hook) == {"id", "url", "event", "headers", "createdAt", "updatedAt", "disabledAt"}
     assert (hook["headers"], hook["disabledAt"]) == ({}, None)
@@ -470,7 +510,7 @@ def test_webhooks_crud(emu: PluggyEmulator, api: requests.Session) -> None:
 def test_webhook_validation(emu: PluggyEmulator, api: requests.Session, body: dict[str, Any]) -> None:
     resp = api.post(f"{emu.base_url}/webhooks", json=body, timeout=5)
     assert resp.status_code == 400
-    assert resp.json()["code"] == 400
+    assert set(resp.json()) == {"code", "message"} and resp.json()["code"] == 400  # no codeDescription here
 
 
 # --- webhook delivery ----------------------------------------------------------------------------
@@ -482,7 +522,7 @@ def test_delivery_with_headers_and_signature(emu: PluggyEmulator, api: requests.
         json={"url": receiver.url, "event": "all", "headers": {"X-Webhook-Secret": "hunter2"}},
         timeout=5,
     )
-    assert resp.status_code == 201
+    assert resp.status_code == 200
     api.post(f"{emu.base_url}/webhooks", json={"url": receiver.url, "event": "item/deleted"}, timeout=5)
     item = emu.create_item("user-1")
     assert emu.wait_for_deliveries(5)
@@ -1081,3 +1121,182 @@ def test_stop_leaves_no_thread_or_socket() -> None:
     port = int(base.rsplit(":", 1)[1])
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+# --- what the SDK calls beyond the pipeline's data path -------------------------------------------------
+
+
+def test_sandbox_connectors_are_listed_on_request(emu: PluggyEmulator, api: requests.Session) -> None:
+    url = f"{emu.base_url}/connectors"
+    assert api.get(url, timeout=5).json()["results"] == []  # no live institutions here
+    listed = api.get(url, params={"sandbox": "true"}, timeout=5).json()["results"]
+    assert [(c["id"], c["isSandbox"], c["supportsAutomaticPix"]) for c in listed] == [
+        (0, True, False),
+        (1, True, False),
+        (2, True, False),
+    ]
+    assert [c["id"] for c in api.get(url, params={"sandbox": "true", "name": "MFA"}, timeout=5).json()["results"]] == [
+        1,
+        2,
+    ]
+    assert api.get(url, params={"sandbox": "true", "countries": "AR,MX"}, timeout=5).json()["total"] == 0
+    assert api.get(url, params={"sandbox": "true", "types": "PERSONAL_BANK"}, timeout=5).json()["total"] == 3
+    assert api.get(url, params={"sandbox": "true", "isOpenFinance": "true"}, timeout=5).json()["total"] == 0
+    one_step = api.get(f"{url}/1", timeout=5).json()
+    assert [c["name"] for c in one_step["credentials"] if c.get("mfa")] == ["token"]
+    check = api.post(f"{url}/1/validate", json={"user": "user-ok", "password": "password-ok"}, timeout=5).json()
+    assert [e["parameter"] for e in check["errors"]] == ["token"]
+
+
+def test_mfa_two_step_flow(emu: PluggyEmulator, api: requests.Session) -> None:
+    body = {"connectorId": 2, "parameters": {"user": "user-ok", "password": "password-ok"}}
+    created = api.post(f"{emu.base_url}/items", json=body, timeout=5).json()
+    item_id = created["id"]
+    waiting = api.get(f"{emu.base_url}/items/{item_id}", timeout=5).json()
+    assert (waiting["status"], waiting["executionStatus"]) == ("WAITING_USER_INPUT", "WAITING_USER_INPUT")
+    assert (waiting["parameter"]["name"], waiting["parameter"]["type"]) == ("token", "number")
+    assert ISO.match(waiting["parameter"]["expiresAt"])
+    assert [e["event"] for e in emu.events()] == ["item/waiting_user_input"]
+    assert emu.truth()["accounts"] == {}  # nothing collected before the MFA
+    mfa_url = f"{emu.base_url}/items/{item_id}/mfa"
+    assert api.post(mfa_url, json={"code": "123456"}, timeout=5).status_code == 400  # not the asked parameter
+    answer = api.post(mfa_url, json={"token": "123456"}, timeout=5)
+    assert answer.status_code == 200
+    assert (answer.json()["status"], answer.json()["executionStatus"]) == ("UPDATING", "LOGIN_MFA_IN_PROGRESS")
+    done = api.get(f"{emu.base_url}/items/{item_id}", timeout=5).json()
+    assert (done["status"], done["executionStatus"], done["parameter"]) == ("UPDATED", "SUCCESS", None)
+    assert done["nextAutoSyncAt"] is None  # MFA at every login: never auto-synced
+    assert [e["event"] for e in emu.events()] == ["item/waiting_user_input", "item/login_succeeded", "item/created"]
+    assert len(accounts_of(api, emu.base_url, item_id)) == 3
+    assert api.post(mfa_url, json={"token": "123456"}, timeout=5).status_code == 400  # not waiting any more
+    # Every later login asks again.
+    api.patch(f"{emu.base_url}/items/{item_id}", json={}, timeout=5)
+    assert emu.truth()["items"][item_id]["status"] == "WAITING_USER_INPUT"
+    wrong = emu.submit_mfa(item_id, "654321")
+    assert wrong["executionStatus"] == "LOGIN_MFA_IN_PROGRESS"
+    failed = emu.truth()["items"][item_id]
+    assert (failed["status"], failed["error"]["code"]) == ("LOGIN_ERROR", "INVALID_CREDENTIALS_MFA")
+    assert emu.events()[-1]["event"] == "item/error"
+
+
+def test_mfa_one_step_flow(emu: PluggyEmulator, api: requests.Session) -> None:
+    base = {"connectorId": 1, "parameters": {"user": "user-ok", "password": "password-ok"}}
+    missing = api.post(f"{emu.base_url}/items", json=base, timeout=5)
+    assert (missing.status_code, missing.json()["codeDescription"]) == (400, "CONNECTOR_VALIDATION_ERROR")
+    good = {**base, "parameters": {**base["parameters"], "token": "123456"}}
+    item_id = api.post(f"{emu.base_url}/items", json=good, timeout=5).json()["id"]
+    assert emu.truth()["items"][item_id]["status"] == "UPDATED"
+    again = api.patch(f"{emu.base_url}/items/{item_id}", json={}, timeout=5)
+    assert (again.status_code, again.json()["codeDescription"]) == (
+        400,
+        "CONNECTOR_REQUIRED_PARAMETER_VALIDATION_ERROR",
+    )
+    assert again.json()["data"] == {"parameter": "token"}
+    fresh = {"parameters": {"token": "123456"}}
+    assert api.patch(f"{emu.base_url}/items/{item_id}", json=fresh, timeout=5).status_code == 200
+    assert emu.truth()["items"][item_id]["status"] == "UPDATED"
+    bad = emu.create_item("u", connector_id=1, mfa_token="000000")
+    assert (bad["status"], bad["executionStatus"]) == ("LOGIN_ERROR", "INVALID_CREDENTIALS_MFA")
+
+
+def test_control_waiting_user_input_is_answered_through_the_api(emu: PluggyEmulator) -> None:
+    item = emu.create_item("u")
+    emu.set_waiting_user_input(item["id"])
+    token = requests.post(
+        f"{emu.base_url}/connect_token",
+        json={"itemId": item["id"]},
+        headers={"X-API-KEY": api_key(emu.base_url)},
+        timeout=5,
+    ).json()["accessToken"]
+    # The widget answers MFA with its connect token.
+    answer = requests.post(
+        f"{emu.base_url}/items/{item['id']}/mfa", json={"token": "123456"}, headers={"X-API-KEY": token}, timeout=5
+    )
+    assert answer.status_code == 200
+    assert emu.truth()["items"][item["id"]]["status"] == "UPDATED"
+    assert emu.events()[-1]["event"] == "item/updated"
+
+
+def test_categories(emu: PluggyEmulator, api: requests.Session) -> None:
+    page = api.get(f"{emu.base_url}/categories", timeout=5).json()
+    assert (page["page"], page["totalPages"], page["total"]) == (1, 1, len(page["results"]))
+    by_id = {c["id"]: c for c in page["results"]}
+    assert by_id["01000000"] == {"id": "01000000", "description": "Income", "descriptionTranslated": "Renda"}
+    assert by_id["01010000"]["parentId"] == "01000000" and by_id["01010000"]["parentDescription"] == "Income"
+    children = api.get(f"{emu.base_url}/categories", params={"parentId": "01000000"}, timeout=5).json()["results"]
+    assert {c["id"] for c in children} == {"01010000", "01040000"}
+    assert api.get(f"{emu.base_url}/categories/05070000", timeout=5).json()["description"] == "Transfer - PIX"
+    missing = api.get(f"{emu.base_url}/categories/99999999", timeout=5)
+    assert (missing.status_code, missing.json()["codeDescription"]) == (404, "CATEGORY_NOT_FOUND")
+    # Every category a sandbox row carries is in the catalog, under the same description.
+    item = emu.create_item("u")
+    for account in accounts_of(api, emu.base_url, item["id"]):
+        for row in emu.truth()["transactions"][account["id"]].values():
+            assert by_id[row["categoryId"]]["description"] == row["category"]
+
+
+def test_patch_transaction_category(emu: PluggyEmulator, api: requests.Session) -> None:
+    item = emu.create_item("u")
+    account_id = accounts_of(api, emu.base_url, item["id"])[0]["id"]
+    row = next(iter(emu.truth()["transactions"][account_id].values()))
+    target = "12010000" if row["categoryId"] != "12010000" else "13010000"
+    events_before = len(emu.events())
+    url = f"{emu.base_url}/transactions/{row['id']}"
+    changed = api.patch(url, json={"categoryId": target}, timeout=5)
+    assert changed.status_code == 200
+    assert (changed.json()["categoryId"], changed.json()["id"]) == (target, row["id"])
+    assert changed.json()["category"] == api.get(f"{emu.base_url}/categories/{target}", timeout=5).json()["description"]
+    assert changed.json()["updatedAt"] > row["updatedAt"]
+    assert api.get(url, timeout=5).json() == changed.json()
+    assert len(emu.events()) == events_before  # no webhook for a user's own change
+    assert api.patch(url, json={"categoryId": "99999999"}, timeout=5).status_code == 400
+    assert api.patch(url, json={}, timeout=5).status_code == 400
+    assert api.patch(f"{emu.base_url}/transactions/nope", json={"categoryId": target}, timeout=5).status_code == 404
+
+
+def test_shapes_the_sdk_types_as_required(emu: PluggyEmulator, api: requests.Session, receiver: Receiver) -> None:
+    emu.create_webhook(receiver.url)
+    item = emu.create_item("u")
+    emu.sync_item(item["id"], add=3, change=2, delete=1)
+    assert emu.wait_for_deliveries(5)
+    for payload in receiver.payloads():
+        assert payload["id"] == payload["itemId"] == item["id"]  # the deprecated `id`
+    for account in accounts_of(api, emu.base_url, item["id"]):
+        if account["type"] == "BANK":
+            assert (account["bankData"]["hasReservedBalance"], account["bankData"]["reservedBalances"]) == (False, None)
+        for row in emu.truth()["transactions"][account["id"]].values():
+            assert isinstance(row["balance"], float)
+            if account["type"] == "CREDIT":
+                assert row["balance"] == 0.0
+    request = emu.create_payment_request()
+    emu.send_payment_event("payment_intent/created", payment_request_id=request["id"])
+    payload = events_named(emu, "payment_intent/created")[-1]
+    assert payload["id"] == payload["paymentIntentId"]
+    emu.send_payment_event("payment_request/updated", payment_request_id=request["id"], status="CANCELED")
+    assert events_named(emu, "payment_request/updated")[-1]["id"] == request["id"]
+
+
+def test_payment_requests_list_and_account_statements(emu: PluggyEmulator, api: requests.Session) -> None:
+    first = emu.create_payment_request()
+    second = emu.create_payment_request()
+    page = api.get(f"{emu.base_url}/payments/requests", timeout=5).json()
+    assert [r["id"] for r in page["results"]] == [second["id"], first["id"]]  # newest first
+    small = api.get(f"{emu.base_url}/payments/requests", params={"pageSize": 1, "page": 2}, timeout=5).json()
+    assert (small["total"], small["totalPages"], [r["id"] for r in small["results"]]) == (2, 2, [first["id"]])
+    today = first["createdAt"][:10]
+    assert api.get(f"{emu.base_url}/payments/requests", params={"from": today}, timeout=5).json()["total"] == 2
+    assert api.get(f"{emu.base_url}/payments/requests", params={"status": "COMPLETED"}, timeout=5).json()["total"] == 0
+    item = emu.create_item("u")
+    account_id = accounts_of(api, emu.base_url, item["id"])[0]["id"]
+    statements = api.get(f"{emu.base_url}/accounts/{account_id}/statements", timeout=5).json()
+    assert statements == {"page": 1, "total": 0, "totalPages": 1, "results": []}
+    assert api.get(f"{emu.base_url}/accounts/nope/statements", timeout=5).status_code == 404
+
+
+def test_record_only_emulator_sends_nothing(receiver: Receiver) -> None:
+    with PluggyEmulator(deliver_webhooks=False) as emulator:
+        emulator.create_webhook(receiver.url)
+        emulator.create_item("u")
+        assert emulator.wait_for_deliveries(1)
+        assert [e["event"] for e in emulator.events()] == ["item/login_succeeded", "item/created"]
+        assert emulator.deliveries() == [] and receiver.requests == []

@@ -1,7 +1,8 @@
 """A local Pluggy API emulator: Pluggy's REST API on 127.0.0.1 plus webhook deliveries like Pluggy's.
 
 Start it in a test with `with PluggyEmulator(seed=1) as emu: base = emu.base_url`, or from a shell with
-`python -m pluggy_pipeline_local.emulator --port 8765`. Shapes follow /work/shared/pluggy-api.md.
+`python -m pluggy_pipeline_local.emulator --port 8765`. Shapes follow /work/shared/pluggy-api.md; README.md
+here lists the routes, the options and every deliberate difference from Pluggy (differences.py).
 """
 
 from pluggy_pipeline_local.emulator.common import PluggyApiError

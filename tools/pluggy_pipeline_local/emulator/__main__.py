@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate-limit-window", type=float, default=60.0, help="rate-limit window in seconds")
     parser.add_argument("--webhook-timeout", type=float, default=5.0, help="webhook delivery timeout in seconds")
     parser.add_argument(
+        "--strict-webhook-urls",
+        action="store_true",
+        help="refuse loopback (http://127.0.0.1:...) webhook URLs too, exactly as Pluggy does",
+    )
+    parser.add_argument(
         "--signing-key",
         default=os.environ.get("PLUGGY_EMULATOR_SIGNING_KEY"),
         help="HMAC key for X-Pluggy-Signature (default: $PLUGGY_EMULATOR_SIGNING_KEY; unset = unsigned)",
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit_per_minute=args.rate_limit,
         rate_limit_window_seconds=args.rate_limit_window,
         webhook_timeout_seconds=args.webhook_timeout,
+        allow_loopback_webhooks=not args.strict_webhook_urls,
     )
     stop = threading.Event()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,12 +35,23 @@ def iso_from_ms(ms: int) -> str:
 
 
 class Clock:
-    """Wall-clock milliseconds that strictly increase, so every change gets a later `updatedAt`."""
+    """The emulator's "now": milliseconds that strictly increase, so every change gets a later `updatedAt`.
 
-    def __init__(self) -> None:
+    `source` gives seconds since the epoch (default: the wall clock); a test can pass another to put the
+    emulator on another date. It drives resource timestamps and dated rules (the legacy /transactions sunset),
+    not API key lifetimes or webhook retries, which always run on real time.
+    """
+
+    def __init__(self, source: Callable[[], float] | None = None) -> None:
+        self._source = source
         self._last = 0
 
+    def wall_ms(self) -> int:
+        """The source's current time in milliseconds (not forced to increase)."""
+        if self._source is None:
+            return time.time_ns() // 1_000_000
+        return int(self._source() * 1000)
+
     def now_ms(self) -> int:
-        now = time.time_ns() // 1_000_000
-        self._last = max(now, self._last + 1)
+        self._last = max(self.wall_ms(), self._last + 1)
         return self._last

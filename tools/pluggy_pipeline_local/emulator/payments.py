@@ -165,6 +165,29 @@ class Payments:
             raise request_not_found()
         return copy.deepcopy(request)
 
+    def list_requests(self, query: Mapping[str, list[str]]) -> JsonDict:
+        """`GET /payments/requests?page&pageSize&from&to&status`: newest first; from/to filter the creation day."""
+        page = self._positive(query, "page", 1)
+        size = min(self._positive(query, "pageSize", self._page_size), 500)
+        bounds = {name: (query.get(name) or [""])[-1][:10] for name in ("from", "to")}
+        for name, day in bounds.items():
+            if day:
+                try:
+                    datetime.strptime(day, "%Y-%m-%d")
+                except ValueError:
+                    raise PluggyApiError(400, f"{name} must be a date (yyyy-mm-dd)") from None
+        statuses = {v for value in query.get("status", []) for v in value.split(",") if v}
+        rows = [
+            r
+            for r in sorted(self._requests.values(), key=lambda r: str(r["createdAt"]), reverse=True)
+            if (not bounds["from"] or str(r["createdAt"])[:10] >= bounds["from"])
+            and (not bounds["to"] or str(r["createdAt"])[:10] <= bounds["to"])
+            and (not statuses or r["status"] in statuses)
+        ]
+        total_pages = max(1, -(-len(rows) // size))
+        chunk = rows[(page - 1) * size : page * size]
+        return {"page": page, "total": len(rows), "totalPages": total_pages, "results": copy.deepcopy(chunk)}
+
     def get_intent(self, intent_id: str) -> JsonDict:
         intent = self._intents.get(intent_id)
         if intent is None:

@@ -25,9 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from pluggy_pipeline_local.emulator.categories import get_category, list_categories
 from pluggy_pipeline_local.emulator.common import JsonDict, PluggyApiError
+from pluggy_pipeline_local.emulator.connectors import MFA_PARAMETER, SANDBOX_CONNECTOR_ID
 from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION
-from pluggy_pipeline_local.emulator.state import SANDBOX_CONNECTOR_ID, EmulatorState, KeyInfo
+from pluggy_pipeline_local.emulator.state import LEGACY_TRANSACTIONS_LAST_DAY, EmulatorState, KeyInfo
 from pluggy_pipeline_local.emulator.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
@@ -39,11 +41,21 @@ RATE_LIMIT_BODY: JsonDict = {
     "code": 429,
 }
 LEGACY_TRANSACTIONS_MESSAGE = (
-    "GET /transactions was removed after 2026-12-31; use GET /v2/transactions (cursor pagination)"
+    f"GET /transactions was removed after {LEGACY_TRANSACTIONS_LAST_DAY}; use GET /v2/transactions (cursor pagination)"
 )
-# What a connect token may call (pluggy-api.md section 1: its items plus a reduced account list).
+# What a connect token may call (pluggy-api.md section 1: its items plus a reduced account list; the widget
+# also answers MFA and checks credentials).
 CONNECT_TOKEN_ROUTES = frozenset(
-    {"POST /items", "GET /items/{id}", "PATCH /items/{id}", "GET /accounts", "GET /connectors", "GET /connectors/{id}"}
+    {
+        "POST /items",
+        "GET /items/{id}",
+        "PATCH /items/{id}",
+        "POST /items/{id}/mfa",
+        "GET /accounts",
+        "GET /connectors",
+        "GET /connectors/{id}",
+        "POST /connectors/{id}/validate",
+    }
 )
 _MAX_BODY = 10 * 1024 * 1024
 
@@ -101,6 +113,8 @@ class _CreateItemBody(_ControlModel):
     transactions_per_account: int | None = Field(default=None, ge=0)
     webhook_url: str | None = None
     triggered_by: TriggeredBy = "USER"
+    connector_id: int = SANDBOX_CONNECTOR_ID
+    mfa_token: str | None = None
 
 
 class _SyncBody(_ControlModel):
@@ -290,7 +304,16 @@ class PluggyEmulator:
         rate_limit_window_seconds: float = 60.0,
         webhook_timeout_seconds: float = 5.0,
         disable_webhook_after_failures: int | None = 10,
+        allow_loopback_webhooks: bool = True,
+        clock: Callable[[], float] | None = None,
+        deliver_webhooks: bool = True,
     ) -> None:
+        """`allow_loopback_webhooks` (on by default, for tests and the local stack): webhook URLs on this
+        machine's loopback may use http and any port; off, every webhook URL follows Pluggy's rules
+        (DELIBERATE_DIFFERENCES "loopback-webhooks"). `clock` (seconds since the epoch, default the wall
+        clock) is the emulator's "now" for resource timestamps and dated rules such as the legacy
+        /transactions sunset. `deliver_webhooks=False` records events (see `events()`) without sending
+        them anywhere: for suites that register public https URLs but may not leave 127.0.0.1."""
         self.host = host
         self.port = port
         self.time_scale = time_scale
@@ -303,11 +326,13 @@ class PluggyEmulator:
         self._state = EmulatorState(
             client_id=client_id,
             client_secret=client_secret,
-            notify=self._dispatcher.enqueue,
+            notify=self._dispatcher.enqueue if deliver_webhooks else lambda notification: None,
             seed=seed,
             page_size=page_size,
             api_key_ttl_seconds=api_key_ttl_seconds,
             disable_webhook_after_failures=disable_webhook_after_failures,
+            allow_loopback_webhooks=allow_loopback_webhooks,
+            clock=clock,
         )
         # Final delivery outcomes feed the webhook's failure count (and maybe its disabledAt).
         self._dispatcher.on_final = self._state.record_delivery_outcome
@@ -325,6 +350,10 @@ class PluggyEmulator:
         self._api_routes: list[tuple[str, str, re.Pattern[str], _ApiFunc]] = []
         self._control_routes: list[tuple[str, re.Pattern[str], _ControlFunc]] = []
         self._build_routes()
+
+    @property
+    def allow_loopback_webhooks(self) -> bool:
+        return self._state.allow_loopback_webhooks
 
     def __repr__(self) -> str:  # never shows the client secret
         return f"PluggyEmulator(base_url={self._base_url!r}, client_id={self.client_id!r})"
@@ -400,16 +429,28 @@ class PluggyEmulator:
         transactions_per_account: int | None = None,
         webhook_url: str | None = None,
         triggered_by: str = "USER",
+        connector_id: int = SANDBOX_CONNECTOR_ID,
+        mfa_token: str | None = None,
     ) -> JsonDict:
-        """Connect a sandbox item and run its first sync; returns the item as `GET /items/{id}` shows it."""
+        """Connect a sandbox item and run its first sync; returns the item as `GET /items/{id}` shows it.
+
+        `connector_id` 1 (MFA 1-step) takes `mfa_token`; 2 (MFA 2-step) leaves the item WAITING_USER_INPUT
+        until `submit_mfa`.
+        """
         _, item = self._state.create_item(
             username=username,
             client_user_id=client_user_id,
             webhook_url=webhook_url,
             transactions_per_account=transactions_per_account,
             triggered_by=triggered_by,
+            connector_id=connector_id,
+            mfa_token=mfa_token,
         )
         return item
+
+    def submit_mfa(self, item_id: str, token: str) -> JsonDict:
+        """`POST /items/{id}/mfa` for an item WAITING_USER_INPUT; returns the item as that call answers."""
+        return self._state.submit_mfa(item_id, {MFA_PARAMETER: token})
 
     def sync_item(
         self,
@@ -707,22 +748,33 @@ class PluggyEmulator:
         api: list[tuple[str, str, _ApiFunc]] = [
             ("POST", "/auth", self._api_auth),
             ("POST", "/connect_token", self._api_connect_token),
-            ("GET", "/connectors", lambda r: _Response(200, self._state.list_connectors())),
+            ("GET", "/connectors", lambda r: _Response(200, self._state.list_connectors(r.query))),
             ("GET", "/connectors/{id}", lambda r: _Response(200, self._state.get_connector(r.params["id"]))),
+            ("POST", "/connectors/{id}/validate", self._api_validate_parameters),
             ("POST", "/items", self._api_create_item),
             ("GET", "/items/{id}", self._api_get_item),
             ("PATCH", "/items/{id}", self._api_update_item),
             ("DELETE", "/items/{id}", self._api_delete_item),
+            ("POST", "/items/{id}/mfa", self._api_item_mfa),
             ("GET", "/accounts", self._api_list_accounts),
             ("GET", "/accounts/{id}", lambda r: _Response(200, self._state.get_account(r.params["id"]))),
+            (
+                "GET",
+                "/accounts/{id}/statements",
+                lambda r: _Response(200, self._state.list_account_statements(r.params["id"])),
+            ),
             ("GET", "/v2/transactions", self._api_transactions_v2),
             ("GET", "/transactions", self._api_transactions_legacy),
             ("GET", "/transactions/{id}", lambda r: _Response(200, self._state.get_transaction(r.params["id"]))),
+            ("PATCH", "/transactions/{id}", self._api_update_transaction),
+            ("GET", "/categories", self._api_list_categories),
+            ("GET", "/categories/{id}", lambda r: _Response(200, get_category(r.params["id"]))),
             ("GET", "/webhooks", lambda r: _Response(200, self._state.list_webhooks())),
             ("POST", "/webhooks", self._api_create_webhook),
             ("GET", "/webhooks/{id}", lambda r: _Response(200, self._state.get_webhook(r.params["id"]))),
             ("PATCH", "/webhooks/{id}", self._api_update_webhook),
             ("DELETE", "/webhooks/{id}", lambda r: _Response(200, self._state.delete_webhook(r.params["id"]))),
+            ("GET", "/payments/requests", lambda r: _Response(200, self._state.list_payment_requests(r.query))),
             (
                 "GET",
                 "/payments/requests/{id}",
@@ -775,12 +827,15 @@ class PluggyEmulator:
         connector_id = body.get("connectorId")
         params = body.get("parameters")
         details: list[JsonDict] = []
+        required = ["user", "password"]
         if isinstance(connector_id, bool) or not isinstance(connector_id, int):
             details.append({"code": "000", "parameter": "connectorId", "message": "connectorId must be a number"})
+        else:
+            required = self._state.required_credentials(connector_id)  # 404 CONNECTOR_NOT_FOUND
         if not isinstance(params, dict):
             details.append({"code": "000", "parameter": "parameters", "message": "parameters is required"})
             params = {}
-        for name in ("user", "password"):
+        for name in required:
             if not isinstance(params.get(name), str) or not params.get(name):
                 details.append({"code": "001", "parameter": name, "message": f"{name} is required"})
         if details:
@@ -798,6 +853,7 @@ class PluggyEmulator:
             webhook_url=webhook_url,
             triggered_by="USER" if key.kind == "connect" else "CLIENT",
             connector_id=cast(int, connector_id),
+            mfa_token=params.get(MFA_PARAMETER) if isinstance(params.get(MFA_PARAMETER), str) else None,
         )
         if key.kind == "connect":
             key.item_ids.add(snapshot["id"])
@@ -815,6 +871,21 @@ class PluggyEmulator:
         body = _object(request.body, required=False)
         triggered_by = "USER" if key.kind == "connect" else "CLIENT"
         return _Response(200, self._state.update_item_api(item_id, body, triggered_by))
+
+    def _api_item_mfa(self, request: _Request) -> _Response:
+        item_id = request.params["id"]
+        self._state.check_item_access(item_id, cast(KeyInfo, request.key))
+        return _Response(200, self._state.submit_mfa(item_id, request.body))
+
+    def _api_validate_parameters(self, request: _Request) -> _Response:
+        return _Response(200, self._state.validate_parameters(request.params["id"], request.body))
+
+    def _api_update_transaction(self, request: _Request) -> _Response:
+        return _Response(200, self._state.update_transaction_category(request.params["id"], request.body))
+
+    def _api_list_categories(self, request: _Request) -> _Response:
+        parent = request.query.get("parentId")
+        return _Response(200, list_categories(parent[-1] if parent else None))
 
     def _api_delete_item(self, request: _Request) -> _Response:
         self._state.delete_item(request.params["id"], triggered_by="CLIENT")
@@ -834,12 +905,15 @@ class PluggyEmulator:
         return _Response(200, self._state.list_transactions_v2(request.query, cast(KeyInfo, request.key)))
 
     def _api_transactions_legacy(self, request: _Request) -> _Response:
-        # The emulator lives after the documented removal date, so a pipeline that still calls it fails loudly.
-        raise PluggyApiError(410, LEGACY_TRANSACTIONS_MESSAGE, "ENDPOINT_REMOVED")
+        # Deprecated, served through its last day by the emulator's clock; gone (410) afterwards.
+        if not self._state.legacy_transactions_served():
+            raise PluggyApiError(410, LEGACY_TRANSACTIONS_MESSAGE, "ENDPOINT_REMOVED")
+        return _Response(200, self._state.list_transactions_legacy(request.query, cast(KeyInfo, request.key)))
 
     def _api_create_webhook(self, request: _Request) -> _Response:
+        # 200, not the OAS's 201: the SDK rejects any mutation answer but 200 and its tests pass on Pluggy.
         body = _object(request.body)
-        return _Response(201, self._state.create_webhook(body.get("url"), body.get("event"), body.get("headers")))
+        return _Response(200, self._state.create_webhook(body.get("url"), body.get("event"), body.get("headers")))
 
     def _api_update_webhook(self, request: _Request) -> _Response:
         return _Response(200, self._state.update_webhook(request.params["id"], _object(request.body)))
@@ -864,6 +938,8 @@ class PluggyEmulator:
             transactions_per_account=req.transactions_per_account,
             webhook_url=req.webhook_url,
             triggered_by=req.triggered_by,
+            connector_id=req.connector_id,
+            mfa_token=req.mfa_token,
         )
         return _Response(200, item)
 

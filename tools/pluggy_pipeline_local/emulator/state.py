@@ -1,6 +1,8 @@
 """The emulator's data: items, accounts, transactions, webhooks, API keys, and every mutation.
 
-Payments (requests, intents, schedules) live in payments.py; this state owns them and their lock.
+Payments (requests, intents, schedules) live in payments.py; this state owns them and their lock. Connectors
+(connectors.py), the category catalog (categories.py) and the webhook URL rules (webhook_urls.py) have their
+own modules; where the emulator differs from Pluggy on purpose is listed in differences.py.
 
 Shapes follow /work/shared/pluggy-api.md (sections 1-5, 8, 9); webhook payloads follow seed 003.
 Everything is guarded by one re-entrant lock (`EmulatorState.lock`); mutations emit notifications
@@ -27,21 +29,45 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
+from pluggy_pipeline_local.emulator.categories import ROW_CATEGORY_IDS, description_of
 from pluggy_pipeline_local.emulator.common import Clock, JsonDict, PluggyApiError, iso_from_ms
+from pluggy_pipeline_local.emulator.connectors import (
+    ITEM_PRODUCTS,
+    MFA_ONE_STEP_CONNECTOR_ID,
+    MFA_PARAMETER,
+    MFA_TWO_STEP_CONNECTOR_ID,
+    SANDBOX_CONNECTOR_ID,
+    SANDBOX_MFA_TOKEN,
+    connector_not_found,
+    matches,
+    mfa_token_credential,
+    sandbox_connectors,
+)
 from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION, Payments
+from pluggy_pipeline_local.emulator.webhook_urls import check_webhook_url
 from pluggy_pipeline_local.emulator.webhooks import DeliveryTarget, Notification
+
+# The public names, SANDBOX_CONNECTOR_ID re-exported from connectors.py for callers that import it from here.
+__all__ = [
+    "DEFAULT_TRANSACTIONS_PER_ACCOUNT",
+    "LEGACY_TRANSACTIONS_LAST_DAY",
+    "SANDBOX_CONNECTOR_ID",
+    "WEBHOOK_EVENTS",
+    "EmulatorState",
+    "KeyInfo",
+]
 
 KeyKind = Literal["api", "connect"]
 
-SANDBOX_CONNECTOR_ID = 0
 SANDBOX_PASSWORD = "password-ok"  # noqa: S105 - Pluggy's public sandbox password, not a secret
 MAX_IDS = 500
 DEFAULT_TRANSACTIONS_PER_ACCOUNT = 60
 HISTORY_DAYS = 90
 MAX_PERF_MULTIPLIER = 5000
 CONNECT_TOKEN_TTL_SECONDS = 30 * 60
+MFA_TIMEOUT_MS = 5 * 60_000  # how long item.parameter stays valid (no source states it)
 AUTO_SYNC_INTERVAL = timedelta(hours=24)
 DAY_MS = 86_400_000
 BRT_OFFSET_MS = 3 * 3_600_000  # transaction dates are midnight in Sao Paulo (03:00Z)
@@ -129,32 +155,14 @@ SANDBOX_ERROR_USERS: dict[str, str] = {
 }
 _PERF_USER = re.compile(r"user-ok-perf-(\d+)")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "host.docker.internal"})
-ITEM_PRODUCTS = ["ACCOUNTS", "CREDIT_CARDS", "TRANSACTIONS", "PAYMENT_DATA"]
+# Legacy `GET /transactions` (pluggy-api.md section 4): served, deprecated, through this day (Sao Paulo time).
+LEGACY_TRANSACTIONS_LAST_DAY = "2026-12-31"
+LEGACY_DEFAULT_PAGE_SIZE = 20  # the SDK's documented default (the OAS says 500); callers should pass pageSize
+MAX_PAGE_SIZE = 500
+MAX_WEBHOOKS_PER_EVENT = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BILL_NAMESPACE = uuid.UUID("6f0b7c52-3c3c-4b7e-9d0a-6b1f5f1c2a10")
 
-CATEGORIES: dict[str, str] = {
-    "01010000": "Salary",
-    "01040000": "Proceeds interests and dividends",
-    "03010000": "Fixed income",
-    "04000000": "Withdrawal",
-    "05010000": "Same person transfer",
-    "05030000": "Transfer - TED",
-    "05070000": "Transfer - PIX",
-    "05100000": "Credit card payment",
-    "06010000": "Bank fees",
-    "06020000": "Credit card fees",
-    "07010000": "Bills",
-    "08010000": "Groceries",
-    "09010000": "Eating out",
-    "09020000": "Food delivery",
-    "10010000": "Online shopping",
-    "11010000": "Video streaming",
-    "12010000": "Pharmacy",
-    "13010000": "Gas stations",
-    "14010000": "Taxi and ride-hailing",
-}
 _PEOPLE = (
     "Maria Silva",
     "Joao Souza",
@@ -363,6 +371,10 @@ class _ItemMeta:
     owner: str
     cpf: str
     account_ids: list[str] = field(default_factory=list)
+    connector_id: int = SANDBOX_CONNECTOR_ID
+    mfa_token: str | None = None  # MFA 1-step: the token sent with the credentials
+    # While the item waits for MFA: how the interrupted run goes on (triggeredBy, first sync?).
+    pending_run: tuple[str, bool] | None = None
 
 
 @dataclass
@@ -399,51 +411,6 @@ class _SyncChanges:
         self.touched.add(account_id)
 
 
-def sandbox_connector() -> JsonDict:
-    """Connector 0 "Pluggy Bank" (pluggy-api.md sections 2 and 9)."""
-    return {
-        "id": SANDBOX_CONNECTOR_ID,
-        "name": "Pluggy Bank",
-        "institutionUrl": "https://pluggy.ai",
-        "imageUrl": "https://cdn.pluggy.ai/assets/connector-icons/sandbox.svg",
-        "primaryColor": "ef294b",
-        "type": "PERSONAL_BANK",
-        "country": "BR",
-        "credentials": [
-            {
-                "label": "User",
-                "name": "user",
-                "type": "text",
-                "placeholder": "user-ok",
-                "validation": None,
-                "validationMessage": None,
-                "optional": False,
-            },
-            {
-                "label": "Password",
-                "name": "password",
-                "type": "password",
-                "placeholder": "password-ok",
-                "validation": None,
-                "validationMessage": None,
-                "optional": False,
-            },
-        ],
-        "hasMFA": False,
-        "oauth": False,
-        "oauthUrl": None,
-        "health": {"status": "ONLINE", "stage": None, "details": None},
-        "isOpenFinance": False,
-        "isSandbox": True,
-        "products": list(ITEM_PRODUCTS),
-        "supportsPaymentInitiation": False,
-        "supportsScheduledPayments": False,
-        "supportsSmartTransfers": False,
-        "supportsBoletoManagement": False,
-        "createdAt": "2020-01-01T00:00:00.000Z",
-    }
-
-
 class EmulatorState:
     """All emulated Pluggy data and its mutations (call everything with or without holding `lock`)."""
 
@@ -457,6 +424,8 @@ class EmulatorState:
         page_size: int = 500,
         api_key_ttl_seconds: float = 7200.0,
         disable_webhook_after_failures: int | None = 10,
+        allow_loopback_webhooks: bool = True,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
@@ -469,10 +438,11 @@ class EmulatorState:
         self.api_key_ttl_seconds = api_key_ttl_seconds
         self._disable_after = disable_webhook_after_failures
         self.base_url = "http://127.0.0.1"
-        self._clock = Clock()
+        self.allow_loopback_webhooks = allow_loopback_webhooks
+        self._clock = Clock(clock)
         self._item_counter = 0
         self._keys: dict[str, KeyInfo] = {}
-        self._connectors: dict[int, JsonDict] = {SANDBOX_CONNECTOR_ID: sandbox_connector()}
+        self._connectors: dict[int, JsonDict] = sandbox_connectors()
         self._items: dict[str, JsonDict] = {}
         self._meta: dict[str, _ItemMeta] = {}
         self._accounts: dict[str, JsonDict] = {}
@@ -537,8 +507,10 @@ class EmulatorState:
                 info.item_ids.add(item_id)
         cuid = opts.get("clientUserId")
         hook = opts.get("webhookUrl")
+        if hook is not None:
+            hook = self.validate_webhook_url(hook)  # the same rules as a Webhook resource (section 21)
         info.client_user_id = cuid if isinstance(cuid, str) else None
-        info.webhook_url = hook if isinstance(hook, str) else None
+        info.webhook_url = hook
         claims: JsonDict = {"clientId": self.client_id, "itemId": item_id, "options": opts}
         return self._issue("connect", CONNECT_TOKEN_TTL_SECONDS, claims, info)
 
@@ -593,7 +565,8 @@ class EmulatorState:
         return eid
 
     def _emit_item_event(self, event: str, item: JsonDict, triggered_by: str, extra: JsonDict | None = None) -> str:
-        fields: JsonDict = {"itemId": item["id"]}
+        # `id` is deprecated but still typed as required by the SDK: the entity the event is about.
+        fields: JsonDict = {"id": item["id"], "itemId": item["id"]}
         if event not in NO_TRIGGERED_BY:
             fields["triggeredBy"] = triggered_by
         fields.update(extra or {})
@@ -650,10 +623,12 @@ class EmulatorState:
         transactions_per_account: int | None = None,
         triggered_by: str = "USER",
         connector_id: int = SANDBOX_CONNECTOR_ID,
+        mfa_token: str | None = None,
     ) -> tuple[JsonDict, JsonDict]:
         """Create an item and run its first sync; returns (item as POST /items answers, final item).
 
-        Success sends item/login_succeeded then item/created; a failing sandbox user sends item/error.
+        Success sends item/login_succeeded then item/created; a failing sandbox user sends item/error; an
+        MFA 2-step connector stops in WAITING_USER_INPUT (item/waiting_user_input) until `submit_mfa`.
         """
         self._check_triggered_by(triggered_by)
         if transactions_per_account is not None and transactions_per_account < 0:
@@ -661,7 +636,7 @@ class EmulatorState:
         with self.lock:
             connector = self._connectors.get(connector_id)
             if connector is None:
-                raise PluggyApiError(404, "connector not found", "CONNECTOR_NOT_FOUND")
+                raise connector_not_found()
             self._item_counter += 1
             rng = random.Random(f"pluggy-emulator:{self._seed}:{self._item_counter}")  # noqa: S311 - sandbox data, not security
             item_id = rng_uuid(rng)
@@ -675,6 +650,8 @@ class EmulatorState:
                 ),
                 owner=rng.choice(_PEOPLE),
                 cpf=cpf,
+                connector_id=connector_id,
+                mfa_token=mfa_token,
             )
             now = iso_from_ms(self._clock.now_ms())
             item: JsonDict = {
@@ -708,13 +685,25 @@ class EmulatorState:
             item = self._require_item(item_id)
             meta = self._meta[item_id]
             params = body.get("parameters")
-            if params is not None:
-                if not isinstance(params, dict):
-                    raise PluggyApiError(400, "parameters must be an object")
-                if isinstance(params.get("user"), str):
-                    meta.username = params["user"]
-                if isinstance(params.get("password"), str):
-                    meta.password = params["password"]
+            if params is not None and not isinstance(params, dict):
+                raise PluggyApiError(400, "parameters must be an object")
+            params = params or {}
+            if meta.connector_id == MFA_ONE_STEP_CONNECTOR_ID and not isinstance(params.get(MFA_PARAMETER), str):
+                # An MFA credential known in advance must come fresh with every update (section 11).
+                raise PluggyApiError(
+                    400,
+                    f"Parameter {MFA_PARAMETER} is required",
+                    "CONNECTOR_REQUIRED_PARAMETER_VALIDATION_ERROR",
+                    data={"parameter": MFA_PARAMETER},
+                )
+            if body.get("webhookUrl") is not None:
+                self.validate_webhook_url(body["webhookUrl"])
+            if isinstance(params.get("user"), str):
+                meta.username = params["user"]
+            if isinstance(params.get("password"), str):
+                meta.password = params["password"]
+            if isinstance(params.get(MFA_PARAMETER), str):
+                meta.mfa_token = params[MFA_PARAMETER]
             for key in ("clientUserId", "webhookUrl"):
                 if key in body and (body[key] is None or isinstance(body[key], str)):
                     item[key] = body[key]
@@ -742,13 +731,26 @@ class EmulatorState:
         return SANDBOX_ERROR_USERS.get(name, "INVALID_CREDENTIALS"), 1, "error"
 
     def _run_sync(self, item: JsonDict, meta: _ItemMeta, *, triggered_by: str, first: bool) -> None:
-        code, multiplier, variant = self._outcome(meta)
+        """Log in (credentials, then the connector's MFA), then collect."""
+        meta.pending_run = None
+        code = self._outcome(meta)[0]
         if code is not None:
             provider_message = (
                 "Mensagem do banco: regularize sua conta" if meta.username.endswith("provider-message") else None
             )
             self._set_error(item, code, None, triggered_by, provider_message=provider_message)
             return
+        if meta.connector_id == MFA_ONE_STEP_CONNECTOR_ID and meta.mfa_token != SANDBOX_MFA_TOKEN:
+            self._set_error(item, "INVALID_CREDENTIALS_MFA", None, triggered_by)
+            return
+        if meta.connector_id == MFA_TWO_STEP_CONNECTOR_ID:
+            self._wait_for_mfa(item, meta, triggered_by, first=first)
+            return
+        self._collect(item, meta, triggered_by=triggered_by, first=first)
+
+    def _collect(self, item: JsonDict, meta: _ItemMeta, *, triggered_by: str, first: bool) -> None:
+        """The logged-in part of a run: accounts and history on the first one, then success and its webhooks."""
+        _, multiplier, variant = self._outcome(meta)
         created: dict[str, tuple[list[str], str]] = {}
         if not meta.account_ids:
             created = self._create_accounts(item, meta, multiplier, variant)
@@ -776,7 +778,10 @@ class EmulatorState:
         item["lastUpdatedAt"] = now
         item["updatedAt"] = now
         item["consecutiveFailedLoginAttempts"] = 0
-        item["nextAutoSyncAt"] = iso_from_ms(now_ms + int(AUTO_SYNC_INTERVAL.total_seconds() * 1000))
+        # Items that need MFA at every login are not auto-synced (section 11).
+        mfa_each_login = item["connector"]["id"] == MFA_TWO_STEP_CONNECTOR_ID
+        auto_sync = None if mfa_each_login else now_ms + int(AUTO_SYNC_INTERVAL.total_seconds() * 1000)
+        item["nextAutoSyncAt"] = None if auto_sync is None else iso_from_ms(auto_sync)
 
     @staticmethod
     def _status_detail(variant: str, now: str) -> JsonDict | None:
@@ -845,26 +850,55 @@ class EmulatorState:
             return self._set_error(self._require_item(item_id), code, message, triggered_by)
 
     def set_waiting_user_input(self, item_id: str, *, triggered_by: str = "USER") -> str:
-        """MFA needed: status WAITING_USER_INPUT with a `parameter`; sends item/waiting_user_input."""
+        """MFA needed: status WAITING_USER_INPUT with a `parameter`; sends item/waiting_user_input.
+
+        `POST /items/{id}/mfa` with the sandbox token then finishes the run (item/updated).
+        """
         self._check_triggered_by(triggered_by)
         with self.lock:
             item = self._require_item(item_id)
-            now_ms = self._clock.now_ms()
-            item["status"] = "WAITING_USER_INPUT"
-            item["executionStatus"] = "WAITING_USER_INPUT"
-            item["parameter"] = {
-                "name": "token",
-                "label": "Token",
-                "type": "number",
-                "assistiveText": "Type 123456",
-                "placeholder": "123456",
-                "validation": "^\\d{6}$",
-                "validationMessage": "The token must have 6 digits",
-                "optional": False,
-                "expiresAt": iso_from_ms(now_ms + 5 * 60_000),
-            }
-            item["updatedAt"] = iso_from_ms(now_ms)
-            return self._emit_item_event("item/waiting_user_input", item, triggered_by)
+            return self._wait_for_mfa(item, self._meta[item_id], triggered_by, first=False)
+
+    def _wait_for_mfa(self, item: JsonDict, meta: _ItemMeta, triggered_by: str, *, first: bool) -> str:
+        now_ms = self._clock.now_ms()
+        item["status"] = "WAITING_USER_INPUT"
+        item["executionStatus"] = "WAITING_USER_INPUT"
+        item["error"] = None
+        item["parameter"] = {**mfa_token_credential(), "expiresAt": iso_from_ms(now_ms + MFA_TIMEOUT_MS)}
+        item["updatedAt"] = iso_from_ms(now_ms)
+        meta.pending_run = (triggered_by, first)
+        return self._emit_item_event("item/waiting_user_input", item, triggered_by)
+
+    def submit_mfa(self, item_id: str, body: Any) -> JsonDict:
+        """`POST /items/{id}/mfa` `{<parameter.name>: value}`: answered with the item as the run resumes.
+
+        The sandbox token (123456) lets the waiting run collect (item/login_succeeded then item/created on a
+        first sync, item/updated otherwise); any other value ends it in INVALID_CREDENTIALS_MFA (item/error).
+        """
+        if not isinstance(body, dict):
+            raise PluggyApiError(400, "request body must be a JSON object")
+        with self.lock:
+            item = self._require_item(item_id)
+            meta = self._meta[item_id]
+            parameter = item.get("parameter")
+            if item["status"] != "WAITING_USER_INPUT" or meta.pending_run is None or not parameter:
+                raise PluggyApiError(400, "Item is not waiting for user input")
+            name = str(parameter["name"])
+            value = body.get(name)
+            if not isinstance(value, str) or not value:
+                raise PluggyApiError(400, f"Parameter {name} is required", data={"parameter": name})
+            triggered_by, first = meta.pending_run
+            meta.pending_run = None
+            item["status"] = "UPDATING"
+            item["executionStatus"] = "LOGIN_MFA_IN_PROGRESS"
+            item["parameter"] = None
+            item["updatedAt"] = iso_from_ms(self._clock.now_ms())
+            snapshot = copy.deepcopy(item)
+            if value == SANDBOX_MFA_TOKEN:
+                self._collect(item, meta, triggered_by=triggered_by, first=first)
+            else:
+                self._set_error(item, "INVALID_CREDENTIALS_MFA", None, triggered_by)
+            return snapshot
 
     def reconnect_item(self, item_id: str, *, triggered_by: str = "USER") -> JsonDict:
         """A successful run again (fresh credentials): status UPDATED, sends item/updated."""
@@ -875,6 +909,8 @@ class EmulatorState:
             if self._outcome(meta)[0] is not None:
                 # Reconnecting means the user typed working credentials.
                 meta.username, meta.password = "user-ok", SANDBOX_PASSWORD
+            if meta.connector_id == MFA_ONE_STEP_CONNECTOR_ID:
+                meta.mfa_token = SANDBOX_MFA_TOKEN
             self._run_sync(item, meta, triggered_by=triggered_by, first=False)
             return copy.deepcopy(item)
 
@@ -947,6 +983,8 @@ class EmulatorState:
                 "overdraftContractedLimit": 1000.0,
                 "overdraftUsedLimit": 0.0,
                 "unarrangedOverdraftAmount": 0.0,
+                "hasReservedBalance": False,
+                "reservedBalances": None,  # only present when hasReservedBalance is true
             }
         elif subtype == "SAVINGS_ACCOUNT":
             account["name"] = "Conta Poupanca"
@@ -958,6 +996,8 @@ class EmulatorState:
                 "overdraftContractedLimit": None,
                 "overdraftUsedLimit": None,
                 "unarrangedOverdraftAmount": None,
+                "hasReservedBalance": False,
+                "reservedBalances": None,
             }
         else:
             last4 = f"{rng.randint(0, 9999):04d}"
@@ -1074,7 +1114,9 @@ class EmulatorState:
             "currencyCode": "BRL",
             "amount": 0.0,
             "amountInAccountCurrency": None,
-            "balance": None,
+            # Bank rows get the running balance when stored; card statements carry none, yet the SDK types a
+            # number, so card rows keep 0.
+            "balance": 0.0,
             "category": None,
             "categoryId": None,
             "providerCode": f"{rng.randint(0, 999999):06d}",
@@ -1098,7 +1140,7 @@ class EmulatorState:
     @staticmethod
     def _set_category(row: JsonDict, category_id: str) -> None:
         row["categoryId"] = category_id
-        row["category"] = CATEGORIES[category_id]
+        row["category"] = description_of(category_id)
 
     @staticmethod
     def _merchant(merchant: _Merchant) -> JsonDict:
@@ -1107,7 +1149,7 @@ class EmulatorState:
             "businessName": merchant.business_name,
             "cnpj": format_cnpj(cnpj_from_base(merchant.cnpj_base)),
             "cnae": merchant.cnae,
-            "category": CATEGORIES[merchant.category_id],
+            "category": description_of(merchant.category_id),
         }
 
     @staticmethod
@@ -1383,6 +1425,7 @@ class EmulatorState:
         for account_id in meta.account_ids:
             if changes.updated.get(account_id):
                 fields = {
+                    "id": item["id"],
                     "itemId": item["id"],
                     "accountId": account_id,
                     "transactionIds": changes.updated[account_id],
@@ -1391,13 +1434,19 @@ class EmulatorState:
                 event_ids.append(self._emit("transactions/updated", fields, item=item))
         for account_id in meta.account_ids:
             if changes.deleted.get(account_id):
-                fields = {"itemId": item["id"], "accountId": account_id, "transactionIds": changes.deleted[account_id]}
+                fields = {
+                    "id": item["id"],
+                    "itemId": item["id"],
+                    "accountId": account_id,
+                    "transactionIds": changes.deleted[account_id],
+                }
                 event_ids.append(self._emit("transactions/deleted", fields, item=item))
         return event_ids
 
     def _emit_created(self, item: JsonDict, account_id: str, stamp: str, triggered_by: str) -> str:
         query = urlencode({"accountId": account_id, "createdAtFrom": stamp})
         fields = {
+            "id": item["id"],
             "itemId": item["id"],
             "accountId": account_id,
             "transactionsCreatedAtFrom": stamp,
@@ -1424,7 +1473,7 @@ class EmulatorState:
         if row["status"] == "PENDING":
             row["status"] = "POSTED"
         else:
-            choices = [c for c in CATEGORIES if c != row["categoryId"]]
+            choices = [c for c in ROW_CATEGORY_IDS if c != row["categoryId"]]
             self._set_category(row, meta.rng.choice(choices))
         row["updatedAt"] = stamp
 
@@ -1466,10 +1515,102 @@ class EmulatorState:
 
     def get_transaction(self, tx_id: str) -> JsonDict:
         with self.lock:
-            account_id = self._tx_account.get(tx_id)
-            if account_id is None:
-                raise PluggyApiError(404, "transaction not found", "TRANSACTION_NOT_FOUND")
-            return copy.deepcopy(self._transactions[account_id][tx_id])
+            return copy.deepcopy(self._require_transaction(tx_id))
+
+    def _require_transaction(self, tx_id: str) -> JsonDict:
+        account_id = self._tx_account.get(tx_id)
+        if account_id is None:
+            raise PluggyApiError(404, "transaction not found", "TRANSACTION_NOT_FOUND")
+        return self._transactions[account_id][tx_id]
+
+    def update_transaction_category(self, tx_id: str, body: Any) -> JsonDict:
+        """`PATCH /transactions/{id}` `{categoryId}`: the user's category; answers the updated transaction.
+
+        No webhook: Pluggy documents none for this change (section 19).
+        """
+        category_id = body.get("categoryId") if isinstance(body, dict) else None
+        if not isinstance(category_id, str) or not category_id:
+            raise PluggyApiError(400, "categoryId is required")
+        with self.lock:
+            row = self._require_transaction(tx_id)
+            try:
+                description = description_of(category_id)
+            except KeyError:
+                raise PluggyApiError(400, f"categoryId {category_id} is not a valid category") from None
+            row["categoryId"] = category_id
+            row["category"] = description
+            row["updatedAt"] = iso_from_ms(self._clock.now_ms())
+            return copy.deepcopy(row)
+
+    def list_account_statements(self, account_id: str) -> JsonDict:
+        """`GET /accounts/{id}/statements`: the sandbox produces none (an empty page for a known account)."""
+        with self.lock:
+            if account_id not in self._accounts:
+                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+        return {"page": 1, "total": 0, "totalPages": 1, "results": []}
+
+    def legacy_transactions_served(self) -> bool:
+        """Whether the emulator's clock is still on or before the legacy endpoint's last day (Sao Paulo)."""
+        today = datetime.fromtimestamp((self._clock.wall_ms() - BRT_OFFSET_MS) // 1000, tz=UTC).date()
+        return today.isoformat() <= LEGACY_TRANSACTIONS_LAST_DAY
+
+    def list_transactions_legacy(self, query: Mapping[str, list[str]], key: KeyInfo) -> JsonDict:
+        """Deprecated `GET /transactions` (section 4): page-numbered, newest first.
+
+        accountId (required); from/to (yyyy-mm-dd); page (from 1); pageSize (1-500, default 20); ids (at
+        most 500, comma-separated or repeated; then from/to are ignored); billId; createdAtFrom.
+        """
+
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[-1] if values else None
+
+        account_id = one("accountId")
+        if not account_id:
+            raise PluggyApiError(400, "accountId is required", "ACCOUNT_ID_REQUIRED")
+        page = self._positive_int(one("page"), "page", 1)
+        page_size = self._positive_int(one("pageSize"), "pageSize", LEGACY_DEFAULT_PAGE_SIZE)
+        if page_size > MAX_PAGE_SIZE:
+            raise PluggyApiError(400, f"pageSize must be at most {MAX_PAGE_SIZE}")
+        # The same filters as /v2/transactions (from/to may be ISO date-times: their day counts), except that
+        # here from and createdAtFrom may be combined.
+        v2_query = {"accountId": [account_id], "ids": list(query.get("ids", []))}
+        for legacy, v2 in (("from", "dateFrom"), ("to", "dateTo")):
+            value = one(legacy)
+            if value is not None:
+                v2_query[v2] = [value[:10]]
+        request = self.parse_v2_query(v2_query)
+        created_raw = one("createdAtFrom")
+        if created_raw is not None:
+            try:
+                request.created_at_from = iso_from_ms(parse_iso_ms(created_raw))
+            except ValueError:
+                raise PluggyApiError(400, "createdAtFrom must be an ISO 8601 date-time") from None
+        bill_id = one("billId")
+        with self.lock:
+            account = self._accounts.get(account_id)
+            if account is None:
+                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+            self._check_item_scope(account["itemId"], key)
+            _, ids = self._sorted(account_id)
+            rows = self._transactions[account_id]
+            matching = [
+                rows[tx_id]
+                for tx_id in ids
+                if self._matches(rows[tx_id], request)
+                and (bill_id is None or (rows[tx_id]["creditCardMetadata"] or {}).get("billId") == bill_id)
+            ]
+            chunk = [copy.deepcopy(r) for r in matching[(page - 1) * page_size : page * page_size]]
+        total_pages = max(1, -(-len(matching) // page_size))
+        return {"total": len(matching), "totalPages": total_pages, "page": page, "results": chunk}
+
+    @staticmethod
+    def _positive_int(value: str | None, name: str, default: int) -> int:
+        if value is None:
+            return default
+        if not value.isdigit() or int(value) < 1:
+            raise PluggyApiError(400, f"{name} must be a positive integer")
+        return int(value)
 
     def _check_item_scope(self, item_id: str, key: KeyInfo) -> None:
         if key.kind == "connect" and item_id not in key.item_ids:
@@ -1593,16 +1734,36 @@ class EmulatorState:
     # ==============================================================================================
     # Connectors
 
-    def list_connectors(self) -> JsonDict:
+    def list_connectors(self, query: Mapping[str, list[str]] | None = None) -> JsonDict:
+        """`GET /connectors`: sandbox connectors only with `sandbox=true` (section 9), other filters applied."""
         with self.lock:
-            results = [copy.deepcopy(c) for c in self._connectors.values()]
+            results = [copy.deepcopy(c) for c in self._connectors.values() if matches(c, query or {})]
         return {"page": 1, "total": len(results), "totalPages": 1, "results": results}
+
+    def validate_parameters(self, connector_id: str, body: Any) -> JsonDict:
+        """`POST /connectors/{id}/validate`: {parameters, errors[{code, message, parameter}]} for the credentials."""
+        connector = self.get_connector(connector_id)
+        params = body if isinstance(body, dict) else {}
+        errors = [
+            {"code": "001", "message": f"{c['label']} is required", "parameter": c["name"]}
+            for c in connector["credentials"]
+            if not c.get("optional") and not (isinstance(params.get(c["name"]), str) and params[c["name"]])
+        ]
+        return {"parameters": {k: v for k, v in params.items() if isinstance(v, str)}, "errors": errors}
+
+    def required_credentials(self, connector_id: int) -> list[str]:
+        """The credential names a connector needs at login (404 for an unknown connector)."""
+        with self.lock:
+            connector = self._connectors.get(connector_id)
+            if connector is None:
+                raise connector_not_found()
+            return [str(c["name"]) for c in connector["credentials"] if not c.get("optional")]
 
     def get_connector(self, connector_id: str) -> JsonDict:
         with self.lock:
             connector = self._connectors.get(int(connector_id)) if connector_id.isdigit() else None
             if connector is None:
-                raise PluggyApiError(404, "connector not found", "CONNECTOR_NOT_FOUND")
+                raise connector_not_found()
             return copy.deepcopy(connector)
 
     def set_connector_status(self, status: str, connector_id: int = SANDBOX_CONNECTOR_ID) -> str:
@@ -1612,7 +1773,7 @@ class EmulatorState:
         with self.lock:
             connector = self._connectors.get(connector_id)
             if connector is None:
-                raise PluggyApiError(404, "connector not found", "CONNECTOR_NOT_FOUND")
+                raise connector_not_found()
             connector["health"]["status"] = status
             fields = {"id": str(connector_id), "connectorId": str(connector_id), "data": {"status": status}}
             # Seed 003's example has no eventId: the deprecated `id` carries the connector id instead.
@@ -1651,7 +1812,9 @@ class EmulatorState:
                 end_to_end_id=end_to_end_id,
                 scheduled_date=scheduled_date,
             )
-            return self._emit(event, fields)
+            # The deprecated `id` (typed as required by the SDK): the most specific resource the event names.
+            entity = fields.get("paymentIntentId") or fields.get("scheduledPaymentId") or fields.get("paymentRequestId")
+            return self._emit(event, {"id": entity, **fields} if entity else fields)
 
     def create_payment_request(
         self,
@@ -1675,6 +1838,10 @@ class EmulatorState:
         with self.lock:
             return self._payments.get_request(request_id)
 
+    def list_payment_requests(self, query: Mapping[str, list[str]]) -> JsonDict:
+        with self.lock:
+            return self._payments.list_requests(query)
+
     def get_payment_intent(self, intent_id: str) -> JsonDict:
         with self.lock:
             return self._payments.get_intent(intent_id)
@@ -1694,25 +1861,14 @@ class EmulatorState:
     # ==============================================================================================
     # Webhooks resource
 
-    @staticmethod
-    def validate_webhook_url(url: Any) -> str:
-        if not isinstance(url, str) or not url:
-            raise PluggyApiError(400, "url is required", "INVALID_WEBHOOK_URL")
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme not in ("http", "https") or not host:
-            raise PluggyApiError(400, "url must be an absolute https URL", "INVALID_WEBHOOK_URL")
-        # Unlike Pluggy (https only), plain http is accepted for loopback receivers of this local emulator.
-        if parts.scheme == "http" and host not in _LOOPBACK_HOSTS and not host.startswith("127."):
-            raise PluggyApiError(400, "url must use https (http is only allowed on loopback)", "INVALID_WEBHOOK_URL")
-        return url
+    def validate_webhook_url(self, url: Any) -> str:
+        """Pluggy's URL rules (section 21), with loopback URLs allowed when `allow_loopback_webhooks` is on."""
+        return check_webhook_url(url, allow_loopback=self.allow_loopback_webhooks)
 
     @staticmethod
     def _validate_event(event: Any) -> str:
         if event not in WEBHOOK_EVENTS and event != ALL_EVENTS:
-            raise PluggyApiError(
-                400, f"event must be one of the webhook events or '{ALL_EVENTS}'", "INVALID_WEBHOOK_EVENT"
-            )
+            raise PluggyApiError(400, "Invalid event type")  # webhook 400s carry no codeDescription
         return str(event)
 
     @staticmethod
@@ -1722,14 +1878,23 @@ class EmulatorState:
         if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
-            raise PluggyApiError(400, "headers must be an object of string values", "INVALID_WEBHOOK_HEADERS")
+            raise PluggyApiError(400, "headers must be an object of string values")
         return dict(headers)
+
+    def _check_webhook_slot(self, url: str, event: str, webhook_id: str | None = None) -> None:
+        """400 when `event` + `url` is already registered, or `event` already has 5 webhooks (section 21)."""
+        others = [w for w in self._webhooks.values() if w["event"] == event and w["id"] != webhook_id]
+        if any(w["url"] == url for w in others):
+            raise PluggyApiError(400, f"Webhook for event {event} and url {url} already exists")
+        if len(others) >= MAX_WEBHOOKS_PER_EVENT:
+            raise PluggyApiError(400, f"Reached the limit of {MAX_WEBHOOKS_PER_EVENT} webhooks for event {event}")
 
     def create_webhook(self, url: Any, event: Any, headers: Any = None) -> JsonDict:
         url = self.validate_webhook_url(url)
         event = self._validate_event(event)
         clean_headers = self._validate_headers(headers)
         with self.lock:
+            self._check_webhook_slot(url, event)
             now = iso_from_ms(self._clock.now_ms())
             webhook: JsonDict = {
                 "id": str(uuid.uuid4()),
@@ -1772,6 +1937,8 @@ class EmulatorState:
             raise PluggyApiError(400, "enabled must be a boolean")
         with self.lock:
             webhook = self._require_webhook(webhook_id)
+            url, event = str(changes.get("url", webhook["url"])), str(changes.get("event", webhook["event"]))
+            self._check_webhook_slot(url, event, webhook_id)
             now = iso_from_ms(self._clock.now_ms())
             webhook.update(changes)
             if enabled is True:
