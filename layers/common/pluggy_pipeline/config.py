@@ -162,6 +162,7 @@ class ProcessorSettings:
     reconcile_batch_limit: int
     event_ttl_days: int
     lease_seconds: float = 120.0
+    tx_overlap_minutes: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -179,6 +180,8 @@ class ProcessorSettings:
             reconcile_batch_limit=_int(source, "RECONCILE_BATCH_LIMIT", 500),
             event_ttl_days=_int(source, "EVENT_TTL_DAYS", 30),
             lease_seconds=_float(source, "PROCESSING_LEASE_SECONDS", 120.0),
+            # How far before the newest createdAt seen an incremental read starts again (late rows).
+            tx_overlap_minutes=_int(source, "TX_OVERLAP_MINUTES", 30, minimum=0),
         )
         has_env_pair = settings.env_pluggy_client_id and settings.env_pluggy_client_secret
         if not (settings.pluggy_credentials_secret_arn or has_env_pair):

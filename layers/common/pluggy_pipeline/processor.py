@@ -154,15 +154,28 @@ def transaction_record(tx: JSON, item_id: str | None) -> JSON:
     }
 
 
-def after(timestamp: str) -> str:
-    """The createdAtFrom that starts just past a watermark: +1 ms, Pluggy's timestamp resolution.
+def _instant(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).astimezone(UTC)
 
-    createdAtFrom is inclusive and a first sync stores its whole history with one createdAt, so an
-    inclusive watermark would re-read everything. Nothing can be created later in the same
-    millisecond as the newest row we already read: a new sync starts after the one that notified us.
-    """
-    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00")) + timedelta(milliseconds=1)
+
+def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def after(timestamp: str) -> str:
+    """The instant just past a timestamp: +1 ms, Pluggy's timestamp resolution."""
+    return _iso(_instant(timestamp) + timedelta(milliseconds=1))
+
+
+def overlap_start(watermark: str, overlap: timedelta) -> str:
+    """Where an incremental read starts: `overlap` before the newest createdAt seen.
+
+    createdAt is when Pluggy ingested a row, and rows of one sync become visible out of order (parallel
+    ingestion, rows after UPDATED): a row can appear later with a createdAt *older* than rows already read.
+    Re-reading a window before the watermark catches those; rows already stored are recognised by their
+    updatedAt and not written again.
+    """
+    return _iso(_instant(watermark) - overlap)
 
 
 def _max(current: str | None, candidates: Iterable[Any]) -> str | None:
@@ -187,6 +200,7 @@ class Processor:
         *,
         reconcile_after_hours: int = 26,
         reconcile_batch_limit: int = 500,
+        tx_overlap_minutes: int = 30,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pluggy = pluggy
@@ -196,6 +210,8 @@ class Processor:
         self._dead_letters = dead_letters
         self._reconcile_after = timedelta(hours=reconcile_after_hours)
         self._reconcile_limit = reconcile_batch_limit
+        self._tx_overlap = timedelta(minutes=tx_overlap_minutes)
+        self.overlap_rows_read = 0
         self._clock = clock
 
     # -- one message ----------------------------------------------------------------------------------
@@ -350,10 +366,12 @@ class Processor:
     def _sync_transactions(
         self, item_id: str, account_id: str, watermark: str | None, counts: Counts, *, full: bool
     ) -> None:
-        """Pull what was created since the watermark (all history the first time) and advance it."""
+        """Pull what was created since the watermark, with an overlap window (all history the first time),
+        and advance it."""
         newest = watermark
         seen: set[str] = set()
-        created_from = after(watermark) if watermark else None
+        created_from = overlap_start(watermark, self._tx_overlap) if watermark else None
+        boundary = _instant(watermark) if watermark else None
 
         def rows() -> Iterator[JSON]:
             nonlocal newest
@@ -361,7 +379,20 @@ class Processor:
                 newest = _max(newest, (tx.get("createdAt") for tx in page))
                 if full:
                     seen.update(str(tx["id"]) for tx in page)
-                yield from (transaction_record(tx, item_id) for tx in page)
+                if boundary is None:
+                    fresh = page
+                else:
+                    # Rows from the overlap window were mostly read before: write only new or changed ones.
+                    old = [tx for tx in page if tx.get("createdAt") and _instant(str(tx["createdAt"])) <= boundary]
+                    fresh = [
+                        tx for tx in page if not (tx.get("createdAt") and _instant(str(tx["createdAt"])) <= boundary)
+                    ]
+                    if old:
+                        changed = self.records.changed_transactions(account_id, old)
+                        self.overlap_rows_read += len(old)  # the overlap's cost, for the benchmarks
+                        counts.add("overlapLate", len(changed))  # rows only the overlap caught
+                        fresh = fresh + changed
+                yield from (transaction_record(tx, item_id) for tx in fresh)
 
         # One stream per account: BatchWriteItem chunks stay full (25) whatever Pluggy's page size is.
         counts.add("transactions", self.records.batch_put(rows()).written)
@@ -639,4 +670,5 @@ def get_processor() -> Processor:
         EventQueue(sqs, settings.dead_letter_queue_url),
         reconcile_after_hours=settings.reconcile_after_hours,
         reconcile_batch_limit=settings.reconcile_batch_limit,
+        tx_overlap_minutes=settings.tx_overlap_minutes,
     )

@@ -168,6 +168,31 @@ class RecordStore:
                 self._sleep(min(0.05 * 2**attempt, 2.0))
         raise TransientError(f"batch_write_item left {len(pending)} items unprocessed after retries")
 
+    def changed_transactions(self, account_id: str, rows: list[JSON]) -> list[JSON]:
+        """The rows (Pluggy's) not stored yet or stored with another updatedAt: one BatchGetItem per 100."""
+        stored: dict[str, str] = {}
+        keys = [_typed_key(transaction_key(account_id, str(tx["id"]))) for tx in rows]
+        unique = list({k["sk"]["S"]: k for k in keys}.values())
+        for start in range(0, len(unique), 100):
+            pending: list[dict[str, Any]] = unique[start : start + 100]
+            for attempt in range(self._max_retries + 1):
+                self.calls["batch_get_item"] = self.calls.get("batch_get_item", 0) + 1
+                request = {"Keys": pending, "ProjectionExpression": "sk, updatedAt", "ConsistentRead": True}
+                try:
+                    response = self._client_factory().batch_get_item(RequestItems={self._table: request})
+                except Exception as exc:
+                    raise translate(exc, "batch_get_item") from None
+                for item in response.get("Responses", {}).get(self._table, []):
+                    stored[item["sk"]["S"]] = item.get("updatedAt", {}).get("S", "")
+                pending = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+                if not pending:
+                    break
+                if attempt < self._max_retries:
+                    self._sleep(min(0.05 * 2**attempt, 2.0))
+            else:
+                raise TransientError(f"batch_get_item left {len(pending)} keys unprocessed after retries")
+        return [tx for tx in rows if stored.get(f"TX#{tx['id']}") != (tx.get("updatedAt") or "")]
+
     # -- queries ------------------------------------------------------------------------------------
 
     def query(self, **kwargs: Any) -> Iterator[JSON]:
