@@ -45,6 +45,11 @@ def stamp(minute: int) -> str:
     return f"2026-11-22T09:{minute:02d}:00.000Z"
 
 
+def at_minute(minute: int) -> float:
+    """The processor clock at stamp(minute)."""
+    return T0 - HOUR + 60 * minute
+
+
 def make_tx(account: str, n: int, created: str, amount: str = "-12.34") -> dict[str, Any]:
     return {
         "id": f"{account}-tx-{n}",
@@ -316,14 +321,18 @@ def test_first_sync_stores_item_accounts_and_full_history(h: Harness) -> None:
 
 
 def test_next_sync_reads_from_the_overlap_window_writes_only_what_is_new_and_moves_the_watermark(h: Harness) -> None:
+    h.clock.now = at_minute(2)  # the first read happens right after the sync: its rows are not settled yet
     h.pluggy.add_item(rows=2)
     h.run("item/created", itemId=ITEM)
     h.pluggy.transactions[CHECKING].append(make_tx(CHECKING, 7, stamp(5)))
     h.pluggy.items[ITEM]["updatedAt"] = stamp(6)
     h.pluggy.calls.clear()
+    h.clock.now = at_minute(7)
     writes = h.records.calls.get("batch_write_item", 0)
     counts = h.run("item/updated", itemId=ITEM)
-    assert ("iter_transactions", (CHECKING, overlap_start(stamp(1), timedelta(minutes=30)))) in h.pluggy.calls
+    # From 30 min before the watermark, but not before what the first read (at minute 2) had settled.
+    assert overlap_start(stamp(1), timedelta(minutes=30)) == "2026-11-22T08:31:00.000Z"
+    assert ("iter_transactions", (CHECKING, after("2026-11-22T08:32:00.000Z"))) in h.pluggy.calls
     assert counts == {"items": 1, "accounts": 2, "transactions": 1}  # the 2 rows re-read were not written again
     assert h.records.calls["batch_write_item"] == writes + 1
     assert h.processor.overlap_rows_read == 4
@@ -334,6 +343,7 @@ def test_next_sync_reads_from_the_overlap_window_writes_only_what_is_new_and_mov
 
 def test_a_late_row_older_than_the_watermark_is_caught_by_the_overlap(h: Harness) -> None:
     """Rows of one sync become visible out of order: one appears after we read, with an older createdAt."""
+    h.clock.now = at_minute(11)
     h.pluggy.add_item(rows=2)
     h.run("item/created", itemId=ITEM)
     h.pluggy.transactions[CHECKING].append(make_tx(CHECKING, 5, stamp(10)))
@@ -349,6 +359,22 @@ def test_a_late_row_older_than_the_watermark_is_caught_by_the_overlap(h: Harness
     h.processor = h.build(tx_overlap_minutes=0)
     h.run("item/updated", itemId=ITEM)
     assert f"{CHECKING}-tx-9" not in h.tx_ids(CHECKING)
+
+
+def test_a_quiet_account_stops_re_reading_once_its_rows_are_settled(h: Harness) -> None:
+    h.clock.now = at_minute(2)
+    h.pluggy.add_item(rows=3)
+    h.run("item/created", itemId=ITEM)
+    assert h.accounts()[CHECKING]["txSettled"] == "2026-11-22T08:32:00.000Z"  # read 2 min after: not yet
+    h.clock.now = at_minute(40)  # 30 min after the newest row: whatever was late has appeared
+    h.run("item/updated", itemId=ITEM)
+    assert h.processor.overlap_rows_read == 6  # re-read once, to catch late rows
+    assert h.accounts()[CHECKING]["txSettled"] == stamp(1)
+    h.clock.now = at_minute(50)
+    h.pluggy.calls.clear()
+    h.run("item/updated", itemId=ITEM)
+    assert ("iter_transactions", (CHECKING, after(stamp(1)))) in h.pluggy.calls  # nothing re-read any more
+    assert h.processor.overlap_rows_read == 6
 
 
 def test_transactions_are_written_in_full_chunks_whatever_the_page_size(h: Harness) -> None:

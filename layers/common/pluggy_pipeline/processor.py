@@ -128,14 +128,15 @@ def item_record(item: JSON, synced_at: str, *, full_sync_at: str | None = None) 
     return record
 
 
-def account_record(account: JSON, item_id: str, watermark: str | None) -> JSON:
+def account_record(account: JSON, item_id: str, watermark: str | None, settled: str | None = None) -> JSON:
     return {
         **account_key(item_id, str(account["id"])),
         "kind": "account",
         "accountId": str(account["id"]),
         "itemId": item_id,
         "updatedAt": account.get("updatedAt") or "",
-        "txWatermark": watermark,
+        "txWatermark": watermark,  # the newest createdAt read
+        "txSettled": settled,  # rows created up to here were read late enough that none can still appear
         "data": account,
     }
 
@@ -175,6 +176,8 @@ def overlap_start(watermark: str, overlap: timedelta) -> str:
     Re-reading a window before the watermark catches those; rows already stored are recognised by their
     updatedAt and not written again.
     """
+    if not overlap:
+        return after(watermark)  # no overlap: just past the newest row read (createdAt is inclusive)
     return _iso(_instant(watermark) - overlap)
 
 
@@ -355,23 +358,40 @@ class Processor:
         for account in accounts:
             previous = stored.get(str(account["id"]))
             watermark = previous.get("txWatermark") if previous else None
-            if self.records.put_versioned(account_record(account, item_id, watermark)):
+            settled = previous.get("txSettled") if previous else None
+            if self.records.put_versioned(account_record(account, item_id, watermark, settled)):
                 counts.add("accounts")
             if transactions:
-                self._sync_transactions(item_id, str(account["id"]), None if full else watermark, counts, full=full)
+                marks = (None, None) if full else (watermark, settled)
+                self._sync_transactions(item_id, str(account["id"]), *marks, counts, full=full)
         current = {str(a["id"]) for a in accounts}
         for account_id in set(stored) - current:  # the account is gone from Pluggy
             self._drop_account(item_id, account_id, counts)
 
     def _sync_transactions(
-        self, item_id: str, account_id: str, watermark: str | None, counts: Counts, *, full: bool
+        self,
+        item_id: str,
+        account_id: str,
+        watermark: str | None,
+        settled: str | None,
+        counts: Counts,
+        *,
+        full: bool,
     ) -> None:
         """Pull what was created since the watermark, with an overlap window (all history the first time),
-        and advance it."""
+        and advance it.
+
+        The window starts `overlap` before the watermark, but never before `settled`: rows created that long
+        before an earlier read cannot appear any more, so a quiet account does not re-read its last sync's rows
+        on every event, only on the first read that happens `overlap` after them.
+        """
         newest = watermark
         seen: set[str] = set()
         created_from = overlap_start(watermark, self._tx_overlap) if watermark else None
+        if created_from and settled and settled >= created_from:
+            created_from = after(settled)
         boundary = _instant(watermark) if watermark else None
+        read_at = self._clock()
 
         def rows() -> Iterator[JSON]:
             nonlocal newest
@@ -400,8 +420,15 @@ class Processor:
             # A full sync also heals deletions whose transactions/deleted webhook was lost.
             stale = [k for k in self.records.transaction_keys_of_account(account_id) if k["sk"][3:] not in seen]
             counts.add("transactionsDeleted", self.records.batch_delete(stale).written)
+        marks: dict[str, Any] = {}
         if newest and newest != watermark:
-            self.records.update(account_key(item_id, account_id), {"txWatermark": newest})
+            marks["txWatermark"] = newest
+        if newest and self._tx_overlap:
+            reached = min(newest, _iso(datetime.fromtimestamp(read_at, UTC) - self._tx_overlap))
+            if not settled or reached > settled:
+                marks["txSettled"] = reached
+        if marks:
+            self.records.update(account_key(item_id, account_id), marks)
 
     def _drop_account(self, item_id: str, account_id: str, counts: Counts) -> None:
         counts.add(
