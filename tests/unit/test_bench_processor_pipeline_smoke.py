@@ -85,12 +85,12 @@ def test_incremental_sync_with_nothing_new_meets_the_call_goal(processor_section
     assert "POST /auth" not in pluggy  # the key is cached, as in a warm container
     assert incremental["no_change_aws"].get("dynamodb.BatchWriteItem", 0) == 0  # nothing new, nothing batched
     steps = incremental["steps"]
-    # baseline without overlap, right after the initial sync (unsettled), 31 min later (settled), then the sync
-    assert "no overlap (baseline)" in steps[0].label and "rows settled" in steps[2].label
-    assert steps[0].pluggy == steps[2].pluggy  # settled: the overlap costs nothing more than the baseline
+    # baseline without overlap; right after the initial sync; the one re-read 31 min later; settled; the sync
+    assert "no overlap (baseline)" in steps[0].label and "window settled" in steps[3].label
+    assert steps[0].pluggy == steps[1].pluggy == steps[3].pluggy  # only the one re-read costs more
     assert incremental["overlap_extra_pluggy_calls"] >= 0
-    assert steps[3].label.endswith("`item/updated`")  # the sync's own events follow, item/updated first
-    added = sum(step.counts.get("transactions", 0) for step in steps[3:])
+    assert steps[4].label.endswith("`item/updated`")  # the sync's own events follow, item/updated first
+    added = sum(step.counts.get("transactions", 0) for step in steps[4:])
     assert added >= bench_processor.TINY.added
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,7 +20,6 @@ from pluggy_pipeline.processor import (
     Processor,
     QueueMessage,
     after,
-    overlap_start,
     pluggy_credentials,
 )
 from pluggy_pipeline.records import RecordStore, item_key, transaction_key
@@ -320,28 +318,25 @@ def test_first_sync_stores_item_accounts_and_full_history(h: Harness) -> None:
     assert row["itemId"] == ITEM and row["txDate"] == f"2026-11-04T03:00:00.000Z#{CHECKING}-tx-3"
 
 
-def test_next_sync_reads_from_the_overlap_window_writes_only_what_is_new_and_moves_the_watermark(h: Harness) -> None:
-    h.clock.now = at_minute(2)  # the first read happens right after the sync: its rows are not settled yet
+def test_next_sync_reads_past_the_watermark_and_moves_it(h: Harness) -> None:
+    h.clock.now = at_minute(2)  # the first read happens right after the sync: its rows are not complete yet
     h.pluggy.add_item(rows=2)
     h.run("item/created", itemId=ITEM)
+    assert h.accounts()[CHECKING]["txSettled"] == "2026-11-22T08:32:00.000Z"  # complete up to 30 min before
     h.pluggy.transactions[CHECKING].append(make_tx(CHECKING, 7, stamp(5)))
     h.pluggy.items[ITEM]["updatedAt"] = stamp(6)
     h.pluggy.calls.clear()
-    h.clock.now = at_minute(7)
-    writes = h.records.calls.get("batch_write_item", 0)
+    h.clock.now = at_minute(7)  # too soon for the window to be complete: read past the watermark only
     counts = h.run("item/updated", itemId=ITEM)
-    # From 30 min before the watermark, but not before what the first read (at minute 2) had settled.
-    assert overlap_start(stamp(1), timedelta(minutes=30)) == "2026-11-22T08:31:00.000Z"
-    assert ("iter_transactions", (CHECKING, after("2026-11-22T08:32:00.000Z"))) in h.pluggy.calls
-    assert counts == {"items": 1, "accounts": 2, "transactions": 1}  # the 2 rows re-read were not written again
-    assert h.records.calls["batch_write_item"] == writes + 1
-    assert h.processor.overlap_rows_read == 4
+    assert ("iter_transactions", (CHECKING, after(stamp(1)))) in h.pluggy.calls
+    assert counts == {"items": 1, "accounts": 2, "transactions": 1}
+    assert h.processor.overlap_rows_read == 0
     assert h.accounts()[CHECKING]["txWatermark"] == stamp(5)
     assert h.accounts()[CARD]["txWatermark"] == stamp(1)
     assert f"{CHECKING}-tx-7" in h.tx_ids(CHECKING)
 
 
-def test_a_late_row_older_than_the_watermark_is_caught_by_the_overlap(h: Harness) -> None:
+def test_the_window_is_re_read_once_when_complete_and_catches_a_late_row(h: Harness) -> None:
     """Rows of one sync become visible out of order: one appears after we read, with an older createdAt."""
     h.clock.now = at_minute(11)
     h.pluggy.add_item(rows=2)
@@ -351,30 +346,27 @@ def test_a_late_row_older_than_the_watermark_is_caught_by_the_overlap(h: Harness
     assert h.accounts()[CHECKING]["txWatermark"] == stamp(10)
     late = make_tx(CHECKING, 6, stamp(8))  # ingested before the newest row, visible only now
     h.pluggy.transactions[CHECKING].append(late)
+    h.clock.now = at_minute(41)  # 30 min after the watermark: the window is complete, re-read it once
+    h.pluggy.calls.clear()
+    writes = h.records.calls.get("batch_write_item", 0)
     counts = h.run("item/updated", itemId=ITEM)
-    assert counts["overlapLate"] == 1 and counts["transactions"] == 1
+    assert ("iter_transactions", (CHECKING, after("2026-11-22T08:41:00.000Z"))) in h.pluggy.calls
+    assert counts["overlapLate"] == 1 and counts["transactions"] == 1  # only the late row is written
+    assert h.records.calls["batch_write_item"] == writes + 1
     assert late["id"] in h.tx_ids(CHECKING)
-    # Without an overlap (reading from the watermark on, as before) such a row is skipped until a full sync.
-    h.pluggy.transactions[CHECKING].append(make_tx(CHECKING, 9, stamp(9)))
-    h.processor = h.build(tx_overlap_minutes=0)
-    h.run("item/updated", itemId=ITEM)
-    assert f"{CHECKING}-tx-9" not in h.tx_ids(CHECKING)
-
-
-def test_a_quiet_account_stops_re_reading_once_its_rows_are_settled(h: Harness) -> None:
-    h.clock.now = at_minute(2)
-    h.pluggy.add_item(rows=3)
-    h.run("item/created", itemId=ITEM)
-    assert h.accounts()[CHECKING]["txSettled"] == "2026-11-22T08:32:00.000Z"  # read 2 min after: not yet
-    h.clock.now = at_minute(40)  # 30 min after the newest row: whatever was late has appeared
-    h.run("item/updated", itemId=ITEM)
-    assert h.processor.overlap_rows_read == 6  # re-read once, to catch late rows
-    assert h.accounts()[CHECKING]["txSettled"] == stamp(1)
+    assert h.accounts()[CHECKING]["txSettled"] == stamp(10)
+    read = h.processor.overlap_rows_read
     h.clock.now = at_minute(50)
     h.pluggy.calls.clear()
     h.run("item/updated", itemId=ITEM)
-    assert ("iter_transactions", (CHECKING, after(stamp(1)))) in h.pluggy.calls  # nothing re-read any more
-    assert h.processor.overlap_rows_read == 6
+    assert ("iter_transactions", (CHECKING, after(stamp(10)))) in h.pluggy.calls  # settled: no re-read
+    assert h.processor.overlap_rows_read == read
+    # Without an overlap (reading past the watermark only, as before) such a row waits for a full sync.
+    h.pluggy.transactions[CHECKING].append(make_tx(CHECKING, 9, stamp(9)))
+    h.processor = h.build(tx_overlap_minutes=0)
+    h.clock.now = at_minute(59)
+    h.run("item/updated", itemId=ITEM)
+    assert f"{CHECKING}-tx-9" not in h.tx_ids(CHECKING)
 
 
 def test_transactions_are_written_in_full_chunks_whatever_the_page_size(h: Harness) -> None:

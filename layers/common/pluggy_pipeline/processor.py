@@ -378,20 +378,26 @@ class Processor:
         *,
         full: bool,
     ) -> None:
-        """Pull what was created since the watermark, with an overlap window (all history the first time),
-        and advance it.
+        """Pull what was created since the watermark (all history the first time) and advance it.
 
-        The window starts `overlap` before the watermark, but never before `settled`: rows created that long
-        before an earlier read cannot appear any more, so a quiet account does not re-read its last sync's rows
-        on every event, only on the first read that happens `overlap` after them.
+        Rows can become visible after we read with a createdAt older than the watermark (out-of-order
+        ingestion, rows after UPDATED), at most `overlap` after their createdAt. Everything up to `settled` was
+        read late enough to be complete. The window (settled, watermark] is re-read once, by the first read
+        that comes `overlap` after the watermark (then all of it is complete); earlier reads start past the
+        watermark, as without an overlap, so frequent events do not re-read a sync's rows again and again.
         """
         newest = watermark
         seen: set[str] = set()
-        created_from = overlap_start(watermark, self._tx_overlap) if watermark else None
-        if created_from and settled and settled >= created_from:
-            created_from = after(settled)
+        horizon = _iso(datetime.fromtimestamp(self._clock(), UTC) - self._tx_overlap)  # older rows are complete
+        created_from = after(watermark) if watermark else None
+        if watermark and self._tx_overlap and horizon >= watermark and (not settled or settled < watermark):
+            # The window is complete now: re-read it once, from where completeness was last established.
+            created_from = after(settled) if settled else overlap_start(watermark, self._tx_overlap)
+        # Contiguous with what was complete before: this read can extend it up to its horizon.
+        contiguous = created_from is None or (
+            after(settled) >= created_from if settled else created_from < after(watermark or "")
+        )
         boundary = _instant(watermark) if watermark else None
-        read_at = self._clock()
 
         def rows() -> Iterator[JSON]:
             nonlocal newest
@@ -423,8 +429,8 @@ class Processor:
         marks: dict[str, Any] = {}
         if newest and newest != watermark:
             marks["txWatermark"] = newest
-        if newest and self._tx_overlap:
-            reached = min(newest, _iso(datetime.fromtimestamp(read_at, UTC) - self._tx_overlap))
+        if newest and self._tx_overlap and contiguous:
+            reached = min(newest, horizon)
             if not settled or reached > settled:
                 marks["txSettled"] = reached
         if marks:
