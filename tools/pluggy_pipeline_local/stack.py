@@ -66,6 +66,9 @@ class StackOptions:
     port: int = 0  # the HTTP front; 0 picks a free port
     with_emulator: bool = True
     emulator_time_scale: float = 0.01  # Pluggy's 60 s between webhook retries becomes 0.6 s
+    # Timed mode: syncs run in the background through Pluggy's steps, on the emulator clock (time scale above:
+    # a 3-minute sandbox sync takes 1.75 s), with late rows and Pluggy's rate limits.
+    emulator_timed: bool = False
     emulator_seed: int = 0
     retry_delay: float = 1.0  # seconds before a failed message is visible again
     reconcile_every: float | None = None  # seconds; None disables the schedule
@@ -299,6 +302,7 @@ class LocalStack:
                 seed=options.emulator_seed,
                 time_scale=options.emulator_time_scale,
                 signing_key=LOCAL_SIGNING_KEY,
+                timed=options.emulator_timed,
             )
             self.emulator.start()
         self._apply_environment()

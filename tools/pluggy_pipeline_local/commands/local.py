@@ -21,6 +21,7 @@ from pluggy_pipeline_local.commands.events import queue_depth, scan_events
 from pluggy_pipeline_local.commands.records import all_items
 from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.emulator.state import SANDBOX_CONNECTOR_ID
+from pluggy_pipeline_local.emulator.timeline import SyncTiming
 from pluggy_pipeline_local.stack import LocalStack, StackOptions, sam_env_file_path
 from pluggy_pipeline_local.targets import CliError, Target, read_state, state_file_path, target_from_state
 
@@ -53,6 +54,7 @@ def _print_banner(stack: LocalStack, verbose: bool) -> None:
         f"pluggy-pipeline local stack running (pid {state['pid']})",
         f"Webhook URL: {state['webhookUrl']}",
         f"Pluggy emulator URL: {emulator}  (Pluggy's API; control routes under /_emulator/)",
+        _emulator_mode(stack),
         f"AWS (moto) endpoint: {state['awsEndpoint']}",
         f"State file: {state_file_path()}",
         f"The webhook is registered on the emulator (event all, secret in header {state['secretHeader']}).",
@@ -70,6 +72,17 @@ def _print_banner(stack: LocalStack, verbose: bool) -> None:
         "Ctrl-C stops the stack.",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _emulator_mode(stack: LocalStack) -> str:
+    options = stack.options
+    if not options.emulator_timed:
+        return "Emulator syncs are instant (--timed runs them through Pluggy's steps over emulator time)."
+    seconds = SyncTiming().total() * options.emulator_time_scale
+    return (
+        f"Emulator syncs are timed: Pluggy's steps, late rows and rate limits; one emulator second takes "
+        f"{options.emulator_time_scale:g} s, a sandbox sync about {seconds:.2g} s."
+    )
 
 
 def sam_commands(env_file: str, *, host_network: bool = True, invoke_image: str | None = None) -> dict[str, str]:
@@ -125,6 +138,8 @@ def cmd_local(args: argparse.Namespace) -> int:
         raise CliError("--port must be 0..65535 (0 = any free port)")
     if args.reconcile_every is not None and args.reconcile_every <= 0:
         raise CliError("--reconcile-every must be a positive number of seconds")
+    if args.time_scale <= 0:
+        raise CliError("--time-scale must be a positive number (wall seconds per emulator second)")
     _refuse_second_stack()
     stop = threading.Event()
     previous: dict[signal.Signals, Any] = {}
@@ -137,6 +152,8 @@ def cmd_local(args: argparse.Namespace) -> int:
         quiet=not args.verbose,
         state_file=state_file_path(),
         sam_host=args.sam_host,
+        emulator_timed=args.timed,
+        emulator_time_scale=args.time_scale,
     )
     stack = LocalStack(options)
     try:
@@ -447,6 +464,20 @@ def add_parsers(commands: Any) -> None:
         "--reconcile-every", type=float, metavar="SECONDS", help="put pipeline/reconcile in the queue this often"
     )
     local.add_argument("--verbose", action="store_true", help="show the functions' logs")
+    local.add_argument(
+        "--timed",
+        action="store_true",
+        help="the Pluggy emulator runs syncs like Pluggy: in the background through its execution steps, with "
+        "rows that arrive after UPDATED and Pluggy's rate limits (default: instant syncs)",
+    )
+    local.add_argument(
+        "--time-scale",
+        type=float,
+        default=StackOptions.emulator_time_scale,
+        metavar="WALL_SECONDS",
+        help="wall seconds per emulator second: Pluggy's 60 s between webhook retries and, with --timed, the "
+        "emulator's clock (default %(default)s: a 3-minute sync in under 2 s)",
+    )
     local.add_argument(
         "--sam-host",
         default="127.0.0.1",

@@ -38,8 +38,9 @@ class Clock:
     """The emulator's "now": milliseconds that strictly increase, so every change gets a later `updatedAt`.
 
     `source` gives seconds since the epoch (default: the wall clock); a test can pass another to put the
-    emulator on another date. It drives resource timestamps and dated rules (the legacy /transactions sunset),
-    not API key lifetimes or webhook retries, which always run on real time.
+    emulator on another date. In timed mode it is the scaled clock of timeline.py. It drives resource
+    timestamps and dated rules (the legacy /transactions sunset), not API key lifetimes, which always run on
+    real time, nor webhook retries (60 s x time_scale of wall time).
     """
 
     def __init__(self, source: Callable[[], float] | None = None) -> None:

@@ -75,12 +75,15 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "instant-syncs",
-        "A sync runs inside the request that starts it (`POST /items`, `PATCH /items/{id}`, "
-        "`POST /items/{id}/mfa`, the control routes): the answer is the UPDATING snapshot, and the next "
-        "`GET /items/{id}` already shows the end state. No `*_IN_PROGRESS` step can be observed, no rows arrive "
-        "after UPDATED, and every row of a sync carries one `createdAt`. A Pluggy sandbox sync takes minutes.",
-        "Issue 12 deliverable 1 (time in the emulator) replaces this; clients that poll like Pluggy's own "
-        "helper (while UPDATING or MERGING) reach the same end states meanwhile.",
+        "Unless `timed=True` (`--timed`), a sync runs inside the request that starts it (`POST /items`, "
+        "`PATCH /items/{id}`, `POST /items/{id}/mfa`, the control routes): the answer is the UPDATING snapshot, "
+        "and the next `GET /items/{id}` already shows the end state. No `*_IN_PROGRESS` step can be observed, no "
+        "rows arrive after UPDATED, every row of a sync carries one `createdAt`, and item/login_succeeded comes "
+        "on first syncs only. A Pluggy sandbox sync takes minutes. Timed mode runs syncs as Pluggy does (README, "
+        "Time), with its clock compressed by `time_scale`.",
+        "Most suites test what the pipeline does with end states; instant syncs keep them fast and "
+        "deterministic, and clients that poll like Pluggy's own helper (while UPDATING or MERGING) reach the same "
+        "end states. Timed mode is opt-in so those suites keep that; the suites about time turn it on.",
     ),
     Difference(
         "payments-from-control-api",
@@ -120,10 +123,14 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "Tests and the local stack drive the emulator over HTTP as well as from Python.",
     ),
     Difference(
-        "rate-limits-off",
-        "No rate limit unless `rate_limit_per_minute` is given (then one fixed window per route); Pluggy "
-        "limits per endpoint and source IP (e.g. 360/min on reads, 20/min on `PATCH /items/{id}`).",
-        "Most tests make bursts of calls that are not about rate limiting; the fault suites turn it on.",
+        "rate-limits",
+        "Instant mode has no rate limit unless `rate_limit_per_minute` asks for one (an int, a per-route "
+        'mapping, or "pluggy"). Timed mode has Pluggy\'s per-endpoint limits by default (360/min on `POST /auth`, '
+        "account and transaction reads, `/v2/transactions` included; 20/min on `PATCH /items/{id}`). Either way "
+        "the count is one fixed window per route for all callers together; Pluggy counts per source IP and does "
+        "not say how its window moves.",
+        "Most instant-mode tests make bursts of calls that are not about rate limiting; the fault suites and "
+        "timed mode turn it on. Every caller of a local emulator is 127.0.0.1 anyway.",
     ),
     Difference(
         "signature-header",
@@ -135,8 +142,13 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "time-scale",
         "Webhook retries wait 60 s x `time_scale` (3 retries, then dropped) and a webhook is disabled after "
         "`disable_webhook_after_failures` (10) notifications failed for good; Pluggy waits a minute and does "
-        "not document when it disables.",
-        "Tests cannot wait minutes for a retry.",
+        "not document when it disables. In timed mode the emulator's clock runs 1 / `time_scale` emulator seconds "
+        "per wall second, so every duration (execution steps, the MFA deadline, late rows, the rate-limit "
+        "minute) shrinks alike while a client's own pace does not; `RateLimit-Reset` and `Retry-After` then "
+        "give wall seconds with 3 decimals (Pluggy: whole seconds, `Retry-After` always 60), and API keys still "
+        "expire on real time.",
+        "Tests cannot wait minutes for a sync or a retry; headers in wall seconds let a client that honours "
+        "them wait just until the window resets.",
     ),
 )
 
@@ -190,7 +202,51 @@ SOURCE_CHOICES: tuple[tuple[str, str], ...] = (
     (
         "`POST /items/{id}/mfa` errors",
         "An item not waiting for input, or a body without the parameter, gets a 400 without `codeDescription` "
-        "(not documented). The parameter expires 5 minutes after it is asked (no source gives the length).",
+        "(not documented). The parameter expires 5 minutes after it is asked (no source gives the length; "
+        "`SyncTiming.mfa_timeout` in timed mode).",
+    ),
+    (
+        "Timed sync steps and their lengths",
+        "Pluggy publishes no per-step sequence or timing. Timed mode follows section 11's order: CREATING and "
+        "CREATED (a new item; an update starts at CREATED), LOGIN_IN_PROGRESS, WAITING_USER_INPUT and "
+        "LOGIN_MFA_IN_PROGRESS on the MFA 2-step connector, then ACCOUNTS, TRANSACTIONS, PAYMENT_DATA and "
+        "CREDITCARDS_IN_PROGRESS (the four products items carry), then status MERGING (its `executionStatus` "
+        "keeps the last step), then UPDATED with SUCCESS or PARTIAL_SUCCESS. Sandbox usernames that fail, and "
+        "MFA 1-step tokens, fail when LOGIN_IN_PROGRESS ends. `SyncTiming`'s lengths make a new item's sync "
+        "175 s (sandbox syncs take 2-4 minutes).",
+    ),
+    (
+        "Timed webhook moments",
+        "item/login_succeeded when the login succeeds, on every sync (the docs: logged in and collecting); "
+        "item/waiting_user_input when the MFA is asked; transactions/created per account when that account's "
+        "rows become visible during an update (an item's first sync leaves its history to item/created); "
+        "item/created or item/updated when MERGING ends, then transactions/updated and transactions/deleted "
+        "(the docs: after the merge); item/error when the login or the MFA fails or times out.",
+    ),
+    (
+        "Rows after UPDATED",
+        "Pluggy says only that transactions can lag briefly after UPDATED. Timed mode makes 10% of a sync's new "
+        "rows (`late_fraction`; at least one, never all of an account's) visible 15 to 90 s after UPDATED "
+        "(`late_delay`), each account's together, with a transactions/created whose `transactionsCreatedAtFrom` "
+        "is their earliest `createdAt`. A sync's rows get `createdAt` values spread over their account's "
+        "collection, late ones from its first half: earlier than rows already visible, as parallel ingestion "
+        "would leave them.",
+    ),
+    (
+        "Accounts during a timed sync",
+        "A new account becomes visible when ACCOUNTS_IN_PROGRESS ends, with its balance; an existing account's "
+        "balance and `updatedAt` move when that step starts, and again when deletions land at the merge.",
+    ),
+    (
+        "USER_INPUT_TIMEOUT",
+        "Inferred from the name: in timed mode an item still WAITING_USER_INPUT at `parameter.expiresAt` ends "
+        "OUTDATED with USER_INPUT_TIMEOUT and item/error; an MFA sent later is the 400 of an item not waiting.",
+    ),
+    (
+        "`ITEM_ALREADY_UPDATING`",
+        "The docs name the code, not its status: in timed mode `PATCH /items/{id}` on an item UPDATING or "
+        "MERGING is a 400 with that `codeDescription`. An item WAITING_USER_INPUT may be patched: the wait ends "
+        "and a new sync starts.",
     ),
     (
         "Webhook URL messages",

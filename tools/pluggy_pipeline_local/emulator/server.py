@@ -26,15 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from pluggy_pipeline_local.emulator.categories import get_category, list_categories
-from pluggy_pipeline_local.emulator.common import JsonDict, PluggyApiError
+from pluggy_pipeline_local.emulator.common import JsonDict, PluggyApiError, iso_from_ms
 from pluggy_pipeline_local.emulator.connectors import MFA_PARAMETER, SANDBOX_CONNECTOR_ID
 from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION
 from pluggy_pipeline_local.emulator.state import LEGACY_TRANSACTIONS_LAST_DAY, EmulatorState, KeyInfo
+from pluggy_pipeline_local.emulator.timeline import PLUGGY_RATE_LIMITS, SyncTiming
 from pluggy_pipeline_local.emulator.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
 
 FaultKind = Literal["500", "429", "delay", "drop"]
+RateLimits = int | Mapping[str, int] | Literal["auto", "pluggy"] | None
 TriggeredBy = Literal["USER", "CLIENT", "SYNC", "INTERNAL"]
 RATE_LIMIT_BODY: JsonDict = {
     "message": "Too many requests. Please try again later (see Retry-After header in seconds)",
@@ -183,6 +185,10 @@ class _WaitBody(_ControlModel):
     timeout: float = Field(default=10.0, ge=0)
 
 
+class _SettleBody(_ControlModel):
+    timeout: float = Field(default=30.0, ge=0)
+
+
 # --- HTTP plumbing ---------------------------------------------------------------------------------
 
 
@@ -300,23 +306,37 @@ class PluggyEmulator:
         time_scale: float = 1.0,
         page_size: int = 500,
         signing_key: str | bytes | None = None,
-        rate_limit_per_minute: int | Mapping[str, int] | None = None,
+        rate_limit_per_minute: RateLimits = "auto",
         rate_limit_window_seconds: float = 60.0,
         webhook_timeout_seconds: float = 5.0,
         disable_webhook_after_failures: int | None = 10,
         allow_loopback_webhooks: bool = True,
         clock: Callable[[], float] | None = None,
         deliver_webhooks: bool = True,
+        timed: bool = False,
+        sync_timing: SyncTiming | None = None,
     ) -> None:
         """`allow_loopback_webhooks` (on by default, for tests and the local stack): webhook URLs on this
         machine's loopback may use http and any port; off, every webhook URL follows Pluggy's rules
         (DELIBERATE_DIFFERENCES "loopback-webhooks"). `clock` (seconds since the epoch, default the wall
         clock) is the emulator's "now" for resource timestamps and dated rules such as the legacy
         /transactions sunset. `deliver_webhooks=False` records events (see `events()`) without sending
-        them anywhere: for suites that register public https URLs but may not leave 127.0.0.1."""
+        them anywhere: for suites that register public https URLs but may not leave 127.0.0.1.
+
+        `timed=True` (or a `sync_timing`, default `SyncTiming()`) runs syncs like Pluggy, in the background
+        over emulator time: the clock starts at `clock()` (or now) and runs 1 / `time_scale` emulator seconds
+        per wall second (timeline.py). `rate_limit_per_minute`: "auto" (the default) is off in instant mode
+        and Pluggy's per-endpoint limits in timed mode, "pluggy" those limits always, None off, an int or a
+        {"METHOD /template": limit, "*": default} mapping your own; in timed mode the window is measured in
+        emulator seconds."""
         self.host = host
         self.port = port
         self.time_scale = time_scale
+        if sync_timing is None and timed:
+            sync_timing = SyncTiming()
+        self.sync_timing = sync_timing
+        if sync_timing is not None and time_scale <= 0:
+            raise ValueError("timed mode needs time_scale > 0 (emulator seconds -> wall seconds)")
         key = signing_key.encode() if isinstance(signing_key, str) else signing_key
         self._dispatcher = WebhookDispatcher(
             signing_key=key,
@@ -333,12 +353,14 @@ class PluggyEmulator:
             disable_webhook_after_failures=disable_webhook_after_failures,
             allow_loopback_webhooks=allow_loopback_webhooks,
             clock=clock,
+            sync_timing=sync_timing,
+            time_scale=time_scale,
         )
         # Final delivery outcomes feed the webhook's failure count (and maybe its disabledAt).
         self._dispatcher.on_final = self._state.record_delivery_outcome
-        if isinstance(rate_limit_per_minute, int) and rate_limit_per_minute < 1:
-            raise ValueError("rate_limit_per_minute must be >= 1")
-        self._rate_limit = rate_limit_per_minute
+        self._rate_limit = self._rate_limits(rate_limit_per_minute)
+        if rate_limit_window_seconds <= 0:
+            raise ValueError("rate_limit_window_seconds must be > 0")
         self._rate_window = rate_limit_window_seconds
         self._rate_counters: dict[str, tuple[float, int]] = {}
         self._stats: dict[str, int] = {}
@@ -351,9 +373,35 @@ class PluggyEmulator:
         self._control_routes: list[tuple[str, re.Pattern[str], _ControlFunc]] = []
         self._build_routes()
 
+    def _rate_limits(self, given: RateLimits) -> int | dict[str, int] | None:
+        if given == "auto":
+            given = "pluggy" if self.timed else None
+        if given == "pluggy":
+            return dict(PLUGGY_RATE_LIMITS)
+        if given is None:
+            return None
+        if isinstance(given, int):
+            if given < 1:
+                raise ValueError("rate_limit_per_minute must be >= 1")
+            return given
+        if isinstance(given, str) or any(limit < 1 for limit in given.values()):
+            raise ValueError('rate_limit_per_minute: "auto", "pluggy", None, an int >= 1 or a mapping of them')
+        return dict(given)
+
     @property
     def allow_loopback_webhooks(self) -> bool:
         return self._state.allow_loopback_webhooks
+
+    @property
+    def timed(self) -> bool:
+        """Whether syncs run over emulator time (timed mode) rather than inside the request."""
+        return self.sync_timing is not None
+
+    @property
+    def rate_limits(self) -> int | dict[str, int] | None:
+        """The limits in force: per route ("METHOD /template", "*" for the rest), one for all, or None."""
+        limits = self._rate_limit
+        return dict(limits) if isinstance(limits, dict) else limits
 
     def __repr__(self) -> str:  # never shows the client secret
         return f"PluggyEmulator(base_url={self._base_url!r}, client_id={self.client_id!r})"
@@ -381,6 +429,7 @@ class PluggyEmulator:
         self._base_url = f"http://{host}:{port}"
         self._state.base_url = self._base_url
         self._dispatcher.start()
+        self._state.scheduler.start()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="pluggy-emulator-http"
         )
@@ -398,6 +447,7 @@ class PluggyEmulator:
         server.server_close()  # joins the request threads
         if thread is not None:
             thread.join()
+        self._state.scheduler.stop()
         self._dispatcher.stop()
         self._server = None
         self._thread = None
@@ -435,7 +485,7 @@ class PluggyEmulator:
         """Connect a sandbox item and run its first sync; returns the item as `GET /items/{id}` shows it.
 
         `connector_id` 1 (MFA 1-step) takes `mfa_token`; 2 (MFA 2-step) leaves the item WAITING_USER_INPUT
-        until `submit_mfa`.
+        until `submit_mfa`. In timed mode the sync has only started (UPDATING, CREATING): `wait_for_item`.
         """
         _, item = self._state.create_item(
             username=username,
@@ -463,7 +513,12 @@ class PluggyEmulator:
         new_account: bool = False,
         triggered_by: str = "SYNC",
     ) -> JsonDict:
-        """A sync that found changes; returns {item, created, updated, deleted, restated, eventIds...}."""
+        """A sync that found changes; returns {item, created, updated, deleted, restated, eventIds...}.
+
+        In timed mode the rows are picked now and the sync runs in the background: the answer is {itemId,
+        item (UPDATING), pending: true}; `last_sync(item_id)` tells what it did. ValueError while the item's
+        previous sync is still running.
+        """
         return self._state.sync_item(
             item_id,
             add=add,
@@ -616,8 +671,56 @@ class PluggyEmulator:
             self._faults.clear()
 
     def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
-        """Block until no delivery is queued, waiting for a retry or in flight; False on timeout."""
+        """Block until no delivery is queued, waiting for a retry or in flight; False on timeout.
+
+        In timed mode a sync still running sends more later: `settle` waits for those too.
+        """
         return self._dispatcher.wait_idle(timeout)
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Block until all background work is done: timed syncs (each step, MFA deadlines), late rows and
+        every webhook they send, with its retries. False on timeout. Afterwards `truth()` holds still."""
+        deadline = time.monotonic() + timeout
+        scheduler = self._state.scheduler
+        while True:
+            if not scheduler.wait_idle(deadline - time.monotonic()):
+                return False
+            if not self._dispatcher.wait_idle(max(0.0, deadline - time.monotonic())):
+                return False
+            # A delivery's receiver may have started more work (e.g. PATCH /items) meanwhile.
+            if scheduler.wait_idle(0) and self._dispatcher.wait_idle(0):
+                return True
+
+    def wait_for_item(self, item_id: str, timeout: float = 10.0) -> JsonDict:
+        """The item once its sync is no longer running (not UPDATING or MERGING): UPDATED, an error, or
+        WAITING_USER_INPUT. TimeoutError if it still runs after `timeout` seconds; 404 error if unknown."""
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self._state.get_item(item_id)
+            if item["status"] not in ("UPDATING", "MERGING"):
+                return item
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"item {item_id} still {item['status']}/{item['executionStatus']}")
+            time.sleep(0.002)
+
+    def last_sync(self, item_id: str) -> JsonDict | None:
+        """Timed mode: the item's latest sync (None before one): {steps [{status, executionStatus, at}],
+        outcome, transactionsCreatedAtFrom, created {accountId: ids}, late {accountId: ids}, updated,
+        deleted, restated {old: new}, newAccountId, triggeredBy, first}."""
+        return self._state.last_sync(item_id)
+
+    def now(self) -> str:
+        """The emulator's current time (ISO 8601, UTC): the scaled clock in timed mode."""
+        return iso_from_ms(self._state.clock.wall_ms())
+
+    def clock_info(self) -> JsonDict:
+        """{now, timed, timeScale, pendingWork (timed syncs running or waiting, late-row batches to come)}."""
+        return {
+            "now": self.now(),
+            "timed": self.timed,
+            "timeScale": self.time_scale,
+            "pendingWork": self._state.pending_work(),
+        }
 
     # --- request handling ------------------------------------------------------------------------
 
@@ -668,28 +771,38 @@ class PluggyEmulator:
         return limits.get(route, limits.get("*"))
 
     def _check_rate(self, route: str) -> tuple[dict[str, str], bool]:
-        """(RateLimit-* headers, over the limit?) for a fixed window per route (per source IP in Pluggy)."""
+        """(RateLimit-* headers, over the limit?) for a fixed window per route (per source IP in Pluggy).
+
+        Instant mode: the window is wall seconds. Timed mode: emulator seconds (Pluggy's minute takes
+        60 x time_scale wall seconds), and the headers give wall seconds, so a client that waits what they
+        say finds the window reset.
+        """
         limit = self._limit_for(route)
         if limit is None:
             return {}, False
-        now = time.monotonic()
+        now = self._state.clock.wall_ms() / 1000 if self.timed else time.monotonic()
         with self._state.lock:
             start, count = self._rate_counters.get(route, (now, 0))
             if now - start >= self._rate_window:
                 start, count = now, 0
             count += 1
             self._rate_counters[route] = (start, count)
-        reset = max(1, math.ceil(start + self._rate_window - now))
         headers = {
             "RateLimit-Limit": str(limit),
             "RateLimit-Remaining": str(max(0, limit - count)),
-            "RateLimit-Reset": str(reset),
+            "RateLimit-Reset": self._header_seconds(start + self._rate_window - now),
         }
         if count > limit:
             # Pluggy's Retry-After is always the window length (60 s); RateLimit-Reset is the time left.
-            headers["Retry-After"] = str(max(1, math.ceil(self._rate_window)))
+            headers["Retry-After"] = self._header_seconds(self._rate_window)
             return headers, True
         return headers, False
+
+    def _header_seconds(self, seconds: float) -> str:
+        """Whole seconds (at least 1) as Pluggy sends them; scaled to wall seconds (3 decimals) in timed mode."""
+        if not self.timed or self.time_scale == 1:
+            return str(max(1, math.ceil(seconds)))
+        return f"{max(0.001, seconds * self.time_scale):.3f}"
 
     def _handle_api(
         self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: Message
@@ -807,6 +920,9 @@ class PluggyEmulator:
             ("POST", "/_emulator/faults", self._ctl_fault),
             ("DELETE", "/_emulator/faults", self._ctl_clear_faults),
             ("POST", "/_emulator/wait", self._ctl_wait),
+            ("POST", "/_emulator/settle", self._ctl_settle),
+            ("GET", "/_emulator/clock", lambda p, b: _Response(200, self.clock_info())),
+            ("GET", "/_emulator/items/{id}/last_sync", self._ctl_last_sync),
         ]
         self._control_routes = [(m, _compile(t), f) for m, t, f in control]
 
@@ -1040,3 +1156,11 @@ class PluggyEmulator:
     def _ctl_wait(self, params: dict[str, str], body: Any) -> _Response:
         req = _WaitBody.model_validate(body or {})
         return _Response(200, {"idle": self.wait_for_deliveries(req.timeout)})
+
+    def _ctl_settle(self, params: dict[str, str], body: Any) -> _Response:
+        req = _SettleBody.model_validate(body or {})
+        return _Response(200, {"settled": self.settle(req.timeout)})
+
+    def _ctl_last_sync(self, params: dict[str, str], body: Any) -> _Response:
+        self._state.get_item(params["id"])  # 404 for an unknown item
+        return _Response(200, self.last_sync(params["id"]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import hmac
 import json
 import random
@@ -46,6 +47,7 @@ from pluggy_pipeline_local.emulator.connectors import (
     sandbox_connectors,
 )
 from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION, Payments
+from pluggy_pipeline_local.emulator.timeline import ScheduledTask, Scheduler, SyncTiming, scaled_clock
 from pluggy_pipeline_local.emulator.webhook_urls import check_webhook_url
 from pluggy_pipeline_local.emulator.webhooks import DeliveryTarget, Notification
 
@@ -411,6 +413,47 @@ class _SyncChanges:
         self.touched.add(account_id)
 
 
+@dataclass
+class _SyncSpec:
+    """What a control-API sync changes (rows picked when it is asked for, applied as it runs)."""
+
+    add: int = 0
+    new_account: bool = False
+    restated: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """One timed sync of an item, from the request to UPDATED or an error (late rows outlive it)."""
+
+    item_id: str
+    triggered_by: str
+    first: bool
+    spec: _SyncSpec | None  # a control sync (no credential checks); None: a login with the stored credentials
+    cancelled: bool = False
+    tasks: list[ScheduledTask] = field(default_factory=list)  # cancelled with the run
+    mfa_task: ScheduledTask | None = None  # the USER_INPUT_TIMEOUT task while the item waits for the MFA
+    hidden_tx: set[str] = field(default_factory=set)  # rows it collected that are not visible yet
+    hidden_accounts: set[str] = field(default_factory=set)
+    summary: JsonDict = field(default_factory=dict)
+
+
+@dataclass
+class _RowPlan:
+    """A timed sync's new rows while their moments are being scheduled."""
+
+    run: _Run
+    rng: random.Random
+    created: dict[str, list[str]]  # accountId -> new row ids
+    late: dict[str, set[str]]  # accountId -> the ids that arrive after UPDATED
+    late_batches: list[tuple[str, list[str]]]  # filled: (accountId, late ids) in the order they were planned
+
+
+_PENDING_STATUSES = frozenset({"UPDATING", "MERGING"})
+
+
 class EmulatorState:
     """All emulated Pluggy data and its mutations (call everything with or without holding `lock`)."""
 
@@ -426,7 +469,11 @@ class EmulatorState:
         disable_webhook_after_failures: int | None = 10,
         allow_loopback_webhooks: bool = True,
         clock: Callable[[], float] | None = None,
+        sync_timing: SyncTiming | None = None,
+        time_scale: float = 1.0,
     ) -> None:
+        """`sync_timing` turns timed mode on: the clock starts at `clock()` (default now) and runs
+        1 / `time_scale` emulator seconds per wall second, and syncs run in the background (timeline.py)."""
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
         self.lock = threading.RLock()
@@ -439,7 +486,14 @@ class EmulatorState:
         self._disable_after = disable_webhook_after_failures
         self.base_url = "http://127.0.0.1"
         self.allow_loopback_webhooks = allow_loopback_webhooks
-        self._clock = Clock(clock)
+        self.timing = sync_timing
+        self._clock = Clock(scaled_clock(clock, time_scale) if sync_timing is not None else clock)
+        self.scheduler = Scheduler(self._clock.wall_ms, time_scale if sync_timing is not None else 1.0)
+        self._runs: dict[str, _Run] = {}  # the item's timed sync in progress (or waiting for MFA)
+        self._summaries: dict[str, JsonDict] = {}  # the item's latest timed sync
+        self._late_tasks: dict[str, list[ScheduledTask]] = {}  # late-row publications still to come, per item
+        self._hidden_tx: set[str] = set()  # collected by a timed sync, not visible at Pluggy yet
+        self._hidden_accounts: set[str] = set()
         self._item_counter = 0
         self._keys: dict[str, KeyInfo] = {}
         self._connectors: dict[int, JsonDict] = sandbox_connectors()
@@ -456,6 +510,15 @@ class EmulatorState:
         self._webhook_failures: dict[str, int] = {}
         self._events: list[JsonDict] = []
         self._payments = Payments(self._clock, page_size=page_size)
+
+    @property
+    def clock(self) -> Clock:
+        """The emulator's "now" (scaled in timed mode)."""
+        return self._clock
+
+    @property
+    def timed(self) -> bool:
+        return self.timing is not None
 
     # ==============================================================================================
     # Auth
@@ -558,7 +621,7 @@ class EmulatorState:
                 "event": event,
                 "payload": copy.deepcopy(payload),
                 "urls": [t.url for t in targets],
-                "emittedAt": iso_from_ms(int(time.time() * 1000)),
+                "emittedAt": iso_from_ms(self._clock.wall_ms()),
             }
         )
         self._notify(notification)
@@ -629,6 +692,7 @@ class EmulatorState:
 
         Success sends item/login_succeeded then item/created; a failing sandbox user sends item/error; an
         MFA 2-step connector stops in WAITING_USER_INPUT (item/waiting_user_input) until `submit_mfa`.
+        In timed mode the sync runs in the background: both are the item as it is now (UPDATING, CREATING).
         """
         self._check_triggered_by(triggered_by)
         if transactions_per_account is not None and transactions_per_account < 0:
@@ -675,15 +739,23 @@ class EmulatorState:
             }
             self._items[item_id] = item
             self._meta[item_id] = meta
+            if self.timed:
+                self._start_run(item, _Run(item_id, triggered_by, first=True, spec=None))
+                return copy.deepcopy(item), copy.deepcopy(item)
             snapshot = copy.deepcopy(item)
             self._run_sync(item, meta, triggered_by=triggered_by, first=True)
             return snapshot, copy.deepcopy(item)
 
     def update_item_api(self, item_id: str, body: JsonDict, triggered_by: str) -> JsonDict:
-        """`PATCH /items/{id}`: optional new credentials/fields, then a new sync (answered as UPDATING)."""
+        """`PATCH /items/{id}`: optional new credentials/fields, then a new sync (answered as UPDATING).
+
+        In timed mode an item whose sync is still running (UPDATING, MERGING) gets 400 ITEM_ALREADY_UPDATING.
+        """
         with self.lock:
             item = self._require_item(item_id)
             meta = self._meta[item_id]
+            if self.timed and item["status"] in _PENDING_STATUSES:
+                raise PluggyApiError(400, "Item is already updating", "ITEM_ALREADY_UPDATING")
             params = body.get("parameters")
             if params is not None and not isinstance(params, dict):
                 raise PluggyApiError(400, "parameters must be an object")
@@ -707,6 +779,9 @@ class EmulatorState:
             for key in ("clientUserId", "webhookUrl"):
                 if key in body and (body[key] is None or isinstance(body[key], str)):
                     item[key] = body[key]
+            if self.timed:
+                self._start_run(item, _Run(item_id, triggered_by, first=False, spec=None))
+                return copy.deepcopy(item)
             item["status"] = "UPDATING"
             item["executionStatus"] = "CREATED"
             item["updatedAt"] = iso_from_ms(self._clock.now_ms())
@@ -847,24 +922,32 @@ class EmulatorState:
         if not code:
             raise ValueError("code must be a non-empty error code")
         with self.lock:
-            return self._set_error(self._require_item(item_id), code, message, triggered_by)
+            item = self._require_item(item_id)
+            self._cancel_run(item_id)  # timed mode: the sync in progress ends in this error
+            return self._set_error(item, code, message, triggered_by)
 
     def set_waiting_user_input(self, item_id: str, *, triggered_by: str = "USER") -> str:
         """MFA needed: status WAITING_USER_INPUT with a `parameter`; sends item/waiting_user_input.
 
-        `POST /items/{id}/mfa` with the sandbox token then finishes the run (item/updated).
+        `POST /items/{id}/mfa` with the sandbox token then finishes the run (item/updated). In timed mode a
+        sync in progress is replaced by this wait, which ends in USER_INPUT_TIMEOUT at `parameter.expiresAt`.
         """
         self._check_triggered_by(triggered_by)
         with self.lock:
             item = self._require_item(item_id)
-            return self._wait_for_mfa(item, self._meta[item_id], triggered_by, first=False)
+            if not self.timed:
+                return self._wait_for_mfa(item, self._meta[item_id], triggered_by, first=False)
+            run = _Run(item_id, triggered_by, first=False, spec=None)
+            self._begin_run(run)
+            return self._wait_for_mfa_timed(run)
 
     def _wait_for_mfa(self, item: JsonDict, meta: _ItemMeta, triggered_by: str, *, first: bool) -> str:
         now_ms = self._clock.now_ms()
+        timeout_ms = MFA_TIMEOUT_MS if self.timing is None else round(self.timing.mfa_timeout * 1000)
         item["status"] = "WAITING_USER_INPUT"
         item["executionStatus"] = "WAITING_USER_INPUT"
         item["error"] = None
-        item["parameter"] = {**mfa_token_credential(), "expiresAt": iso_from_ms(now_ms + MFA_TIMEOUT_MS)}
+        item["parameter"] = {**mfa_token_credential(), "expiresAt": iso_from_ms(now_ms + timeout_ms)}
         item["updatedAt"] = iso_from_ms(now_ms)
         meta.pending_run = (triggered_by, first)
         return self._emit_item_event("item/waiting_user_input", item, triggered_by)
@@ -881,12 +964,18 @@ class EmulatorState:
             item = self._require_item(item_id)
             meta = self._meta[item_id]
             parameter = item.get("parameter")
+            run = self._runs.get(item_id)
+            expired = isinstance(parameter, dict) and self._clock.wall_ms() >= parse_iso_ms(str(parameter["expiresAt"]))
+            if self.timed and run is not None and run.mfa_task is not None and expired:
+                self._mfa_timed_out(run)  # the deadline passed a moment ago; its task has not run yet
             if item["status"] != "WAITING_USER_INPUT" or meta.pending_run is None or not parameter:
                 raise PluggyApiError(400, "Item is not waiting for user input")
             name = str(parameter["name"])
             value = body.get(name)
             if not isinstance(value, str) or not value:
                 raise PluggyApiError(400, f"Parameter {name} is required", data={"parameter": name})
+            if self.timed and run is not None:
+                return self._mfa_submitted(run, value == SANDBOX_MFA_TOKEN)
             triggered_by, first = meta.pending_run
             meta.pending_run = None
             item["status"] = "UPDATING"
@@ -901,16 +990,23 @@ class EmulatorState:
             return snapshot
 
     def reconnect_item(self, item_id: str, *, triggered_by: str = "USER") -> JsonDict:
-        """A successful run again (fresh credentials): status UPDATED, sends item/updated."""
+        """A successful run again (fresh credentials): status UPDATED, sends item/updated.
+
+        In timed mode the run starts (the item is returned UPDATING); ValueError while a sync is running.
+        """
         self._check_triggered_by(triggered_by)
         with self.lock:
             item = self._require_item(item_id)
             meta = self._meta[item_id]
+            self._refuse_while_updating(item)
             if self._outcome(meta)[0] is not None:
                 # Reconnecting means the user typed working credentials.
                 meta.username, meta.password = "user-ok", SANDBOX_PASSWORD
             if meta.connector_id == MFA_ONE_STEP_CONNECTOR_ID:
                 meta.mfa_token = SANDBOX_MFA_TOKEN
+            if self.timed:
+                self._start_run(item, _Run(item_id, triggered_by, first=False, spec=None))
+                return copy.deepcopy(item)
             self._run_sync(item, meta, triggered_by=triggered_by, first=False)
             return copy.deepcopy(item)
 
@@ -919,29 +1015,451 @@ class EmulatorState:
         self._check_triggered_by(triggered_by)
         with self.lock:
             item = self._require_item(item_id)
+            self._cancel_run(item_id)
+            for task in self._late_tasks.pop(item_id, []):
+                self.scheduler.cancel(task)
             meta = self._meta.pop(item_id)
             for account_id in meta.account_ids:
                 self._accounts.pop(account_id, None)
                 for tx_id in self._transactions.pop(account_id, {}):
                     self._tx_account.pop(tx_id, None)
+                    self._hidden_tx.discard(tx_id)
                 self._order.pop(account_id, None)
+                if account_id in self._hidden_accounts:
+                    self._hidden_accounts.discard(account_id)  # never seen at Pluggy: not reported deleted
+                    continue
                 self._deleted_accounts.append(account_id)
             del self._items[item_id]
             self._deleted_items.append(item_id)
             return self._emit_item_event("item/deleted", item, triggered_by)
 
     # ==============================================================================================
+    # Timed runs (timed mode, timeline.py): a sync in the background over emulator time
+
+    def _timing(self) -> SyncTiming:
+        if self.timing is None:
+            raise RuntimeError("timed runs need sync_timing")
+        return self.timing
+
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        return round(seconds * 1000)
+
+    def _refuse_while_updating(self, item: JsonDict) -> None:
+        if self.timed and item["status"] in _PENDING_STATUSES:
+            raise ValueError(f"item {item['id']} is still updating; wait for it first (wait_for_item or settle)")
+
+    def _at(self, run: _Run, due_ms: int, task: Callable[[], None]) -> ScheduledTask:
+        """Schedule part of `run`: it does nothing once the run is cancelled or replaced."""
+
+        def guarded() -> None:
+            with self.lock:
+                if not run.cancelled and self._runs.get(run.item_id) is run:
+                    task()
+
+        handle = self.scheduler.at(due_ms, guarded)
+        run.tasks.append(handle)
+        return handle
+
+    def _cancel_run(self, item_id: str) -> None:
+        """Stop the item's timed sync: its tasks never run and what it collected never becomes visible."""
+        run = self._runs.pop(item_id, None)
+        if run is None:
+            return
+        run.cancelled = True
+        for task in run.tasks:
+            self.scheduler.cancel(task)
+        meta = self._meta.get(item_id)
+        if meta is not None:
+            meta.pending_run = None
+        for tx_id in run.hidden_tx:
+            self._hidden_tx.discard(tx_id)
+            account_id = self._tx_account.pop(tx_id, None)
+            if account_id is not None:
+                self._transactions[account_id].pop(tx_id, None)
+                self._order.pop(account_id, None)
+        for account_id in run.hidden_accounts:
+            self._hidden_accounts.discard(account_id)
+            self._accounts.pop(account_id, None)
+            self._transactions.pop(account_id, None)
+            self._deleted_tx.pop(account_id, None)
+            self._order.pop(account_id, None)
+            if meta is not None and account_id in meta.account_ids:
+                meta.account_ids.remove(account_id)
+
+    def _record_step(self, run: _Run, item: JsonDict) -> None:
+        step = {"status": item["status"], "executionStatus": item["executionStatus"], "at": item["updatedAt"]}
+        run.summary["steps"].append(step)
+
+    def _set_step(self, run: _Run, execution_status: str, now_ms: int | None = None) -> None:
+        item = self._items[run.item_id]
+        item["executionStatus"] = execution_status
+        item["updatedAt"] = iso_from_ms(self._clock.now_ms() if now_ms is None else now_ms)
+        self._record_step(run, item)
+
+    def _begin_run(self, run: _Run) -> None:
+        """`run` replaces whatever the item had in progress; `last_sync` describes it from now on."""
+        self._cancel_run(run.item_id)
+        self._runs[run.item_id] = run
+        self._summaries[run.item_id] = run.summary
+        run.summary.update(
+            itemId=run.item_id,
+            triggeredBy=run.triggered_by,
+            first=run.first,
+            outcome=None,
+            steps=[],
+            transactionsCreatedAtFrom=None,
+            created={},
+            late={},
+            updated={},
+            deleted={},
+            restated={},
+            newAccountId=None,
+        )
+
+    def _start_run(self, item: JsonDict, run: _Run) -> None:
+        """UPDATING now, then CREATING -> CREATED (new items only) -> LOGIN_IN_PROGRESS -> the login's outcome."""
+        timing = self._timing()
+        self._begin_run(run)
+        now = self._clock.now_ms()
+        item["status"] = "UPDATING"
+        item["parameter"] = None
+        self._set_step(run, "CREATING" if run.first else "CREATED", now)
+        due = now
+        if run.first:
+            due += self._ms(timing.creating)
+            self._at(run, due, lambda: self._set_step(run, "CREATED"))
+        due += self._ms(timing.created)
+        self._at(run, due, lambda: self._set_step(run, "LOGIN_IN_PROGRESS"))
+        self._at(run, due + self._ms(timing.login), lambda: self._login_done(run))
+
+    def _fail_run(self, run: _Run, code: str, provider_message: str | None = None) -> None:
+        """The run ends in `code` (LOGIN_ERROR or OUTDATED, item/error)."""
+        if self._runs.get(run.item_id) is run:
+            del self._runs[run.item_id]
+        if run.mfa_task is not None:
+            self.scheduler.cancel(run.mfa_task)
+            run.mfa_task = None
+        item = self._items[run.item_id]
+        self._set_error(item, code, None, run.triggered_by, provider_message=provider_message)
+        self._record_step(run, item)
+        run.summary["outcome"] = code
+
+    def _login_done(self, run: _Run) -> None:
+        """The end of LOGIN_IN_PROGRESS: rejected credentials, an MFA challenge, or logged in."""
+        meta = self._meta[run.item_id]
+        if run.spec is None:  # control syncs log in with whatever is stored, as instant ones do
+            code = self._outcome(meta)[0]
+            if code is not None:
+                provider_message = (
+                    "Mensagem do banco: regularize sua conta" if meta.username.endswith("provider-message") else None
+                )
+                self._fail_run(run, code, provider_message)
+                return
+            if meta.connector_id == MFA_ONE_STEP_CONNECTOR_ID and meta.mfa_token != SANDBOX_MFA_TOKEN:
+                self._fail_run(run, "INVALID_CREDENTIALS_MFA")
+                return
+            if meta.connector_id == MFA_TWO_STEP_CONNECTOR_ID:
+                self._wait_for_mfa_timed(run)
+                return
+        self._login_succeeded(run)
+
+    def _wait_for_mfa_timed(self, run: _Run) -> str:
+        """WAITING_USER_INPUT with `parameter` (item/waiting_user_input) until the MFA or its deadline."""
+        item = self._items[run.item_id]
+        event_id = self._wait_for_mfa(item, self._meta[run.item_id], run.triggered_by, first=run.first)
+        self._record_step(run, item)
+        expires_ms = parse_iso_ms(str(item["parameter"]["expiresAt"]))
+        run.mfa_task = self._at(run, expires_ms, lambda: self._mfa_timed_out(run))
+        return event_id
+
+    def _mfa_timed_out(self, run: _Run) -> None:
+        """Nobody answered before `parameter.expiresAt`: USER_INPUT_TIMEOUT (item/error)."""
+        if run.mfa_task is None or self._items[run.item_id]["status"] != "WAITING_USER_INPUT":
+            return
+        self._meta[run.item_id].pending_run = None
+        self._fail_run(run, "USER_INPUT_TIMEOUT")
+
+    def _mfa_submitted(self, run: _Run, accepted: bool) -> JsonDict:
+        """`POST /items/{id}/mfa`: LOGIN_MFA_IN_PROGRESS now (the answer), the token's verdict `login_mfa` later."""
+        item = self._items[run.item_id]
+        if run.mfa_task is not None:
+            self.scheduler.cancel(run.mfa_task)
+            run.mfa_task = None
+        self._meta[run.item_id].pending_run = None
+        item["status"] = "UPDATING"
+        item["parameter"] = None
+        now = self._clock.now_ms()
+        self._set_step(run, "LOGIN_MFA_IN_PROGRESS", now)
+        snapshot = copy.deepcopy(item)
+        due = now + self._ms(self._timing().login_mfa)
+        if accepted:
+            self._at(run, due, lambda: self._login_succeeded(run))
+        else:
+            self._at(run, due, lambda: self._fail_run(run, "INVALID_CREDENTIALS_MFA"))
+        return snapshot
+
+    def _login_succeeded(self, run: _Run) -> None:
+        """item/login_succeeded, then ACCOUNTS_IN_PROGRESS: what this sync collects is decided now."""
+        item = self._items[run.item_id]
+        self._emit_item_event("item/login_succeeded", item, run.triggered_by)
+        now = self._clock.now_ms()
+        self._set_step(run, "ACCOUNTS_IN_PROGRESS", now)
+        self._plan_collection(run, item, self._meta[run.item_id], now)
+
+    def _plan_collection(self, run: _Run, item: JsonDict, meta: _ItemMeta, start_ms: int) -> None:
+        """Collect everything now, hidden, and schedule when each part becomes visible.
+
+        New accounts appear when ACCOUNTS_IN_PROGRESS ends. Each bank account's new rows appear together
+        during TRANSACTIONS_IN_PROGRESS, each card account's during CREDITCARDS_IN_PROGRESS, one account after
+        the other; on an update each group sends transactions/created (a first sync leaves that to
+        item/created). Their createdAt values are spread over the account's collection, so neither pages nor
+        accounts are in createdAt order. Changed and deleted rows change when MERGING ends, with UPDATED and
+        item/created or item/updated, then transactions/updated and transactions/deleted. Late rows
+        (`late_fraction`) become visible `late_delay` after UPDATED, with their own transactions/created.
+        """
+        timing = self._timing()
+        rng = meta.rng
+        accounts_end = start_ms + self._ms(timing.accounts)
+        transactions_end = accounts_end + self._ms(timing.transactions)
+        payment_data_end = transactions_end + self._ms(timing.payment_data)
+        cards_end = payment_data_end + self._ms(timing.credit_cards)
+        variant = self._outcome(meta)[2]
+        if variant == "error":  # a control sync of an item whose credentials fail succeeds, as instant ones do
+            variant = "ok"
+        spec = run.spec or _SyncSpec()
+        created, new_accounts = self._collect_hidden(run, item, spec, start_ms=start_ms, accounts_end=accounts_end)
+        late = self._pick_late(rng, created)
+        ordered = [a for a in meta.account_ids if created.get(a)]
+        banks = [a for a in ordered if self._accounts[a]["type"] == "BANK"]
+        cards = [a for a in ordered if self._accounts[a]["type"] == "CREDIT"]
+        late_batches: list[tuple[str, list[str]]] = []
+        rows = _RowPlan(run, rng, created, late, late_batches)
+        self._at(run, accounts_end, lambda: self._accounts_collected(run, new_accounts))
+        self._schedule_rows(rows, banks, (accounts_end, transactions_end))
+        self._at(run, transactions_end, lambda: self._set_step(run, "PAYMENT_DATA_IN_PROGRESS"))
+        self._at(run, payment_data_end, lambda: self._set_step(run, "CREDITCARDS_IN_PROGRESS"))
+        self._schedule_rows(rows, cards, (payment_data_end, cards_end))
+        self._at(run, cards_end, lambda: self._merging(run))
+        end = cards_end + self._ms(timing.merging)
+        self._at(run, end, lambda: self._finish_run(run, variant, spec, late_batches))
+        stamps = [str(self._transactions[a][t]["createdAt"]) for a, ids in created.items() for t in ids]
+        run.summary["transactionsCreatedAtFrom"] = min(stamps) if stamps else None
+        run.summary["created"] = {a: list(ids) for a, ids in created.items()}
+        run.summary["late"] = dict(late_batches)
+
+    def _collect_hidden(
+        self, run: _Run, item: JsonDict, spec: _SyncSpec, *, start_ms: int, accounts_end: int
+    ) -> tuple[dict[str, list[str]], list[str]]:
+        """The sync's new accounts and rows, stored but hidden; ({accountId: new row ids}, new account ids)."""
+        meta = self._meta[run.item_id]
+        created: dict[str, list[str]] = {}
+        new_accounts: list[str] = []
+        if run.spec is None and not meta.account_ids:
+            _, multiplier, variant = self._outcome(meta)
+            for account_id, (ids, _) in self._create_accounts(item, meta, multiplier, variant, accounts_end).items():
+                created[account_id] = ids
+                new_accounts.append(account_id)
+        for account_id, tx_id in spec.restated:  # the old row goes when MERGING ends
+            old = self._transactions.get(account_id, {}).get(tx_id)
+            if old is None:
+                continue
+            new = self._restated_copy(meta, old, iso_from_ms(start_ms))
+            self._insert_tx(self._accounts[account_id], new)
+            created.setdefault(account_id, []).append(new["id"])
+            run.summary["restated"][tx_id] = new["id"]
+        changes = _SyncChanges(stamp_ms=start_ms)
+        self._add_rows(meta, spec.add, changes)
+        for account_id, ids in changes.created.items():
+            created.setdefault(account_id, []).extend(ids)
+        if spec.new_account:
+            index = len(meta.account_ids)
+            account = self._new_account(
+                item, meta, kind="BANK", subtype="CHECKING_ACCOUNT", index=index, stamp_ms=accounts_end
+            )
+            count = max(1, meta.transactions_per_account // 2)
+            created[account["id"]] = self._generate_history(meta, account, count, accounts_end)
+            new_accounts.append(account["id"])
+            run.summary["newAccountId"] = account["id"]
+        for account_id in created:
+            if account_id not in new_accounts:  # collected again: the institution's balance and limits now
+                account = self._accounts[account_id]
+                if account["type"] == "CREDIT":
+                    self._refresh_card(account, start_ms, bump=True)
+                else:
+                    account["updatedAt"] = iso_from_ms(start_ms)
+            self._order.pop(account_id, None)
+        run.hidden_accounts.update(new_accounts)
+        self._hidden_accounts.update(new_accounts)
+        for ids in created.values():
+            run.hidden_tx.update(ids)
+            self._hidden_tx.update(ids)
+        return created, new_accounts
+
+    def _pick_late(self, rng: random.Random, created: dict[str, list[str]]) -> dict[str, set[str]]:
+        """The rows that arrive after UPDATED: `late_fraction` of the sync's new rows (at least one when the
+        fraction is above 0), never all of an account's, so each late row has on-time rows beside it."""
+        fraction = self._timing().late_fraction
+        total = sum(len(ids) for ids in created.values())
+        if fraction <= 0 or total < 2:
+            return {}
+        pool: list[tuple[str, str]] = []
+        for account_id, ids in created.items():
+            if len(ids) >= 2:
+                keep = rng.choice(ids)
+                pool += [(account_id, tx_id) for tx_id in ids if tx_id != keep]
+        late: dict[str, set[str]] = {}
+        for account_id, tx_id in rng.sample(pool, min(len(pool), max(1, round(fraction * total)))):
+            late.setdefault(account_id, set()).add(tx_id)
+        return late
+
+    def _schedule_rows(self, plan: _RowPlan, account_ids: list[str], window: tuple[int, int]) -> None:
+        """Give each account's new rows a createdAt within its collection and a moment to appear.
+
+        The accounts' rows appear one group after the other inside `window`; a group's createdAt values lie
+        between the window's start and the moment it appears (one row exactly then), its late rows' in the
+        first half of that span: earlier than rows that are visible before them.
+        """
+        run, rng, created, late = plan.run, plan.rng, plan.created, plan.late
+        start, stop = window
+        for index, account_id in enumerate(account_ids):
+            visible_at = start + (stop - start) * (index + 1) // (len(account_ids) + 1)
+            rows = self._transactions[account_id]
+            late_ids = late.get(account_id, set())
+            on_time = [t for t in created[account_id] if t not in late_ids]
+            for tx_id in on_time:
+                self._stamp_row(rows[tx_id], rng.randint(start, visible_at))
+            if on_time:
+                self._stamp_row(rows[rng.choice(on_time)], visible_at)
+            late_rows = [t for t in created[account_id] if t in late_ids]
+            for tx_id in late_rows:
+                self._stamp_row(rows[tx_id], rng.randint(start, (start + visible_at) // 2))
+            if late_rows:
+                plan.late_batches.append((account_id, late_rows))
+            self._at(run, visible_at, functools.partial(self._rows_collected, run, account_id, on_time))
+
+    @staticmethod
+    def _stamp_row(row: JsonDict, created_ms: int) -> None:
+        row["createdAt"] = row["updatedAt"] = iso_from_ms(created_ms)
+
+    def _publish_rows(self, account_id: str, ids: list[str]) -> list[JsonDict]:
+        """Make hidden rows visible; returns those that were still waiting."""
+        rows = self._transactions.get(account_id, {})
+        shown = [rows[t] for t in ids if t in rows and t in self._hidden_tx]
+        for row in shown:
+            self._hidden_tx.discard(row["id"])
+        self._order.pop(account_id, None)
+        return shown
+
+    def _accounts_collected(self, run: _Run, account_ids: list[str]) -> None:
+        self._hidden_accounts.difference_update(account_ids)
+        run.hidden_accounts.difference_update(account_ids)
+        self._set_step(run, "TRANSACTIONS_IN_PROGRESS")
+
+    def _rows_collected(self, run: _Run, account_id: str, ids: list[str]) -> None:
+        shown = self._publish_rows(account_id, ids)
+        run.hidden_tx.difference_update(ids)
+        if shown and not run.first:
+            since = min(str(row["createdAt"]) for row in shown)
+            self._emit_created(self._items[run.item_id], account_id, since, run.triggered_by)
+
+    def _merging(self, run: _Run) -> None:
+        item = self._items[run.item_id]
+        item["status"] = "MERGING"
+        item["updatedAt"] = iso_from_ms(self._clock.now_ms())
+        self._record_step(run, item)
+
+    def _finish_run(self, run: _Run, variant: str, spec: _SyncSpec, late_batches: list[tuple[str, list[str]]]) -> None:
+        """MERGING ends: changes and deletions land, UPDATED with its webhooks, then the late rows' clocks start."""
+        item_id = run.item_id
+        item, meta = self._items[item_id], self._meta[item_id]
+        changes = self._merge(meta, spec)
+        del self._runs[item_id]
+        run.hidden_tx.clear()  # what is still hidden are the late rows, which outlive the run
+        self._finish_success(item, variant)
+        self._record_step(run, item)
+        run.summary.update(outcome=item["executionStatus"], updated=changes.updated, deleted=changes.deleted)
+        if run.first:
+            self._emit_item_event("item/created", item, run.triggered_by)
+        else:  # item/updated, then transactions/updated and transactions/deleted per account
+            self._emit_sync_events(item, meta, changes, run.triggered_by)
+        low, high = self._timing().late_delay
+        updated_ms = parse_iso_ms(str(item["updatedAt"]))
+        for account_id, ids in late_batches:
+            due = updated_ms + self._ms(meta.rng.uniform(low, high))
+            task = self.scheduler.at(
+                due, functools.partial(self._late_rows, item_id, account_id, ids, run.triggered_by)
+            )
+            self._late_tasks.setdefault(item_id, []).append(task)
+
+    def _merge(self, meta: _ItemMeta, spec: _SyncSpec) -> _SyncChanges:
+        """The changed and deleted rows of a timed sync, applied when its MERGING ends."""
+        changes = _SyncChanges(stamp_ms=self._clock.now_ms())
+        now_ms, stamp = changes.stamp_ms, changes.stamp
+        updated, deleted = changes.updated, changes.deleted
+        touched: set[str] = set()
+        for account_id, tx_id in spec.changed:
+            row = self._transactions.get(account_id, {}).get(tx_id)
+            if row is None or tx_id in self._hidden_tx:
+                continue
+            self._change_tx(meta, row, stamp)
+            self._order.pop(account_id, None)
+            updated.setdefault(account_id, []).append(tx_id)
+        gone = [(a, t, False) for a, t in spec.restated] + [(a, t, True) for a, t in spec.deleted]
+        for account_id, tx_id, plain_delete in gone:
+            if tx_id not in self._transactions.get(account_id, {}):
+                continue
+            old = self._remove_tx(account_id, tx_id)
+            account = self._accounts[account_id]
+            if plain_delete and account["type"] == "BANK":
+                self._set_bank_balance(account, float(account["balance"]) - float(old["amount"]), None, bump=False)
+            deleted.setdefault(account_id, []).append(tx_id)
+            touched.add(account_id)
+        for account_id in touched:
+            account = self._accounts[account_id]
+            if account["type"] == "CREDIT":
+                self._refresh_card(account, now_ms, bump=True)
+            else:
+                account["updatedAt"] = stamp
+        return changes
+
+    def _late_rows(self, item_id: str, account_id: str, ids: list[str], triggered_by: str) -> None:
+        """Rows of a finished sync that arrive after UPDATED, with their own transactions/created."""
+        with self.lock:
+            item = self._items.get(item_id)
+            if item is None:
+                return
+            self._late_tasks[item_id] = [t for t in self._late_tasks.get(item_id, []) if not t.done]
+            shown = self._publish_rows(account_id, ids)
+            if shown:
+                since = min(str(row["createdAt"]) for row in shown)
+                self._emit_created(item, account_id, since, triggered_by)
+
+    def last_sync(self, item_id: str) -> JsonDict | None:
+        """The item's latest timed sync: steps seen (status, executionStatus, at), outcome, the rows it
+        created (per account, late ones too), the late ones, updated, deleted and restated rows."""
+        with self.lock:
+            summary = self._summaries.get(item_id)
+            return copy.deepcopy(summary) if summary is not None else None
+
+    def pending_work(self) -> int:
+        """Timed syncs running or waiting for MFA, plus late-row batches still to arrive."""
+        with self.lock:
+            late = sum(1 for tasks in self._late_tasks.values() for t in tasks if not t.done and not t.cancelled)
+            return len(self._runs) + late
+
+    # ==============================================================================================
     # Sandbox data
 
     def _create_accounts(
-        self, item: JsonDict, meta: _ItemMeta, multiplier: int, variant: str
+        self, item: JsonDict, meta: _ItemMeta, multiplier: int, variant: str, stamp_ms: int | None = None
     ) -> dict[str, tuple[list[str], str]]:
         """The sandbox item's accounts with their history; {accountId: (new tx ids, createdAt)}."""
         specs: list[tuple[str, str]] = [("BANK", "CHECKING_ACCOUNT"), ("BANK", "SAVINGS_ACCOUNT")]
         if variant != "partial":
             specs.append(("CREDIT", "CREDIT_CARD"))
         created: dict[str, tuple[list[str], str]] = {}
-        stamp_ms = self._clock.now_ms()
+        stamp_ms = self._clock.now_ms() if stamp_ms is None else stamp_ms
         for index, (kind, subtype) in enumerate(specs):
             account = self._new_account(item, meta, kind=kind, subtype=subtype, index=index, stamp_ms=stamp_ms)
             count = meta.transactions_per_account * multiplier
@@ -1326,6 +1844,10 @@ class EmulatorState:
 
         Sends item/updated, then transactions/created, transactions/updated and transactions/deleted
         per affected account. A restated card row is a delete plus a create with a new id.
+
+        In timed mode the rows are picked now and the sync runs in the background (see `_plan_collection`);
+        the answer is {itemId, item (UPDATING), pending: true} and `last_sync` has the rest once it runs.
+        ValueError while the item's previous sync is still running.
         """
         self._check_triggered_by(triggered_by)
         if min(add, change, delete, restate_credit_card) < 0:
@@ -1333,9 +1855,15 @@ class EmulatorState:
         with self.lock:
             item = self._require_item(item_id)
             meta = self._meta[item_id]
+            if self.timed:
+                self._refuse_while_updating(item)
             restated, deleted_pairs, changed_pairs = self._pick_rows(meta, restate_credit_card, delete, change)
             if add and not meta.account_ids:
                 raise ValueError("the item has no accounts to add transactions to")
+            if self.timed:
+                spec = _SyncSpec(add, new_account, restated, deleted_pairs, changed_pairs)
+                self._start_run(item, _Run(item_id, triggered_by, first=False, spec=spec))
+                return {"itemId": item_id, "item": copy.deepcopy(item), "pending": True}
             changes = _SyncChanges(stamp_ms=self._clock.now_ms())
             for account_id, tx_id in changed_pairs:
                 self._change_tx(meta, self._transactions[account_id][tx_id], changes.stamp)
@@ -1393,7 +1921,13 @@ class EmulatorState:
     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
         """(restated card rows, deleted rows, changed rows), disjoint, as (accountId, transactionId)."""
         rng = meta.rng
-        existing = [(a, t) for a in meta.account_ids for t in self._transactions[a]]
+        existing = [
+            (a, t)
+            for a in meta.account_ids
+            if a not in self._hidden_accounts
+            for t in self._transactions[a]
+            if t not in self._hidden_tx
+        ]
         cards = [(a, t) for a, t in existing if self._accounts[a]["type"] == "CREDIT"]
         if restate > len(cards):
             raise ValueError(f"only {len(cards)} credit card transactions can be restated")
@@ -1464,6 +1998,7 @@ class EmulatorState:
     def _remove_tx(self, account_id: str, tx_id: str) -> JsonDict:
         row = self._transactions[account_id].pop(tx_id)
         self._tx_account.pop(tx_id, None)
+        self._hidden_tx.discard(tx_id)
         self._deleted_tx[account_id].append(tx_id)
         self._order.pop(account_id, None)
         return row
@@ -1502,16 +2037,21 @@ class EmulatorState:
             results = [
                 copy.deepcopy(self._accounts[a])
                 for a in self._meta[item_id].account_ids
-                if account_type is None or self._accounts[a]["type"] == account_type
+                if a not in self._hidden_accounts
+                and (account_type is None or self._accounts[a]["type"] == account_type)
             ]
         return {"page": 1, "total": len(results), "totalPages": 1, "results": results}
 
     def get_account(self, account_id: str) -> JsonDict:
         with self.lock:
-            account = self._accounts.get(account_id)
-            if account is None:
-                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
-            return copy.deepcopy(account)
+            return copy.deepcopy(self._visible_account(account_id))
+
+    def _visible_account(self, account_id: str) -> JsonDict:
+        """The account as Pluggy shows it now; 404 when unknown or still being collected (timed mode)."""
+        account = self._accounts.get(account_id)
+        if account is None or account_id in self._hidden_accounts:
+            raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+        return account
 
     def get_transaction(self, tx_id: str) -> JsonDict:
         with self.lock:
@@ -1519,7 +2059,7 @@ class EmulatorState:
 
     def _require_transaction(self, tx_id: str) -> JsonDict:
         account_id = self._tx_account.get(tx_id)
-        if account_id is None:
+        if account_id is None or tx_id in self._hidden_tx:
             raise PluggyApiError(404, "transaction not found", "TRANSACTION_NOT_FOUND")
         return self._transactions[account_id][tx_id]
 
@@ -1545,8 +2085,7 @@ class EmulatorState:
     def list_account_statements(self, account_id: str) -> JsonDict:
         """`GET /accounts/{id}/statements`: the sandbox produces none (an empty page for a known account)."""
         with self.lock:
-            if account_id not in self._accounts:
-                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+            self._visible_account(account_id)
         return {"page": 1, "total": 0, "totalPages": 1, "results": []}
 
     def legacy_transactions_served(self) -> bool:
@@ -1588,9 +2127,7 @@ class EmulatorState:
                 raise PluggyApiError(400, "createdAtFrom must be an ISO 8601 date-time") from None
         bill_id = one("billId")
         with self.lock:
-            account = self._accounts.get(account_id)
-            if account is None:
-                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+            account = self._visible_account(account_id)
             self._check_item_scope(account["itemId"], key)
             _, ids = self._sorted(account_id)
             rows = self._transactions[account_id]
@@ -1638,10 +2175,15 @@ class EmulatorState:
         return sort_date, tx_id
 
     def _sorted(self, account_id: str) -> tuple[list[tuple[int, str]], list[str]]:
-        """(sort keys, ids): newest date first, then id; cached until the account's rows change."""
+        """(sort keys, ids) of the visible rows: newest date first, then id; cached until the rows change."""
         cached = self._order.get(account_id)
         if cached is None:
-            keys = sorted((-parse_iso_ms(row["date"]), row["id"]) for row in self._transactions[account_id].values())
+            hidden = self._hidden_tx
+            keys = sorted(
+                (-parse_iso_ms(row["date"]), row["id"])
+                for row in self._transactions[account_id].values()
+                if row["id"] not in hidden
+            )
             cached = (keys, [k[1] for k in keys])
             self._order[account_id] = cached
         return cached
@@ -1692,9 +2234,7 @@ class EmulatorState:
     def list_transactions_v2(self, query: Mapping[str, list[str]], key: KeyInfo) -> JsonDict:
         request = self.parse_v2_query(query)
         with self.lock:
-            account = self._accounts.get(request.account_id)
-            if account is None:
-                raise PluggyApiError(404, "account not found", "ACCOUNT_NOT_FOUND")
+            account = self._visible_account(request.account_id)
             self._check_item_scope(account["itemId"], key)
             keys, ids = self._sorted(request.account_id)
             rows = self._transactions[request.account_id]
@@ -1978,21 +2518,25 @@ class EmulatorState:
     # Ground truth
 
     def truth(self) -> JsonDict:
-        """Everything a faithful copy should hold, for field-by-field comparison."""
+        """Everything a faithful copy should hold, for field-by-field comparison: what Pluggy shows now.
+
+        In timed mode accounts and rows a sync has collected but not yet made visible are left out.
+        """
         with self.lock:
+            accounts = {a: v for a, v in self._accounts.items() if a not in self._hidden_accounts}
             transactions = {}
-            for account_id in self._accounts:
+            for account_id in accounts:
                 _, ids = self._sorted(account_id)
                 rows = self._transactions[account_id]
                 transactions[account_id] = {tx_id: copy.deepcopy(rows[tx_id]) for tx_id in ids}
             return {
                 "clientId": self.client_id,
                 "items": copy.deepcopy(self._items),
-                "accounts": copy.deepcopy(self._accounts),
+                "accounts": copy.deepcopy(accounts),
                 "transactions": transactions,
                 "deletedItemIds": list(self._deleted_items),
                 "deletedAccountIds": list(self._deleted_accounts),
-                "deletedTransactionIds": {a: list(ids) for a, ids in self._deleted_tx.items() if a in self._accounts},
+                "deletedTransactionIds": {a: list(ids) for a, ids in self._deleted_tx.items() if a in accounts},
                 "webhooks": [copy.deepcopy(w) for w in self._webhooks.values()],
                 "connectors": [copy.deepcopy(c) for c in self._connectors.values()],
                 "payments": self._payments.truth(),
