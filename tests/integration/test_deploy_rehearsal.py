@@ -47,6 +47,7 @@ from moto.sqs.models import Queue as MotoQueue
 from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline_local.cli import main
 from pluggy_pipeline_local.emulator import PluggyEmulator
+from pluggy_pipeline_local.targets import USER_OUTPUTS
 from pluggy_pipeline_local.template import load_template
 from samtranslator.translator.transform import transform
 
@@ -59,18 +60,6 @@ CLIENT_SECRET = f"rehearsal-{uuid.uuid4().hex}"  # the Pluggy application's secr
 ALARM_EMAIL = "alarms@example.com"
 PLUGGY_IP = "177.71.238.212/32"
 OFFICE_CIDR = "203.0.113.0/24"
-USER_OUTPUTS = (
-    "WebhookUrl",
-    "WebhookSecretArn",
-    "WebhookSecretHeaderName",
-    "EventQueueUrl",
-    "EventDeadLetterQueueUrl",
-    "EventsTableName",
-    "RecordsTableName",
-    "PluggyCredentialsSecretArn",
-    "AlarmTopicArn",
-    "WebhookUrlWithTokenPattern",
-)
 
 
 # == moto patches: every departure from a real deploy, in one place =====================================

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from pluggy_pipeline_local.targets import USER_OUTPUTS
 from pluggy_pipeline_local.template import load_template
 from samtranslator.translator.transform import transform
 
@@ -195,17 +196,7 @@ def test_custom_metrics_named_in_alarms_are_emitted_by_the_code() -> None:
 
 
 def test_outputs_needed_by_register_and_operators(stack: dict[str, Any]) -> None:
-    assert set(stack["Outputs"]) >= {
-        "WebhookUrl",
-        "WebhookSecretArn",
-        "WebhookSecretHeaderName",
-        "EventQueueUrl",
-        "EventDeadLetterQueueUrl",
-        "EventsTableName",
-        "RecordsTableName",
-        "PluggyCredentialsSecretArn",
-        "AlarmTopicArn",
-    }
+    assert set(stack["Outputs"]) >= set(USER_OUTPUTS)
     assert "SecretString" not in json.dumps(stack["Outputs"])
 
 

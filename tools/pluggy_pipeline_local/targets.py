@@ -36,6 +36,7 @@ SIGNATURE_HEADER = "X-Pluggy-Signature"
 START_HINT = "start it with `pluggy-pipeline local` or `make local`"
 # moto accepts any credentials; fixed fake ones keep a real profile from ever being used locally.
 _FAKE_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local", "aws_session_token": "local"}
+# The outputs the CLI reads from a deployed stack.
 STACK_OUTPUTS = (
     "WebhookUrl",
     "EventsTableName",
@@ -46,6 +47,8 @@ STACK_OUTPUTS = (
     "WebhookSecretHeaderName",
     "PluggyCredentialsSecretArn",
 )
+# Every output a user needs after a deploy: the CLI's, plus what operators wire up by hand.
+USER_OUTPUTS = (*STACK_OUTPUTS, "AlarmTopicArn", "WebhookUrlWithTokenPattern")
 
 
 class CliError(Exception):
