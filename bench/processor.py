@@ -832,16 +832,17 @@ def measure_incremental(bench: Bench, resources: LocalResources, sizes: Sizes, d
     accounts = len(shape)
     later = [0.0]  # seconds added to the processor's clock: "31 minutes later" without waiting
     processor, counter = build_processor(bench, resources, clock=lambda: time.time() + later[0])
-    without_overlap, _ = build_processor(bench, resources, tx_overlap_minutes=0)
+    without_overlap, baseline_counter = build_processor(bench, resources, tx_overlap_minutes=0)
     steps: list[Step] = []
 
     def process(label: str, payload: Mapping[str, Any], with_processor: Processor | None = None) -> None:
         chosen = with_processor or processor
+        calls_of = baseline_counter if chosen is without_overlap else counter
         emulator.reset_stats()
         chosen.pluggy.request_count.clear()
-        counter.take()
+        calls_of.take()
         chosen.process(message_of(payload, f"bench-{uuid.uuid4().hex[:8]}"))
-        stats, calls = emulator.stats(), counter.take()
+        stats, calls = emulator.stats(), calls_of.take()
         if sum(stats.values()) != sum(chosen.pluggy.request_count.values()):
             raise RuntimeError("the emulator and PluggyClient disagree on the number of Pluggy calls")
         status, counts = event_counts(bench, resources, str(payload["eventId"]))
