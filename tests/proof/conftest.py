@@ -57,6 +57,7 @@ def env_int(name: str, default: int) -> int:
 
 HISTORIES = env_int("PROOF_HISTORIES", 200)  # processor-level hypothesis histories
 STACK_HISTORIES = env_int("PROOF_STACK_HISTORIES", 20)  # histories through the whole local stack
+TIMED_HISTORIES = env_int("PROOF_TIMED_HISTORIES", 200)  # processor-level histories on the timed emulator
 FUZZ_EXAMPLES = env_int("PROOF_FUZZ_EXAMPLES", 2000)  # hostile-input examples, all strategies together
 ATHERIS_RUNS = env_int("PROOF_ATHERIS_RUNS", 30000)  # coverage-guided runs (when atheris is installed)
 FAULT_ROUNDS = env_int("PROOF_FAULT_ROUNDS", 8)  # random single-fault rounds through the local stack
@@ -65,6 +66,7 @@ WORKERS = env_int("PROOF_WORKERS", min(2, os.cpu_count() or 1))  # processes for
 SIZE_VARIABLES = (
     "PROOF_HISTORIES",
     "PROOF_STACK_HISTORIES",
+    "PROOF_TIMED_HISTORIES",
     "PROOF_FUZZ_EXAMPLES",
     "PROOF_ATHERIS_RUNS",
     "PROOF_FAULT_ROUNDS",
@@ -147,6 +149,7 @@ def _run_metadata() -> dict[str, Any]:
         "effective": {
             "PROOF_HISTORIES": HISTORIES,
             "PROOF_STACK_HISTORIES": STACK_HISTORIES,
+            "PROOF_TIMED_HISTORIES": TIMED_HISTORIES,
             "PROOF_FUZZ_EXAMPLES": FUZZ_EXAMPLES,
             "PROOF_ATHERIS_RUNS": ATHERIS_RUNS,
             "PROOF_FAULT_ROUNDS": FAULT_ROUNDS,

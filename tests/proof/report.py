@@ -24,6 +24,7 @@ VARIABLES = [
     ("PROOF_HISTORIES", "200", "processor-level hypothesis histories (test_fidelity.py)"),
     ("PROOF_WORKERS", "min(2, CPUs)", "processes sharing those histories"),
     ("PROOF_STACK_HISTORIES", "20", "histories through the whole local stack, interleaved"),
+    ("PROOF_TIMED_HISTORIES", "200", "processor-level histories on the timed emulator (test_fidelity_timed.py)"),
     ("PROOF_FAULT_ROUNDS", "8", "random single-fault rounds (test_faults.py)"),
     ("PROOF_FUZZ_EXAMPLES", "2000", "hostile-input examples: 80% on fakes, 20% through the Lambda handler on moto"),
     ("PROOF_ATHERIS_RUNS", "30000", "coverage-guided atheris runs (skipped when atheris is not installed)"),
@@ -119,6 +120,7 @@ def render(results: Mapping[str, Any]) -> str:
         outcomes[entry.get("outcome", "?")] = outcomes.get(entry.get("outcome", "?"), 0) + 1
     fidelity = sections.get("fidelity_processor") or {}
     stack = sections.get("fidelity_stack") or {}
+    timed = sections.get("fidelity_timed") or {}
     fast = sections.get("hostile_fast") or {}
     moto = sections.get("hostile_moto") or {}
     atheris = sections.get("atheris") or {}
@@ -138,6 +140,12 @@ def render(results: Mapping[str, Any]) -> str:
                 f"{fidelity.get('histories', 0)} processor-level histories ({fidelity.get('workers', '?')} processes), "
                 f"{stack.get('histories', 0)} full-stack histories",
                 _seconds(tests, "tests/proof/test_fidelity.py"),
+            ),
+            (
+                "test_fidelity_timed.py",
+                f"{timed.get('histories', 0)} processor-level histories on the timed emulator "
+                f"({timed.get('workers', '?')} processes), {timed.get('differences', '?')} differences",
+                _seconds(tests, "tests/proof/test_fidelity_timed.py"),
             ),
             (
                 "test_hostile_input.py",
@@ -238,6 +246,63 @@ def render(results: Mapping[str, Any]) -> str:
             both("seconds", "seconds"),
         ],
     )
+    lines += ["", "### Over Pluggy's time (tests/proof/test_fidelity_timed.py)", ""]
+    lines += [
+        "The histories above run on the instant emulator, where a sync happens inside one call. These run on "
+        "the timed one: each sync goes through Pluggy's execution steps in the background (time scale "
+        f"{timed.get('time_scale', '?')}), rows appear during it with `createdAt` out of order across pages and "
+        f"accounts (page size {timed.get('page_size', '?')}), {timed.get('late_fraction', '?')} of each sync's "
+        "new rows appear after UPDATED with an older `createdAt` and a transactions/created of their own, and "
+        "Pluggy's per-endpoint rate limits are on. Items are created on the sandbox connector, the 1-step MFA "
+        "connector or the 2-step one (the MFA answered through `POST /items/{id}/mfa`), some as the "
+        "PARTIAL_SUCCESS user; 2-5 steps follow (syncs adding, changing, deleting and restating rows or adding "
+        "an account, item errors, updates the user asks for with `PATCH /items/{id}`, which on the MFA "
+        "connectors need the token again). Between steps the emulator's clock jumps past the overlap window, "
+        "or the test waits for every row to appear, or the next sync starts at once. The real Processor, its "
+        "clock the emulator's (stopped while it works, so a history's timeline depends on its seed, not on "
+        "this machine's load), gets every webhook as it is emitted: at once, twice, held back and delivered after "
+        "later ones, right after another client used up a rate-limited route's minute (so it meets Pluggy's "
+        "429), or, for late rows' transactions/created only, never. At the end every held webhook arrives, "
+        f"the clock jumps past the {timed.get('overlap_minutes', '?')}-minute window and one more sync sends "
+        "item/updated: with no reconciliation, the mirror must equal Pluggy's truth field by field (a "
+        "transactions webhook of an item not stored yet, its item/* webhooks all held back, syncs that item "
+        "whole: counted below). A second Processor with TX_OVERLAP_MINUTES=0 gets the same webhooks: its calls "
+        "are the baseline of the overlap's cost, and the rows its mirror misses are the rows only the overlap "
+        "caught.",
+        "",
+    ]
+    lines += _table(
+        ["", "value"],
+        [
+            ("histories (processes)", f"{timed.get('histories', '-')} ({timed.get('workers', '-')})"),
+            ("items by connector / PARTIAL_SUCCESS / MFA answered through the API",
+             f"{_answers(timed.get('connectors') or {})} / {timed.get('partial_success', '-')} / "
+             f"{timed.get('mfa_answered_through_the_api', '-')}"),
+            ("steps by kind / gaps before them", f"{steps(timed)} / {_answers(timed.get('gaps') or {})}"),
+            ("webhooks emitted / deliveries", f"{timed.get('events', '-')} / {timed.get('deliveries', '-')}"),
+            ("duplicated / held back", f"{timed.get('duplicates', '-')} / {timed.get('held_back', '-')}"),
+            ("rate limit used up before a delivery / 429 answers met",
+             f"{timed.get('rate_limit_used_up', '-')} / {timed.get('answers_429', '-')}"),
+            ("late rows (batches)", f"{timed.get('late_rows', '-')} ({timed.get('late_batches', '-')})"),
+            ("late rows' webhooks lost for good (rows)",
+             f"{timed.get('lost_late_webhooks', '-')} ({timed.get('lost_late_rows', '-')})"),
+            ("rows the overlap's re-reads wrote (new or changed) / rows they re-read",
+             f"{timed.get('overlap_caught_rows', '-')} / {timed.get('overlap_rows_reread', '-')}"),
+            ("differences with the overlap (records compared)",
+             f"{timed.get('differences', '-')} ({timed.get('records_compared', '-')})"),
+            ("without the overlap: histories with rows missing (rows)",
+             f"{timed.get('without_overlap_histories_wrong', '-')} ({timed.get('without_overlap_missing_rows', '-')})"),
+            ("Pluggy calls with / without the overlap",
+             f"{timed.get('pluggy_calls', '-')} / {timed.get('pluggy_calls_without_overlap', '-')}"),
+            ("extra Pluggy calls: total, per history, per sync (of which GET /v2/transactions)",
+             f"{timed.get('extra_pluggy_calls', '-')}, {timed.get('extra_pluggy_calls_per_history', '-')}, "
+             f"{timed.get('extra_pluggy_calls_per_sync', '-')} ({timed.get('extra_transactions_calls', '-')})"),
+            ("items synced whole (first known through a transactions webhook)", timed.get("full_syncs", "-")),
+            ("histories costing more calls / most extra calls in one history",
+             f"{timed.get('histories_with_extra_calls', '-')} / {timed.get('worst_history_extra_calls', '-')}"),
+            ("emulator hours covered / seconds", f"{timed.get('emulator_hours', '-')} / {timed.get('seconds', '-')}"),
+        ],
+    )  # fmt: skip
     lines += ["", "## 3. Hostile input (tests/proof/test_hostile_input.py)", ""]
     lines += [
         'Every example is judged by an oracle written from docs/design.md ("The receiver\'s answers"): never a '
