@@ -21,8 +21,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml layers/common/requirements.txt
-	$(BIN)/pip install --quiet -e '.[dev]'
+# The emulator is a distribution of its own (pluggy-emulator/); the local tools and tests use it.
+$(VENV)/.installed: $(BIN)/python pyproject.toml layers/common/requirements.txt pluggy-emulator/pyproject.toml
+	$(BIN)/pip install --quiet -e ./pluggy-emulator -e '.[dev]'
 	touch $@
 
 $(SAM):

@@ -104,6 +104,7 @@ def _counting(usage: Usage) -> Iterator[None]:
 
 def _measure(quick: bool) -> tuple[Usage, Usage, int, dict[str, int]]:
     """Run a day of a typical item through both functions; return receiver and processor usage."""
+    from pluggy_emulator import PluggyEmulator
     from pluggy_pipeline.observability import logger
     from pluggy_pipeline.processor import QueueMessage, get_processor
     from pluggy_pipeline.receiver import get_receiver
@@ -114,7 +115,6 @@ def _measure(quick: bool) -> tuple[Usage, Usage, int, dict[str, int]]:
         LOCAL_SIGNING_KEY,
         LOCAL_WEBHOOK_SECRET,
     )
-    from pluggy_pipeline_local.emulator import PluggyEmulator
     from pluggy_pipeline_local.stack import proxy_event_from_http
     from pluggy_pipeline_local.template import create_resources, function_environment, load_template
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline import aws
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import ProcessingLog
@@ -41,7 +42,6 @@ from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.processor import Processor, QueueMessage, transaction_record
 from pluggy_pipeline.records import BATCH_SIZE, RecordStore, to_attributes
 from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID, LOCAL_PLUGGY_CLIENT_SECRET
-from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.moto_server import FAKE_CREDENTIALS, LocalAws, local_secret_value, moto_server
 from pluggy_pipeline_local.template import LocalResources, create_resources, function_environment, load_template
 

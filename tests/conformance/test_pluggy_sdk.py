@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pluggy_pipeline_local.emulator import PluggyEmulator
-from pluggy_pipeline_local.emulator.differences import DELIBERATE_DIFFERENCES
-from pluggy_pipeline_local.emulator.state import DEFAULT_TRANSACTIONS_PER_ACCOUNT
+from pluggy_emulator import PluggyEmulator
+from pluggy_emulator.differences import DELIBERATE_DIFFERENCES
+from pluggy_emulator.state import DEFAULT_TRANSACTIONS_PER_ACCOUNT
 
 from tests.conformance.conftest import NodeSdk
 

@@ -20,13 +20,13 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline import aws
 from pluggy_pipeline import processor as processor_module
 from pluggy_pipeline.event_store import iso_now
 from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.receiver import parse_delivery
 from pluggy_pipeline.records import RecordStore, item_key
-from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.processor_events import (
     ACCOUNT_ID,
     CREATED_AT_FROM,

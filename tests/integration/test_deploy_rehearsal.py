@@ -44,9 +44,9 @@ from moto.cloudformation import parsing as moto_cfn
 from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 from moto.kms.models import Key as MotoKmsKey
 from moto.sqs.models import Queue as MotoQueue
+from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline_local.cli import main
-from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.targets import USER_OUTPUTS
 from pluggy_pipeline_local.template import load_template
 from samtranslator.translator.transform import transform

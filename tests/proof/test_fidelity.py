@@ -50,6 +50,7 @@ from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 from moto.dynamodb.responses import DynamoResult
+from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline import aws
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import ProcessingLog
@@ -58,7 +59,6 @@ from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.processor import Processor, QueueMessage
 from pluggy_pipeline.receiver import parse_delivery
 from pluggy_pipeline.records import RecordStore, from_attributes, item_key
-from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.template import create_resources, load_template
 
 from tests.proof.conftest import (

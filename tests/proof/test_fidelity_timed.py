@@ -1,7 +1,7 @@
 """Mirror fidelity over Pluggy's time: late and out-of-order rows, MFA, partial success and rate limits.
 
 test_fidelity.py runs its histories on the instant emulator, where a sync happens inside one call and every
-row of it is visible at once. Here the emulator is timed (tools/pluggy_pipeline_local/emulator/timeline.py):
+row of it is visible at once. Here the emulator is timed (pluggy-emulator/pluggy_emulator/timeline.py):
 a sync runs in the background through Pluggy's execution steps, each account's rows appear during it with
 `createdAt` values out of order across pages and accounts, and a share of them (`late_fraction`) appears only
 after UPDATED, with a `createdAt` older than rows already visible and a transactions/created of its own.
@@ -61,6 +61,8 @@ import pytest
 import requests
 from moto import mock_aws
 from moto.dynamodb.responses import DynamoResult
+from pluggy_emulator import PluggyEmulator, SyncTiming
+from pluggy_emulator.state import parse_iso_ms
 from pluggy_pipeline.errors import TransientError
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.observability import logger, metrics
@@ -68,8 +70,6 @@ from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.processor import Processor, QueueMessage
 from pluggy_pipeline.receiver import parse_delivery
 from pluggy_pipeline.records import RecordStore
-from pluggy_pipeline_local.emulator import PluggyEmulator, SyncTiming
-from pluggy_pipeline_local.emulator.state import parse_iso_ms
 from pluggy_pipeline_local.template import create_resources, load_template
 from requests.adapters import HTTPAdapter
 

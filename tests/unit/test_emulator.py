@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from pluggy_pipeline_local.emulator import PluggyEmulator
+from pluggy_emulator import PluggyEmulator
 
 CLIENT_ID = "emulator-client-id"
 CLIENT_SECRET = "emulator-client-secret"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pluggy_pipeline_local.emulator.differences import (
+from pluggy_emulator.differences import (
     DELIBERATE_DIFFERENCES,
     README,
     SOURCE_CHOICES,
@@ -29,7 +29,7 @@ def test_entries_are_well_formed() -> None:
 def test_readme_shows_the_list() -> None:
     text = README.read_text(encoding="utf-8")
     assert render_markdown() in text
-    assert updated_readme(text) == text, "run: python -m pluggy_pipeline_local.emulator.differences --write"
+    assert updated_readme(text) == text, "run: python -m pluggy_emulator.differences --write"
 
 
 def test_named_sdk_calls_are_made_by_the_conformance_script() -> None:

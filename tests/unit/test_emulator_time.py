@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import requests
-from pluggy_pipeline_local.emulator import PLUGGY_RATE_LIMITS, PluggyEmulator, SyncTiming
-from pluggy_pipeline_local.emulator.state import parse_iso_ms
+from pluggy_emulator import PLUGGY_RATE_LIMITS, PluggyEmulator, SyncTiming
+from pluggy_emulator.state import parse_iso_ms
 
 CLIENT_ID = "emulator-client-id"
 CLIENT_SECRET = "emulator-client-secret"
@@ -630,7 +630,7 @@ def test_control_routes_for_time(emu: PluggyEmulator) -> None:
 
 
 def test_the_cli_runs_a_timed_emulator() -> None:
-    command = [sys.executable, "-m", "pluggy_pipeline_local.emulator", "--port", "0", "--timed"]
+    command = [sys.executable, "-m", "pluggy_emulator", "--port", "0", "--timed"]
     command += ["--time-scale", "0.002", "--step", "login=40", "--late-fraction", "0"]
     env = {k: v for k, v in os.environ.items() if k not in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

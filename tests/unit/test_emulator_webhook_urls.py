@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from pluggy_pipeline_local.emulator import PluggyApiError, PluggyEmulator
-from pluggy_pipeline_local.emulator.webhook_urls import check_webhook_url
+from pluggy_emulator import PluggyApiError, PluggyEmulator
+from pluggy_emulator.webhook_urls import check_webhook_url
 
 REFUSED_BY_PLUGGY = [
     "http://example.com/hook",  # https only

@@ -807,7 +807,7 @@ def test_get_payment_schedule_does_not_hide_other_errors(rsps, client, sleeps):
 
 @pytest.fixture
 def emulator() -> Any:
-    from pluggy_pipeline_local.emulator import PluggyEmulator
+    from pluggy_emulator import PluggyEmulator
 
     with PluggyEmulator(page_size=2) as emu:
         yield emu

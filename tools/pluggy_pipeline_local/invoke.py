@@ -31,8 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pluggy_emulator import PluggyEmulator
+
 from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID, LOCAL_PLUGGY_CLIENT_SECRET
-from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.moto_server import moto_server
 from pluggy_pipeline_local.template import REPO_ROOT, LocalResources, load_template, parameter_defaults
 

@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline import aws
 from pluggy_pipeline.observability import logger
 from pluggy_pipeline.pluggy_client import PluggyClient
@@ -43,7 +44,6 @@ from pluggy_pipeline_local.devsecrets import (
     LOCAL_WEBHOOK_SECRET,
     PLUGGY_SOURCE_IP,
 )
-from pluggy_pipeline_local.emulator import PluggyEmulator
 from pluggy_pipeline_local.moto_server import LocalAws, local_secret_value, moto_server
 from pluggy_pipeline_local.register import register_webhook
 from pluggy_pipeline_local.template import (

@@ -14,14 +14,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pluggy_emulator import PluggyEmulator
+from pluggy_emulator.state import SANDBOX_CONNECTOR_ID
+from pluggy_emulator.timeline import SyncTiming
 from pluggy_pipeline.records import JSON, RecordStore
 
 from pluggy_pipeline_local.commands._common import dumps, money, plain, table, truncate
 from pluggy_pipeline_local.commands.events import queue_depth, scan_events
 from pluggy_pipeline_local.commands.records import all_items
-from pluggy_pipeline_local.emulator import PluggyEmulator
-from pluggy_pipeline_local.emulator.state import SANDBOX_CONNECTOR_ID
-from pluggy_pipeline_local.emulator.timeline import SyncTiming
 from pluggy_pipeline_local.stack import LocalStack, StackOptions, sam_env_file_path
 from pluggy_pipeline_local.targets import CliError, Target, read_state, state_file_path, target_from_state
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pluggy_pipeline_local.emulator.common import JsonDict, PluggyApiError
+from pluggy_emulator.common import JsonDict, PluggyApiError
 
 SANDBOX_CONNECTOR_ID = 0
 MFA_ONE_STEP_CONNECTOR_ID = 1

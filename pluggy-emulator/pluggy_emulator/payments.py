@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pluggy_pipeline_local.emulator.common import Clock, JsonDict, PluggyApiError, iso_from_ms
+from pluggy_emulator.common import Clock, JsonDict, PluggyApiError, iso_from_ms
 
 # PaymentRequest [SDK = OAS = PYSDK]; the rank orders the in-progress statuses, so they only move forward.
 REQUEST_PROGRESS: dict[str, int] = {

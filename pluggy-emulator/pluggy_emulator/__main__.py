@@ -1,4 +1,4 @@
-"""Run the Pluggy emulator in the foreground: `python -m pluggy_pipeline_local.emulator --port 8765`.
+"""Run the Pluggy emulator in the foreground: `python -m pluggy_emulator --port 8765`.
 
 Secrets may come from the environment (PLUGGY_EMULATOR_CLIENT_SECRET, PLUGGY_EMULATOR_SIGNING_KEY) so they
 stay out of the process list; they are never printed. Ctrl-C or SIGTERM stops it cleanly. `--timed` runs
@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from pluggy_pipeline_local.emulator.server import PluggyEmulator, RateLimits
-from pluggy_pipeline_local.emulator.timeline import SyncTiming
+from pluggy_emulator.server import PluggyEmulator, RateLimits
+from pluggy_emulator.timeline import SyncTiming
 
 STEP_NAMES = tuple(f.name for f in dataclasses.fields(SyncTiming) if f.name not in ("late_fraction", "late_delay"))
 
@@ -50,7 +50,7 @@ def _start_time(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pluggy_pipeline_local.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pluggy_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--client-id", default=os.environ.get("PLUGGY_EMULATOR_CLIENT_ID", "emulator-client-id"))

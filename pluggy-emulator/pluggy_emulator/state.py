@@ -32,9 +32,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from pluggy_pipeline_local.emulator.categories import ROW_CATEGORY_IDS, description_of
-from pluggy_pipeline_local.emulator.common import Clock, JsonDict, PluggyApiError, iso_from_ms
-from pluggy_pipeline_local.emulator.connectors import (
+from pluggy_emulator.categories import ROW_CATEGORY_IDS, description_of
+from pluggy_emulator.common import Clock, JsonDict, PluggyApiError, iso_from_ms
+from pluggy_emulator.connectors import (
     ITEM_PRODUCTS,
     MFA_ONE_STEP_CONNECTOR_ID,
     MFA_PARAMETER,
@@ -46,10 +46,10 @@ from pluggy_pipeline_local.emulator.connectors import (
     mfa_token_credential,
     sandbox_connectors,
 )
-from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION, Payments
-from pluggy_pipeline_local.emulator.timeline import ScheduledTask, Scheduler, SyncTiming, scaled_clock
-from pluggy_pipeline_local.emulator.webhook_urls import check_webhook_url
-from pluggy_pipeline_local.emulator.webhooks import DeliveryTarget, Notification
+from pluggy_emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION, Payments
+from pluggy_emulator.timeline import ScheduledTask, Scheduler, SyncTiming, scaled_clock
+from pluggy_emulator.webhook_urls import check_webhook_url
+from pluggy_emulator.webhooks import DeliveryTarget, Notification
 
 # The public names, SANDBOX_CONNECTOR_ID re-exported from connectors.py for callers that import it from here.
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from pluggy_pipeline_local.emulator.common import JsonDict, PluggyApiError
+from pluggy_emulator.common import JsonDict, PluggyApiError
 
 # id: (description, descriptionTranslated); a child's parent is its first two digits followed by zeros.
 _CATALOG: dict[str, tuple[str, str]] = {

@@ -17,7 +17,7 @@ import ipaddress
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from pluggy_pipeline_local.emulator.common import PluggyApiError
+from pluggy_emulator.common import PluggyApiError
 
 # Messages as Pluggy words them where a source quotes one (the https and IP rules, the malformed URL).
 HTTPS_ONLY = "Webhook url must be a https secured url"

@@ -25,13 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from pluggy_pipeline_local.emulator.categories import get_category, list_categories
-from pluggy_pipeline_local.emulator.common import JsonDict, PluggyApiError, iso_from_ms
-from pluggy_pipeline_local.emulator.connectors import MFA_PARAMETER, SANDBOX_CONNECTOR_ID
-from pluggy_pipeline_local.emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION
-from pluggy_pipeline_local.emulator.state import LEGACY_TRANSACTIONS_LAST_DAY, EmulatorState, KeyInfo
-from pluggy_pipeline_local.emulator.timeline import PLUGGY_RATE_LIMITS, SyncTiming
-from pluggy_pipeline_local.emulator.webhooks import WebhookDispatcher
+from pluggy_emulator.categories import get_category, list_categories
+from pluggy_emulator.common import JsonDict, PluggyApiError, iso_from_ms
+from pluggy_emulator.connectors import MFA_PARAMETER, SANDBOX_CONNECTOR_ID
+from pluggy_emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION
+from pluggy_emulator.state import LEGACY_TRANSACTIONS_LAST_DAY, EmulatorState, KeyInfo
+from pluggy_emulator.timeline import PLUGGY_RATE_LIMITS, SyncTiming
+from pluggy_emulator.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
 
