@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,9 +45,11 @@ def test_the_emulator_imports_only_the_standard_library_and_pydantic() -> None:
 
 @pytest.mark.slow
 def test_the_wheel_runs_alone_in_a_bare_virtualenv(tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    shutil.copytree(PACKAGE_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*build, "--wheel-dir", str(wheels), str(PACKAGE_DIR)], check=True, timeout=300)
+    subprocess.run([*build, "--wheel-dir", str(wheels), str(source)], check=True, timeout=300)
     (wheel,) = wheels.glob("pluggy_emulator-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
