@@ -7,7 +7,8 @@ here lists the routes, the options and every deliberate difference from Pluggy (
 """
 
 from pluggy_emulator.common import PluggyApiError
+from pluggy_emulator.rate_limits import PLUGGY_RATE_LIMITS
 from pluggy_emulator.server import PluggyEmulator
-from pluggy_emulator.timeline import PLUGGY_RATE_LIMITS, SyncTiming
+from pluggy_emulator.timeline import SyncTiming
 
 __all__ = ["PLUGGY_RATE_LIMITS", "PluggyApiError", "PluggyEmulator", "SyncTiming"]

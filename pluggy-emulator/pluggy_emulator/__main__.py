@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from pluggy_emulator.server import PluggyEmulator, RateLimits
+from pluggy_emulator.rate_limits import RateLimits
+from pluggy_emulator.server import PluggyEmulator
 from pluggy_emulator.timeline import SyncTiming
 
 STEP_NAMES = tuple(f.name for f in dataclasses.fields(SyncTiming) if f.name not in ("late_fraction", "late_delay"))

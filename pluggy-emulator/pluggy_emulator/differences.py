@@ -53,10 +53,11 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "sandbox-mfa-connectors",
         'The sandbox MFA flows live on connectors 1 ("Pluggy Bank MFA 1-step": a `token` credential with '
         '`mfa: true`, sent with the login) and 2 ("Pluggy Bank MFA 2-step": WAITING_USER_INPUT, then '
-        "`POST /items/{id}/mfa`); token `123456` passes, any other gives INVALID_CREDENTIALS_MFA. Pluggy's "
+        "`POST /items/{id}/mfa`); token `123456` passes, any other gives INVALID_CREDENTIALS_MFA. Connector 3 "
+        '("Pluggy Bank App Authorization") waits in WAITING_USER_ACTION (`user-action-control`). Pluggy\'s '
         "sandbox has MFA connectors too, but no source we have gives their ids or names.",
-        "The MFA flows of pluggy-api.md sections 9 and 11 must be reachable through the API; the ids are the "
-        "emulator's choice and may not match Pluggy's.",
+        "The MFA and user-action flows of pluggy-api.md sections 9 and 11 must be reachable through the API; "
+        "the ids are the emulator's choice and may not match Pluggy's.",
         (
             "fetchConnectors: sandbox",
             "fetchConnectors: countries and types",
@@ -79,8 +80,9 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "`PATCH /items/{id}`, `POST /items/{id}/mfa`, the control routes): the answer is the UPDATING snapshot, "
         "and the next `GET /items/{id}` already shows the end state. No `*_IN_PROGRESS` step can be observed, no "
         "rows arrive after UPDATED, every row of a sync carries one `createdAt`, and item/login_succeeded comes "
-        "on first syncs only. A Pluggy sandbox sync takes minutes. Timed mode runs syncs as Pluggy does (README, "
-        "Time), with its clock compressed by `time_scale`.",
+        "on first syncs only. Waits for the user have no deadline, and a pending device authorization no "
+        "30-minute timer: they last until a call ends them. A Pluggy sandbox sync takes minutes. Timed mode runs "
+        "syncs as Pluggy does (README, Time), with its clock compressed by `time_scale`.",
         "Most suites test what the pipeline does with end states; instant syncs keep them fast and "
         "deterministic, and clients that poll like Pluggy's own helper (while UPDATING or MERGING) reach the same "
         "end states. Timed mode is opt-in so those suites keep that; the suites about time turn it on.",
@@ -117,6 +119,16 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "Suites that register public https URLs (as the SDK conformance suite does) may not leave 127.0.0.1.",
     ),
     Difference(
+        "user-action-control",
+        "What the account holder does at the bank, which no Pluggy API call does, is a control call: "
+        "`complete_user_action(item_id, granted)` (`POST /_emulator/items/{id}/user_action`) ends a "
+        "WAITING_USER_ACTION wait (connector 3, `set_waiting_user_action`) and answers a pending device "
+        "authorization (username `user-authorization-pending`) ahead of Pluggy's own sync; refused, either ends "
+        "in USER_AUTHORIZATION_NOT_GRANTED.",
+        "Pluggy resumes by itself once the user acts (pluggy-api.md section 11); a test has to be able to play "
+        "that user, at the moment it chooses, to reach the granted and the refused outcomes.",
+    ),
+    Difference(
         "control-api",
         "`/_emulator/*` routes (no API key) create items and syncs, inject faults, change connector health, "
         "send payment events and read the ground truth; Pluggy has none.",
@@ -143,10 +155,11 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "Webhook retries wait 60 s x `time_scale` (3 retries, then dropped) and a webhook is disabled after "
         "`disable_webhook_after_failures` (10) notifications failed for good; Pluggy waits a minute and does "
         "not document when it disables. In timed mode the emulator's clock runs 1 / `time_scale` emulator seconds "
-        "per wall second, so every duration (execution steps, the MFA deadline, late rows, the rate-limit "
-        "minute) shrinks alike while a client's own pace does not; `RateLimit-Reset` and `Retry-After` then "
-        "give wall seconds with 3 decimals (Pluggy: whole seconds, `Retry-After` always 60), and API keys still "
-        "expire on real time.",
+        "per wall second, so every duration (execution steps, the MFA and user-action deadlines, the device "
+        "authorization's 30 minutes, late rows, the rate-limit minute) shrinks alike while a client's own pace "
+        "does not; `RateLimit-Reset` and `Retry-After` then give wall seconds with 3 decimals (Pluggy: whole "
+        "seconds, `Retry-After` always 60), and API keys still expire on real time. Tests may also pause, "
+        "resume and advance the emulator's clock (`pause_clock`, `advance_clock`).",
         "Tests cannot wait minutes for a sync or a retry; headers in wall seconds let a client that honours "
         "them wait just until the window resets.",
     ),
@@ -209,7 +222,8 @@ SOURCE_CHOICES: tuple[tuple[str, str], ...] = (
         "Timed sync steps and their lengths",
         "Pluggy publishes no per-step sequence or timing. Timed mode follows section 11's order: CREATING and "
         "CREATED (a new item; an update starts at CREATED), LOGIN_IN_PROGRESS, WAITING_USER_INPUT and "
-        "LOGIN_MFA_IN_PROGRESS on the MFA 2-step connector, then ACCOUNTS, TRANSACTIONS, PAYMENT_DATA and "
+        "LOGIN_MFA_IN_PROGRESS on the MFA 2-step connector, WAITING_USER_ACTION and LOGIN_IN_PROGRESS again "
+        "(`login_mfa` long) on the app authorization connector, then ACCOUNTS, TRANSACTIONS, PAYMENT_DATA and "
         "CREDITCARDS_IN_PROGRESS (the four products items carry), then status MERGING (its `executionStatus` "
         "keeps the last step), then UPDATED with SUCCESS or PARTIAL_SUCCESS. Sandbox usernames that fail, and "
         "MFA 1-step tokens, fail when LOGIN_IN_PROGRESS ends. `SyncTiming`'s lengths make a new item's sync "
@@ -218,10 +232,12 @@ SOURCE_CHOICES: tuple[tuple[str, str], ...] = (
     (
         "Timed webhook moments",
         "item/login_succeeded when the login succeeds, on every sync (the docs: logged in and collecting); "
-        "item/waiting_user_input when the MFA is asked; transactions/created per account when that account's "
+        "item/waiting_user_input when the MFA is asked, item/waiting_user_action when the action is; "
+        "transactions/created per account when that account's "
         "rows become visible during an update (an item's first sync leaves its history to item/created); "
         "item/created or item/updated when MERGING ends, then transactions/updated and transactions/deleted "
-        "(the docs: after the merge); item/error when the login or the MFA fails or times out.",
+        "(the docs: after the merge); item/error when the login, the MFA or the user action fails or times "
+        "out, and when the login ends USER_AUTHORIZATION_PENDING.",
     ),
     (
         "Rows after UPDATED",
@@ -240,13 +256,34 @@ SOURCE_CHOICES: tuple[tuple[str, str], ...] = (
     (
         "USER_INPUT_TIMEOUT",
         "Inferred from the name: in timed mode an item still WAITING_USER_INPUT at `parameter.expiresAt` ends "
-        "OUTDATED with USER_INPUT_TIMEOUT and item/error; an MFA sent later is the 400 of an item not waiting.",
+        "OUTDATED with USER_INPUT_TIMEOUT and item/error; an MFA sent later is the 400 of an item not waiting. "
+        "The same for WAITING_USER_ACTION at `userAction.expiresAt`: section 11 gives both deadlines one "
+        "meaning, and no other code names a missed action.",
     ),
     (
         "`ITEM_ALREADY_UPDATING`",
         "The docs name the code, not its status: in timed mode `PATCH /items/{id}` on an item UPDATING or "
-        "MERGING is a 400 with that `codeDescription`. An item WAITING_USER_INPUT may be patched: the wait ends "
-        "and a new sync starts.",
+        "MERGING is a 400 with that `codeDescription`. An item WAITING_USER_INPUT or WAITING_USER_ACTION may be "
+        "patched: the wait ends and a new sync starts.",
+    ),
+    (
+        "WAITING_USER_ACTION",
+        "The SDK types `userAction` `{instructions, type 'qr' or 'authorize-access', attributes?, expiresAt?}`; "
+        "the emulator's (connector 3) is `authorize-access` with its own instructions and no `attributes`, "
+        "valid 5 minutes (no source gives the length; `SyncTiming.user_action_timeout` in timed mode, as long "
+        "as the MFA's). The action granted, timed mode resumes the login (LOGIN_IN_PROGRESS, `login_mfa`) before "
+        "logging in; refused, LOGIN_ERROR with USER_AUTHORIZATION_NOT_GRANTED (the code for a user who refused). "
+        "Items that wait at every login are not auto-synced, as section 11 says of MFA ones.",
+    ),
+    (
+        "USER_AUTHORIZATION_PENDING",
+        "A finished error with item/error (the docs), status OUTDATED: the credentials were right and Pluggy "
+        "resumes by itself, so it is not a LOGIN_ERROR. `error.attributes` (a string map in the SDK, content "
+        "unknown) is `{deviceId, authorizationRequestedAt}`; the item/error payload keeps `{code, message}`. "
+        "Section 11 infers that the client then PATCHes; seed 001 says the success arrives later by webhook "
+        "alone, so Pluggy's own sync (triggeredBy SYNC, from CREATED) runs 30 minutes later (seed 001; "
+        "`SyncTiming.authorization_delay`) and ends item/created if the item never had a successful sync, "
+        "item/updated otherwise. A PATCH before then logs in again and asks again.",
     ),
     (
         "Webhook URL messages",

@@ -5,7 +5,7 @@ would have changed (creating any the event names that do not exist yet), so re-f
 sees a state that agrees with it. Statuses only move forward: an event that would take a resource back
 (a late `payment_intent/created` after `completed`, a `scheduled_payment/created` after `error`) is still
 delivered, as a late or repeated delivery is, but changes nothing; a terminal status is final (a completed
-request may still move into a refund). The owner (`EmulatorState`) holds its lock around every call.
+request may still move into a refund). `PaymentsApi` (below) holds the emulator's lock around every call.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import secrets
 import string
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -491,3 +492,91 @@ class Payments:
         if event == "payment_request/updated":
             fields["data"] = {"status": target}
         return fields
+
+
+class PaymentsApi:
+    """The payment reads and control calls, each under the emulator's lock; events go out through `emit`."""
+
+    def __init__(self, payments: Payments, lock: threading.RLock, emit: Callable[..., str]) -> None:
+        self._payments = payments
+        self._lock = lock
+        self._emit = emit  # Events.emit
+
+    def truth(self) -> JsonDict:
+        return self._payments.truth()
+
+    def send_event(
+        self,
+        event: str,
+        *,
+        payment_request_id: str | None = None,
+        payment_intent_id: str | None = None,
+        bulk_payment_id: str | None = None,
+        scheduled_payment_id: str | None = None,
+        error: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        end_to_end_id: str | None = None,
+        scheduled_date: str | None = None,
+    ) -> str:
+        """A payment_intent/*, scheduled_payment/* or payment_request/updated event Pluggy really sends.
+
+        The resources it names are created or moved first (see payments.py), so the payments API agrees
+        with the event; missing ids are generated. `status` is payment_request/updated's `data.status`.
+        """
+        with self._lock:
+            fields = self._payments.record_event(
+                event,
+                payment_request_id=payment_request_id,
+                payment_intent_id=payment_intent_id,
+                bulk_payment_id=bulk_payment_id,
+                scheduled_payment_id=scheduled_payment_id,
+                error=error,
+                status=status,
+                end_to_end_id=end_to_end_id,
+                scheduled_date=scheduled_date,
+            )
+            # The deprecated `id` (typed as required by the SDK): the most specific resource the event names.
+            entity = fields.get("paymentIntentId") or fields.get("scheduledPaymentId") or fields.get("paymentRequestId")
+            return self._emit(event, {"id": entity, **fields} if entity else fields)
+
+    def create_payment_request(
+        self,
+        *,
+        payment_request_id: str | None = None,
+        amount: float | None = DEFAULT_AMOUNT,
+        description: str = DEFAULT_DESCRIPTION,
+        client_payment_id: str | None = None,
+        schedule: Mapping[str, Any] | None = None,
+    ) -> JsonDict:
+        with self._lock:
+            return self._payments.create_request(
+                request_id=payment_request_id,
+                amount=amount,
+                description=description,
+                client_payment_id=client_payment_id,
+                schedule=schedule,
+            )
+
+    def get_payment_request(self, request_id: str) -> JsonDict:
+        with self._lock:
+            return self._payments.get_request(request_id)
+
+    def list_payment_requests(self, query: Mapping[str, list[str]]) -> JsonDict:
+        with self._lock:
+            return self._payments.list_requests(query)
+
+    def get_payment_intent(self, intent_id: str) -> JsonDict:
+        with self._lock:
+            return self._payments.get_intent(intent_id)
+
+    def list_payment_intents(self, query: Mapping[str, list[str]]) -> JsonDict:
+        with self._lock:
+            return self._payments.list_intents(query)
+
+    def list_payment_schedules(self, request_id: str) -> JsonDict:
+        with self._lock:
+            return self._payments.list_schedules(request_id)
+
+    def get_payment_schedule(self, request_id: str, schedule_id: str) -> JsonDict:
+        with self._lock:
+            return self._payments.get_schedule(request_id, schedule_id)

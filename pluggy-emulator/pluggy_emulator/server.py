@@ -9,12 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,14 +28,14 @@ from pluggy_emulator.categories import get_category, list_categories
 from pluggy_emulator.common import JsonDict, PluggyApiError, iso_from_ms
 from pluggy_emulator.connectors import MFA_PARAMETER, SANDBOX_CONNECTOR_ID
 from pluggy_emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION
+from pluggy_emulator.rate_limits import RateLimiter, RateLimits, resolve_limits
 from pluggy_emulator.state import LEGACY_TRANSACTIONS_LAST_DAY, EmulatorState, KeyInfo
-from pluggy_emulator.timeline import PLUGGY_RATE_LIMITS, SyncTiming
+from pluggy_emulator.timeline import SyncTiming
 from pluggy_emulator.webhooks import WebhookDispatcher
 
 logger = logging.getLogger(__name__)
 
 FaultKind = Literal["500", "429", "delay", "drop"]
-RateLimits = int | Mapping[str, int] | Literal["auto", "pluggy"] | None
 TriggeredBy = Literal["USER", "CLIENT", "SYNC", "INTERNAL"]
 RATE_LIMIT_BODY: JsonDict = {
     "message": "Too many requests. Please try again later (see Retry-After header in seconds)",
@@ -138,6 +137,10 @@ class _TriggerBody(_ControlModel):
     triggered_by: TriggeredBy | None = None
 
 
+class _UserActionBody(_ControlModel):
+    granted: bool = True
+
+
 class _ConnectorStatusBody(_ControlModel):
     status: Literal["ONLINE", "UNSTABLE", "OFFLINE"]
 
@@ -187,6 +190,19 @@ class _WaitBody(_ControlModel):
 
 class _SettleBody(_ControlModel):
     timeout: float = Field(default=30.0, ge=0)
+
+
+class _AdvanceBody(_ControlModel):
+    seconds: float = Field(ge=0)
+
+
+class _UseUpBody(_ControlModel):
+    route: str
+    leave: int = Field(default=0, ge=0)
+
+
+class _RouteBody(_ControlModel):
+    route: str | None = None
 
 
 # --- HTTP plumbing ---------------------------------------------------------------------------------
@@ -357,12 +373,15 @@ class PluggyEmulator:
             time_scale=time_scale,
         )
         # Final delivery outcomes feed the webhook's failure count (and maybe its disabledAt).
-        self._dispatcher.on_final = self._state.record_delivery_outcome
-        self._rate_limit = self._rate_limits(rate_limit_per_minute)
-        if rate_limit_window_seconds <= 0:
-            raise ValueError("rate_limit_window_seconds must be > 0")
-        self._rate_window = rate_limit_window_seconds
-        self._rate_counters: dict[str, tuple[float, int]] = {}
+        self._dispatcher.on_final = self._state.webhooks.record_delivery_outcome
+        self._rate_limiter = RateLimiter(
+            resolve_limits(rate_limit_per_minute, timed=self.timed),
+            window_seconds=rate_limit_window_seconds,
+            now=(lambda: self._state.clock.wall_ms() / 1000) if self.timed else time.monotonic,
+            lock=self._state.lock,
+            wall_seconds=time_scale if self.timed and time_scale != 1 else None,
+        )
+        self._rate_counters = self._rate_limiter.counters  # route -> (window start, calls counted)
         self._stats: dict[str, int] = {}
         self._faults: list[_Fault] = []
         self._stopping = threading.Event()
@@ -372,21 +391,6 @@ class PluggyEmulator:
         self._api_routes: list[tuple[str, str, re.Pattern[str], _ApiFunc]] = []
         self._control_routes: list[tuple[str, re.Pattern[str], _ControlFunc]] = []
         self._build_routes()
-
-    def _rate_limits(self, given: RateLimits) -> int | dict[str, int] | None:
-        if given == "auto":
-            given = "pluggy" if self.timed else None
-        if given == "pluggy":
-            return dict(PLUGGY_RATE_LIMITS)
-        if given is None:
-            return None
-        if isinstance(given, int):
-            if given < 1:
-                raise ValueError("rate_limit_per_minute must be >= 1")
-            return given
-        if isinstance(given, str) or any(limit < 1 for limit in given.values()):
-            raise ValueError('rate_limit_per_minute: "auto", "pluggy", None, an int >= 1 or a mapping of them')
-        return dict(given)
 
     @property
     def allow_loopback_webhooks(self) -> bool:
@@ -400,7 +404,7 @@ class PluggyEmulator:
     @property
     def rate_limits(self) -> int | dict[str, int] | None:
         """The limits in force: per route ("METHOD /template", "*" for the rest), one for all, or None."""
-        limits = self._rate_limit
+        limits = self._rate_limiter.limits
         return dict(limits) if isinstance(limits, dict) else limits
 
     def __repr__(self) -> str:  # never shows the client secret
@@ -465,11 +469,11 @@ class PluggyEmulator:
 
     def issue_api_key(self) -> str:
         """An API key as `POST /auth` would return (for tools that skip the HTTP call)."""
-        return self._state.issue_own_api_key()
+        return self._state.keys.issue_own_api_key()
 
     def create_webhook(self, url: str, event: str = "all", headers: Mapping[str, str] | None = None) -> JsonDict:
         """Register a Webhook resource, like `POST /webhooks`."""
-        return self._state.create_webhook(url, event, dict(headers) if headers is not None else None)
+        return self._state.webhooks.create_webhook(url, event, dict(headers) if headers is not None else None)
 
     def create_item(
         self,
@@ -485,9 +489,12 @@ class PluggyEmulator:
         """Connect a sandbox item and run its first sync; returns the item as `GET /items/{id}` shows it.
 
         `connector_id` 1 (MFA 1-step) takes `mfa_token`; 2 (MFA 2-step) leaves the item WAITING_USER_INPUT
-        until `submit_mfa`. In timed mode the sync has only started (UPDATING, CREATING): `wait_for_item`.
+        until `submit_mfa`; 3 (app authorization) leaves it WAITING_USER_ACTION until `complete_user_action`.
+        Username `user-authorization-pending` ends the sync USER_AUTHORIZATION_PENDING until the device is
+        authorized (`complete_user_action`, or in timed mode `SyncTiming.authorization_delay` later). In timed
+        mode the sync has only started (UPDATING, CREATING): `wait_for_item`.
         """
-        _, item = self._state.create_item(
+        _, item = self._state.items.create_item(
             username=username,
             client_user_id=client_user_id,
             webhook_url=webhook_url,
@@ -500,7 +507,7 @@ class PluggyEmulator:
 
     def submit_mfa(self, item_id: str, token: str) -> JsonDict:
         """`POST /items/{id}/mfa` for an item WAITING_USER_INPUT; returns the item as that call answers."""
-        return self._state.submit_mfa(item_id, {MFA_PARAMETER: token})
+        return self._state.items.submit_mfa(item_id, {MFA_PARAMETER: token})
 
     def sync_item(
         self,
@@ -519,7 +526,7 @@ class PluggyEmulator:
         item (UPDATING), pending: true}; `last_sync(item_id)` tells what it did. ValueError while the item's
         previous sync is still running.
         """
-        return self._state.sync_item(
+        return self._state.items.sync_item(
             item_id,
             add=add,
             change=change,
@@ -538,27 +545,44 @@ class PluggyEmulator:
         triggered_by: str = "SYNC",
     ) -> str:
         """The item's run fails with `code` (item/error); returns the eventId."""
-        return self._state.fail_item(item_id, code, message=message, triggered_by=triggered_by)
+        return self._state.items.fail_item(item_id, code, message=message, triggered_by=triggered_by)
 
     def set_waiting_user_input(self, item_id: str, *, triggered_by: str = "USER") -> str:
         """The item waits for MFA (item/waiting_user_input); returns the eventId."""
-        return self._state.set_waiting_user_input(item_id, triggered_by=triggered_by)
+        return self._state.items.set_waiting_user_input(item_id, triggered_by=triggered_by)
+
+    def set_waiting_user_action(self, item_id: str, *, triggered_by: str = "USER") -> str:
+        """The item waits for an action at the bank (WAITING_USER_ACTION, item/waiting_user_action); returns
+        the eventId. `complete_user_action` ends the wait."""
+        return self._state.items.set_waiting_user_action(item_id, triggered_by=triggered_by)
+
+    def complete_user_action(self, item_id: str, *, granted: bool = True) -> JsonDict:
+        """The account holder acts at the bank (no Pluggy API call does this); returns the item.
+
+        For an item WAITING_USER_ACTION (connector 3, or `set_waiting_user_action`): granted, its sync goes
+        on and finishes (item/created or item/updated); refused, LOGIN_ERROR / USER_AUTHORIZATION_NOT_GRANTED
+        (item/error). For an item whose latest sync ended USER_AUTHORIZATION_PENDING (username
+        `user-authorization-pending`): granted, Pluggy's own sync (triggeredBy SYNC) starts now, in timed mode
+        ahead of `SyncTiming.authorization_delay`; refused, USER_AUTHORIZATION_NOT_GRANTED (item/error).
+        ValueError for an item that waits for neither. In timed mode the sync runs in the background.
+        """
+        return self._state.items.complete_user_action(item_id, granted=granted)
 
     def reconnect_item(self, item_id: str, *, triggered_by: str = "USER") -> JsonDict:
         """The user fixed the connection: a successful run again (item/updated); returns the item."""
-        return self._state.reconnect_item(item_id, triggered_by=triggered_by)
+        return self._state.items.reconnect_item(item_id, triggered_by=triggered_by)
 
     def delete_item(self, item_id: str, *, triggered_by: str = "CLIENT") -> str:
         """Delete the item and its data (item/deleted); returns the eventId."""
-        return self._state.delete_item(item_id, triggered_by=triggered_by)
+        return self._state.items.delete_item(item_id, triggered_by=triggered_by)
 
     def remove_transactions(self, account_id: str, tx_ids: Sequence[str]) -> None:
         """Delete transactions at Pluggy without a webhook (the test sends or loses the notice itself)."""
-        self._state.remove_transactions(account_id, tx_ids)
+        self._state.changes.remove_transactions(account_id, tx_ids)
 
     def set_connector_status(self, status: str, connector_id: int = SANDBOX_CONNECTOR_ID) -> str:
         """ONLINE/UNSTABLE/OFFLINE (connector/status_updated, no eventId in the payload); returns the id."""
-        return self._state.set_connector_status(status, connector_id)
+        return self._state.connectors.set_connector_status(status, connector_id)
 
     def send_payment_event(
         self,
@@ -580,7 +604,7 @@ class PluggyEmulator:
         nothing). `status` is payment_request/updated's `data.status`. To forge an event Pluggy never
         sent, use `send_event`.
         """
-        return self._state.send_payment_event(
+        return self._state.payments.send_event(
             event,
             payment_request_id=payment_request_id,
             payment_intent_id=payment_intent_id,
@@ -605,7 +629,7 @@ class PluggyEmulator:
 
         `schedule` (e.g. {"type": "MONTHLY", ...}) makes payment_intent/completed leave it SCHEDULED.
         """
-        return self._state.create_payment_request(
+        return self._state.payments.create_payment_request(
             payment_request_id=payment_request_id,
             amount=amount,
             description=description,
@@ -615,19 +639,23 @@ class PluggyEmulator:
 
     def send_event(self, event: str, **fields: Any) -> str:
         """Deliver any event with the given payload fields (eventId=... reuses one, eventId=None omits it)."""
-        return self._state.send_event(event, fields)
+        return self._state.events.send_event(event, fields)
 
     def truth(self) -> JsonDict:
-        """Items, accounts, transactions by account, deleted ids, webhooks, connectors and payments.
+        """Items, accounts, transactions by account, deleted ids, webhooks, connectors and payments: what
+        Pluggy shows now.
 
         `payments` is {"requests": {id: request}, "intents": {id: intent},
-        "schedules": {request id: {schedule id: schedule}}}.
+        "schedules": {request id: {schedule id: schedule}}}. An item waiting for the user shows its wait
+        (WAITING_USER_INPUT with `parameter`, WAITING_USER_ACTION with `userAction`); one waiting for a device
+        authorization shows its USER_AUTHORIZATION_PENDING error; what a sync has not made visible yet (in
+        timed mode) is left out.
         """
         return self._state.truth()
 
     def events(self) -> list[JsonDict]:
         """Every event emitted so far: {eventId, event, payload, urls, emittedAt}."""
-        return self._state.events()
+        return self._state.events.events()
 
     def deliveries(self) -> list[JsonDict]:
         """Every delivery attempt: {eventId, event, url, attempt, statusCode, error, outcome, ...}."""
@@ -679,7 +707,13 @@ class PluggyEmulator:
 
     def settle(self, timeout: float = 30.0) -> bool:
         """Block until all background work is done: timed syncs (each step, MFA deadlines), late rows and
-        every webhook they send, with its retries. False on timeout. Afterwards `truth()` holds still."""
+        every webhook they send, with its retries. False on timeout. Afterwards `truth()` holds still.
+
+        A wait for the user is work in progress until its deadline: an item WAITING_USER_INPUT or
+        WAITING_USER_ACTION settles when it is answered or at `expiresAt` (USER_INPUT_TIMEOUT), and a pending
+        device authorization when Pluggy's own sync after `authorization_delay` has run. To stop at the wait
+        itself, use `wait_for_item`. Instant mode has no timers: its waits last until a call ends them.
+        """
         deadline = time.monotonic() + timeout
         scheduler = self._state.scheduler
         while True:
@@ -692,11 +726,12 @@ class PluggyEmulator:
                 return True
 
     def wait_for_item(self, item_id: str, timeout: float = 10.0) -> JsonDict:
-        """The item once its sync is no longer running (not UPDATING or MERGING): UPDATED, an error, or
-        WAITING_USER_INPUT. TimeoutError if it still runs after `timeout` seconds; 404 error if unknown."""
+        """The item once its sync is no longer running (not UPDATING or MERGING): UPDATED, an error,
+        WAITING_USER_INPUT or WAITING_USER_ACTION. TimeoutError if it still runs after `timeout` seconds; 404
+        error if unknown."""
         deadline = time.monotonic() + timeout
         while True:
-            item = self._state.get_item(item_id)
+            item = self._state.items.get_item(item_id)
             if item["status"] not in ("UPDATING", "MERGING"):
                 return item
             if time.monotonic() >= deadline:
@@ -706,7 +741,10 @@ class PluggyEmulator:
     def last_sync(self, item_id: str) -> JsonDict | None:
         """Timed mode: the item's latest sync (None before one): {steps [{status, executionStatus, at}],
         outcome, transactionsCreatedAtFrom, created {accountId: ids}, late {accountId: ids}, updated,
-        deleted, restated {old: new}, newAccountId, triggeredBy, first}."""
+        deleted, restated {old: new}, newAccountId, triggeredBy, first}. A sync waiting for the user has
+        outcome None and the wait as its last step; one that ended USER_AUTHORIZATION_PENDING also has
+        `authorizationSyncAt`, when Pluggy's own sync is due (None once refused); that sync, when it starts,
+        becomes the latest (triggeredBy SYNC)."""
         return self._state.last_sync(item_id)
 
     def now(self) -> str:
@@ -714,13 +752,92 @@ class PluggyEmulator:
         return iso_from_ms(self._state.clock.wall_ms())
 
     def clock_info(self) -> JsonDict:
-        """{now, timed, timeScale, pendingWork (timed syncs running or waiting, late-row batches to come)}."""
+        """{now, timed, timeScale, pendingWork (timed syncs running or waiting for the user, device
+        authorizations awaited, late-row batches to come)}."""
         return {
             "now": self.now(),
             "timed": self.timed,
             "timeScale": self.time_scale,
             "pendingWork": self._state.pending_work(),
         }
+
+    # --- time and rate-limit budget, for tests ---------------------------------------------------
+
+    def pause_clock(self) -> bool:
+        """Hold the emulator's clock still; True if this call paused it (False: it already stood still).
+
+        Everything that reads the clock stands still with it: timestamps, dated rules, and in timed mode the
+        scheduled steps, deadlines and late rows (nothing comes due, so `settle` can only time out) and the
+        rate-limit windows. API key lifetimes, webhook retries and, in instant mode, rate-limit windows run on
+        wall time regardless.
+        """
+        return self._state.pause_clock()
+
+    def resume_clock(self) -> bool:
+        """Let the clock run on from where it was paused (the pause took no emulator time); True if this call
+        resumed it (False: it was not paused)."""
+        return self._state.resume_clock()
+
+    @property
+    def clock_paused(self) -> bool:
+        return self._state.clock.paused
+
+    @contextlib.contextmanager
+    def clock_stopped(self) -> Iterator[None]:
+        """`with emulator.clock_stopped():` the clock stands still inside (resumed on exit if it was running)."""
+        paused_here = self.pause_clock()
+        try:
+            yield
+        finally:
+            if paused_here:
+                self.resume_clock()
+
+    def advance_clock(self, seconds: float) -> str:
+        """Jump the emulator's clock `seconds` (emulator seconds) forward, paused or not; returns `now()`.
+
+        In timed mode the work that falls due in the skipped span (steps, deadlines, late rows) runs at once,
+        in order, but stamped with the new time: to keep every step's own timestamp, advance while
+        `clock_info()["pendingWork"]` is 0, or in steps no longer than the next one.
+        """
+        self._state.advance_clock(seconds)
+        return self.now()
+
+    def rate_limit_budget(self, route: str) -> JsonDict:
+        """The route's budget in its current rate-limit window: {route, limit, used, remaining, resetSeconds}.
+
+        `route` is "METHOD /template" (e.g. "GET /v2/transactions"); ValueError when it has no limit.
+        `resetSeconds` is what is left of the window (emulator seconds in timed mode; 0 when no window is open).
+        """
+        self._check_route(route)
+        return self._rate_limiter.budget(route)
+
+    def use_up_rate_limit(self, route: str, *, leave: int = 0) -> JsonDict:
+        """Another client of this application used the route's budget: a window opens now with `leave` calls
+        left, so the call after those gets Pluggy's 429 (RateLimit-Reset: the whole window). Returns the budget."""
+        self._check_route(route)
+        return self._rate_limiter.use_up(route, leave=leave)
+
+    def reset_rate_limits(self, route: str | None = None) -> None:
+        """Forget the calls counted on `route` (every route when None): its next call opens a fresh window."""
+        if route is not None:
+            self._check_route(route)
+        self._rate_limiter.reset(route)
+
+    def _check_route(self, route: str) -> None:
+        templates = {f"{method} {template}" for method, template, _, _ in self._api_routes}
+        if route not in templates:
+            raise ValueError(f"unknown route {route!r}; use one of {sorted(templates)}")
+
+    @property
+    def api_key_ttl_seconds(self) -> float:
+        """How long API keys issued from now on live (real seconds); settable, e.g. to test expiry."""
+        return self._state.api_key_ttl_seconds
+
+    @api_key_ttl_seconds.setter
+    def api_key_ttl_seconds(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError("api_key_ttl_seconds must be > 0")
+        self._state.api_key_ttl_seconds = seconds
 
     # --- request handling ------------------------------------------------------------------------
 
@@ -764,46 +881,6 @@ class PluggyEmulator:
                 return fault
         return None
 
-    def _limit_for(self, route: str) -> int | None:
-        limits = self._rate_limit
-        if limits is None or isinstance(limits, int):
-            return limits
-        return limits.get(route, limits.get("*"))
-
-    def _check_rate(self, route: str) -> tuple[dict[str, str], bool]:
-        """(RateLimit-* headers, over the limit?) for a fixed window per route (per source IP in Pluggy).
-
-        Instant mode: the window is wall seconds. Timed mode: emulator seconds (Pluggy's minute takes
-        60 x time_scale wall seconds), and the headers give wall seconds, so a client that waits what they
-        say finds the window reset.
-        """
-        limit = self._limit_for(route)
-        if limit is None:
-            return {}, False
-        now = self._state.clock.wall_ms() / 1000 if self.timed else time.monotonic()
-        with self._state.lock:
-            start, count = self._rate_counters.get(route, (now, 0))
-            if now - start >= self._rate_window:
-                start, count = now, 0
-            count += 1
-            self._rate_counters[route] = (start, count)
-        headers = {
-            "RateLimit-Limit": str(limit),
-            "RateLimit-Remaining": str(max(0, limit - count)),
-            "RateLimit-Reset": self._header_seconds(start + self._rate_window - now),
-        }
-        if count > limit:
-            # Pluggy's Retry-After is always the window length (60 s); RateLimit-Reset is the time left.
-            headers["Retry-After"] = self._header_seconds(self._rate_window)
-            return headers, True
-        return headers, False
-
-    def _header_seconds(self, seconds: float) -> str:
-        """Whole seconds (at least 1) as Pluggy sends them; scaled to wall seconds (3 decimals) in timed mode."""
-        if not self.timed or self.time_scale == 1:
-            return str(max(1, math.ceil(seconds)))
-        return f"{max(0.001, seconds * self.time_scale):.3f}"
-
     def _handle_api(
         self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: Message
     ) -> _Response | object:
@@ -823,17 +900,17 @@ class PluggyEmulator:
                 return _Response(500, {"code": 500, "message": "Internal Server Error"})
             if fault.kind == "429":
                 seconds = str(fault.retry_after_seconds)
-                limit = str(self._limit_for(route) or 0)
+                limit = str(self._rate_limiter.limit_for(route) or 0)
                 fault_headers = {"Retry-After": seconds, "RateLimit-Limit": limit, "RateLimit-Reset": seconds}
                 return _Response(429, dict(RATE_LIMIT_BODY), fault_headers)
             self._stopping.wait(fault.delay_seconds)  # "delay": then answer normally
-        rate_headers, limited = self._check_rate(route)
+        rate_headers, limited = self._rate_limiter.check(route)
         if limited:
             return _Response(429, dict(RATE_LIMIT_BODY), rate_headers)
         try:
             key: KeyInfo | None = None
             if route != "POST /auth":
-                key = self._state.authenticate(headers.get("X-API-KEY"))
+                key = self._state.keys.authenticate(headers.get("X-API-KEY"))
                 if key.kind == "connect" and route not in CONNECT_TOKEN_ROUTES:
                     raise PluggyApiError(403, "This connect token cannot access this resource")
             response = func(_Request(params, query, body, key))
@@ -861,8 +938,8 @@ class PluggyEmulator:
         api: list[tuple[str, str, _ApiFunc]] = [
             ("POST", "/auth", self._api_auth),
             ("POST", "/connect_token", self._api_connect_token),
-            ("GET", "/connectors", lambda r: _Response(200, self._state.list_connectors(r.query))),
-            ("GET", "/connectors/{id}", lambda r: _Response(200, self._state.get_connector(r.params["id"]))),
+            ("GET", "/connectors", lambda r: _Response(200, self._state.connectors.list_connectors(r.query))),
+            ("GET", "/connectors/{id}", lambda r: _Response(200, self._state.connectors.get_connector(r.params["id"]))),
             ("POST", "/connectors/{id}/validate", self._api_validate_parameters),
             ("POST", "/items", self._api_create_item),
             ("GET", "/items/{id}", self._api_get_item),
@@ -870,33 +947,41 @@ class PluggyEmulator:
             ("DELETE", "/items/{id}", self._api_delete_item),
             ("POST", "/items/{id}/mfa", self._api_item_mfa),
             ("GET", "/accounts", self._api_list_accounts),
-            ("GET", "/accounts/{id}", lambda r: _Response(200, self._state.get_account(r.params["id"]))),
+            ("GET", "/accounts/{id}", lambda r: _Response(200, self._state.accounts.get_account(r.params["id"]))),
             (
                 "GET",
                 "/accounts/{id}/statements",
-                lambda r: _Response(200, self._state.list_account_statements(r.params["id"])),
+                lambda r: _Response(200, self._state.accounts.list_account_statements(r.params["id"])),
             ),
             ("GET", "/v2/transactions", self._api_transactions_v2),
             ("GET", "/transactions", self._api_transactions_legacy),
-            ("GET", "/transactions/{id}", lambda r: _Response(200, self._state.get_transaction(r.params["id"]))),
+            ("GET", "/transactions/{id}", lambda r: _Response(200, self._state.transactions.get(r.params["id"]))),
             ("PATCH", "/transactions/{id}", self._api_update_transaction),
             ("GET", "/categories", self._api_list_categories),
             ("GET", "/categories/{id}", lambda r: _Response(200, get_category(r.params["id"]))),
-            ("GET", "/webhooks", lambda r: _Response(200, self._state.list_webhooks())),
+            ("GET", "/webhooks", lambda r: _Response(200, self._state.webhooks.list_webhooks())),
             ("POST", "/webhooks", self._api_create_webhook),
-            ("GET", "/webhooks/{id}", lambda r: _Response(200, self._state.get_webhook(r.params["id"]))),
+            ("GET", "/webhooks/{id}", lambda r: _Response(200, self._state.webhooks.get_webhook(r.params["id"]))),
             ("PATCH", "/webhooks/{id}", self._api_update_webhook),
-            ("DELETE", "/webhooks/{id}", lambda r: _Response(200, self._state.delete_webhook(r.params["id"]))),
-            ("GET", "/payments/requests", lambda r: _Response(200, self._state.list_payment_requests(r.query))),
+            ("DELETE", "/webhooks/{id}", lambda r: _Response(200, self._state.webhooks.delete_webhook(r.params["id"]))),
+            (
+                "GET",
+                "/payments/requests",
+                lambda r: _Response(200, self._state.payments.list_payment_requests(r.query)),
+            ),
             (
                 "GET",
                 "/payments/requests/{id}",
-                lambda r: _Response(200, self._state.get_payment_request(r.params["id"])),
+                lambda r: _Response(200, self._state.payments.get_payment_request(r.params["id"])),
             ),
             ("GET", "/payments/requests/{id}/schedules", self._api_list_schedules),
             ("GET", "/payments/requests/{id}/schedules/{scheduleId}", self._api_get_schedule),
-            ("GET", "/payments/intents", lambda r: _Response(200, self._state.list_payment_intents(r.query))),
-            ("GET", "/payments/intents/{id}", lambda r: _Response(200, self._state.get_payment_intent(r.params["id"]))),
+            ("GET", "/payments/intents", lambda r: _Response(200, self._state.payments.list_payment_intents(r.query))),
+            (
+                "GET",
+                "/payments/intents/{id}",
+                lambda r: _Response(200, self._state.payments.get_payment_intent(r.params["id"])),
+            ),
         ]
         self._api_routes = [(m, t, _compile(t), f) for m, t, f in api]
         control: list[tuple[str, str, _ControlFunc]] = [
@@ -909,6 +994,8 @@ class PluggyEmulator:
             ("POST", "/_emulator/items/{id}/sync", self._ctl_sync_item),
             ("POST", "/_emulator/items/{id}/fail", self._ctl_fail_item),
             ("POST", "/_emulator/items/{id}/waiting_user_input", self._ctl_waiting_user_input),
+            ("POST", "/_emulator/items/{id}/waiting_user_action", self._ctl_waiting_user_action),
+            ("POST", "/_emulator/items/{id}/user_action", self._ctl_user_action),
             ("POST", "/_emulator/items/{id}/reconnect", self._ctl_reconnect_item),
             ("DELETE", "/_emulator/items/{id}", self._ctl_delete_item),
             ("POST", "/_emulator/connectors/{id}/status", self._ctl_connector_status),
@@ -922,6 +1009,12 @@ class PluggyEmulator:
             ("POST", "/_emulator/wait", self._ctl_wait),
             ("POST", "/_emulator/settle", self._ctl_settle),
             ("GET", "/_emulator/clock", lambda p, b: _Response(200, self.clock_info())),
+            ("POST", "/_emulator/clock/advance", self._ctl_advance_clock),
+            ("POST", "/_emulator/clock/pause", lambda p, b: self._clock_answer(changed=self.pause_clock())),
+            ("POST", "/_emulator/clock/resume", lambda p, b: self._clock_answer(changed=self.resume_clock())),
+            ("GET", "/_emulator/rate_limits", self._ctl_rate_limits),
+            ("POST", "/_emulator/rate_limits/use_up", self._ctl_use_up_rate_limit),
+            ("POST", "/_emulator/rate_limits/reset", self._ctl_reset_rate_limits),
             ("GET", "/_emulator/items/{id}/last_sync", self._ctl_last_sync),
         ]
         self._control_routes = [(m, _compile(t), f) for m, t, f in control]
@@ -930,11 +1023,13 @@ class PluggyEmulator:
 
     def _api_auth(self, request: _Request) -> _Response:
         body = _object(request.body)
-        return _Response(200, {"apiKey": self._state.issue_api_key(body.get("clientId"), body.get("clientSecret"))})
+        return _Response(
+            200, {"apiKey": self._state.keys.issue_api_key(body.get("clientId"), body.get("clientSecret"))}
+        )
 
     def _api_connect_token(self, request: _Request) -> _Response:
         body = _object(request.body, required=False)
-        token = self._state.issue_connect_token(body.get("itemId"), body.get("options"))
+        token = self._state.keys.issue_connect_token(body.get("itemId"), body.get("options"))
         return _Response(200, {"accessToken": token})
 
     def _api_create_item(self, request: _Request) -> _Response:
@@ -947,7 +1042,7 @@ class PluggyEmulator:
         if isinstance(connector_id, bool) or not isinstance(connector_id, int):
             details.append({"code": "000", "parameter": "connectorId", "message": "connectorId must be a number"})
         else:
-            required = self._state.required_credentials(connector_id)  # 404 CONNECTOR_NOT_FOUND
+            required = self._state.connectors.required_credentials(connector_id)  # 404 CONNECTOR_NOT_FOUND
         if not isinstance(params, dict):
             details.append({"code": "000", "parameter": "parameters", "message": "parameters is required"})
             params = {}
@@ -959,10 +1054,10 @@ class PluggyEmulator:
         client_user_id = body.get("clientUserId", key.client_user_id)
         webhook_url = body.get("webhookUrl", key.webhook_url)
         if webhook_url is not None:
-            webhook_url = self._state.validate_webhook_url(webhook_url)
+            webhook_url = self._state.webhooks.validate_url(webhook_url)
         if client_user_id is not None and not isinstance(client_user_id, str):
             raise PluggyApiError(400, "clientUserId must be a string")
-        snapshot, _ = self._state.create_item(
+        snapshot, _ = self._state.items.create_item(
             username=params["user"],
             password=params["password"],
             client_user_id=client_user_id,
@@ -977,34 +1072,34 @@ class PluggyEmulator:
 
     def _api_get_item(self, request: _Request) -> _Response:
         item_id = request.params["id"]
-        self._state.check_item_access(item_id, cast(KeyInfo, request.key))
-        return _Response(200, self._state.get_item(item_id))
+        cast(KeyInfo, request.key).check_scope(item_id)
+        return _Response(200, self._state.items.get_item(item_id))
 
     def _api_update_item(self, request: _Request) -> _Response:
         item_id = request.params["id"]
         key = cast(KeyInfo, request.key)
-        self._state.check_item_access(item_id, key)
+        key.check_scope(item_id)
         body = _object(request.body, required=False)
         triggered_by = "USER" if key.kind == "connect" else "CLIENT"
-        return _Response(200, self._state.update_item_api(item_id, body, triggered_by))
+        return _Response(200, self._state.items.update_item_api(item_id, body, triggered_by))
 
     def _api_item_mfa(self, request: _Request) -> _Response:
         item_id = request.params["id"]
-        self._state.check_item_access(item_id, cast(KeyInfo, request.key))
-        return _Response(200, self._state.submit_mfa(item_id, request.body))
+        cast(KeyInfo, request.key).check_scope(item_id)
+        return _Response(200, self._state.items.submit_mfa(item_id, request.body))
 
     def _api_validate_parameters(self, request: _Request) -> _Response:
-        return _Response(200, self._state.validate_parameters(request.params["id"], request.body))
+        return _Response(200, self._state.connectors.validate_parameters(request.params["id"], request.body))
 
     def _api_update_transaction(self, request: _Request) -> _Response:
-        return _Response(200, self._state.update_transaction_category(request.params["id"], request.body))
+        return _Response(200, self._state.transactions.update_category(request.params["id"], request.body))
 
     def _api_list_categories(self, request: _Request) -> _Response:
         parent = request.query.get("parentId")
         return _Response(200, list_categories(parent[-1] if parent else None))
 
     def _api_delete_item(self, request: _Request) -> _Response:
-        self._state.delete_item(request.params["id"], triggered_by="CLIENT")
+        self._state.items.delete_item(request.params["id"], triggered_by="CLIENT")
         return _Response(200, {"count": 1})
 
     def _api_list_accounts(self, request: _Request) -> _Response:
@@ -1015,30 +1110,34 @@ class PluggyEmulator:
         account_type = types[-1] if types else None
         if account_type is not None and account_type not in ("BANK", "CREDIT"):
             raise PluggyApiError(400, "type must be BANK or CREDIT")
-        return _Response(200, self._state.list_accounts(item_id, account_type, cast(KeyInfo, request.key)))
+        return _Response(200, self._state.accounts.list_accounts(item_id, account_type, cast(KeyInfo, request.key)))
 
     def _api_transactions_v2(self, request: _Request) -> _Response:
-        return _Response(200, self._state.list_transactions_v2(request.query, cast(KeyInfo, request.key)))
+        return _Response(200, self._state.transactions.list_v2(request.query, cast(KeyInfo, request.key)))
 
     def _api_transactions_legacy(self, request: _Request) -> _Response:
         # Deprecated, served through its last day by the emulator's clock; gone (410) afterwards.
-        if not self._state.legacy_transactions_served():
+        if not self._state.transactions.legacy_served():
             raise PluggyApiError(410, LEGACY_TRANSACTIONS_MESSAGE, "ENDPOINT_REMOVED")
-        return _Response(200, self._state.list_transactions_legacy(request.query, cast(KeyInfo, request.key)))
+        return _Response(200, self._state.transactions.list_legacy(request.query, cast(KeyInfo, request.key)))
 
     def _api_create_webhook(self, request: _Request) -> _Response:
         # 200, not the OAS's 201: the SDK rejects any mutation answer but 200 and its tests pass on Pluggy.
         body = _object(request.body)
-        return _Response(200, self._state.create_webhook(body.get("url"), body.get("event"), body.get("headers")))
+        return _Response(
+            200, self._state.webhooks.create_webhook(body.get("url"), body.get("event"), body.get("headers"))
+        )
 
     def _api_update_webhook(self, request: _Request) -> _Response:
-        return _Response(200, self._state.update_webhook(request.params["id"], _object(request.body)))
+        return _Response(200, self._state.webhooks.update_webhook(request.params["id"], _object(request.body)))
 
     def _api_list_schedules(self, request: _Request) -> _Response:
-        return _Response(200, self._state.list_payment_schedules(request.params["id"]))
+        return _Response(200, self._state.payments.list_payment_schedules(request.params["id"]))
 
     def _api_get_schedule(self, request: _Request) -> _Response:
-        return _Response(200, self._state.get_payment_schedule(request.params["id"], request.params["scheduleId"]))
+        return _Response(
+            200, self._state.payments.get_payment_schedule(request.params["id"], request.params["scheduleId"])
+        )
 
     # control handlers
 
@@ -1081,6 +1180,15 @@ class PluggyEmulator:
         req = _TriggerBody.model_validate(body or {})
         event_id = self.set_waiting_user_input(params["id"], triggered_by=req.triggered_by or "USER")
         return _Response(200, {"eventId": event_id})
+
+    def _ctl_waiting_user_action(self, params: dict[str, str], body: Any) -> _Response:
+        req = _TriggerBody.model_validate(body or {})
+        event_id = self.set_waiting_user_action(params["id"], triggered_by=req.triggered_by or "USER")
+        return _Response(200, {"eventId": event_id})
+
+    def _ctl_user_action(self, params: dict[str, str], body: Any) -> _Response:
+        req = _UserActionBody.model_validate(body or {})
+        return _Response(200, self.complete_user_action(params["id"], granted=req.granted))
 
     def _ctl_reconnect_item(self, params: dict[str, str], body: Any) -> _Response:
         req = _TriggerBody.model_validate(body or {})
@@ -1162,5 +1270,27 @@ class PluggyEmulator:
         return _Response(200, {"settled": self.settle(req.timeout)})
 
     def _ctl_last_sync(self, params: dict[str, str], body: Any) -> _Response:
-        self._state.get_item(params["id"])  # 404 for an unknown item
+        self._state.items.get_item(params["id"])  # 404 for an unknown item
         return _Response(200, self.last_sync(params["id"]))
+
+    def _clock_answer(self, **extra: Any) -> _Response:
+        return _Response(200, {"now": self.now(), "paused": self.clock_paused, **extra})
+
+    def _ctl_advance_clock(self, params: dict[str, str], body: Any) -> _Response:
+        req = _AdvanceBody.model_validate(body or {})
+        self.advance_clock(req.seconds)
+        return self._clock_answer()
+
+    def _ctl_rate_limits(self, params: dict[str, str], body: Any) -> _Response:
+        routes = [f"{method} {template}" for method, template, _, _ in self._api_routes]
+        limited = [r for r in routes if self._rate_limiter.limit_for(r) is not None]
+        return _Response(200, {route: self.rate_limit_budget(route) for route in limited})
+
+    def _ctl_use_up_rate_limit(self, params: dict[str, str], body: Any) -> _Response:
+        req = _UseUpBody.model_validate(body or {})
+        return _Response(200, self.use_up_rate_limit(req.route, leave=req.leave))
+
+    def _ctl_reset_rate_limits(self, params: dict[str, str], body: Any) -> _Response:
+        req = _RouteBody.model_validate(body or {})
+        self.reset_rate_limits(req.route)
+        return _Response(200, {"ok": True})

@@ -3,10 +3,11 @@
 In timed mode (`PluggyEmulator(timed=True)` or `sync_timing=SyncTiming(...)`) the emulator runs on its own
 clock: it starts at the given `clock` (default the wall clock) and advances `1 / time_scale` emulator seconds
 per wall second, so with `time_scale=0.002` a three-minute Pluggy sync takes 0.36 s. Every emulator duration
-(execution steps, the MFA deadline, late rows, the rate-limit minute, webhook retries) is measured on it, and
-resource timestamps and dated rules (the legacy /transactions sunset) read it. API key lifetimes stay on real
-time. Durations here are emulator seconds; the pace of a sync comes from pluggy-api.md section 9 ("a sandbox
-sync takes about 2-4 min, and transactions can lag briefly after UPDATED") and section 11 (the step order).
+(execution steps, the MFA and user-action deadlines, the device-authorization delay, late rows, the
+rate-limit minute, webhook retries) is measured on it, and resource timestamps and dated rules (the legacy
+/transactions sunset) read it. API key lifetimes stay on real time. Durations here are emulator seconds; the
+pace of a sync comes from pluggy-api.md section 9 ("a sandbox sync takes about 2-4 min, and transactions can
+lag briefly after UPDATED") and section 11 (the step order).
 """
 
 from __future__ import annotations
@@ -21,28 +22,21 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
-# Pluggy's documented per-endpoint limits, per minute (pluggy-api.md section 7); the docs do not mention
-# /v2/transactions separately, so it gets the transactions budget of its own.
-PLUGGY_RATE_LIMITS: dict[str, int] = {
-    "POST /auth": 360,
-    "GET /accounts": 360,
-    "GET /accounts/{id}": 360,
-    "GET /transactions": 360,
-    "GET /transactions/{id}": 360,
-    "GET /v2/transactions": 360,
-    "PATCH /items/{id}": 20,
-}
-
 
 @dataclass(frozen=True)
 class SyncTiming:
-    """A timed sync's steps (emulator seconds) and its late rows.
+    """A timed sync's steps (emulator seconds), its waits for the user, and its late rows.
 
     The defaults make a sandbox sync last about three minutes (175 s for a new item): CREATING `creating`,
-    CREATED `created`, LOGIN_IN_PROGRESS `login`, (WAITING_USER_INPUT until the MFA is sent or `mfa_timeout`
-    passes, then LOGIN_MFA_IN_PROGRESS `login_mfa`), ACCOUNTS_IN_PROGRESS `accounts`, TRANSACTIONS_IN_PROGRESS
+    CREATED `created`, LOGIN_IN_PROGRESS `login`, ACCOUNTS_IN_PROGRESS `accounts`, TRANSACTIONS_IN_PROGRESS
     `transactions`, PAYMENT_DATA_IN_PROGRESS `payment_data`, CREDITCARDS_IN_PROGRESS `credit_cards`, MERGING
     `merging`, then UPDATED. An update (PATCH, a control sync) starts at CREATED.
+
+    Waits after the login: WAITING_USER_INPUT (the MFA 2-step connector) until the MFA is sent or
+    `mfa_timeout` passes, then LOGIN_MFA_IN_PROGRESS `login_mfa`; WAITING_USER_ACTION (the app authorization
+    connector) until the account holder acts or `user_action_timeout` passes, then LOGIN_IN_PROGRESS
+    `login_mfa` again. A login that ends USER_AUTHORIZATION_PENDING (the device-authorization username) is
+    followed `authorization_delay` later by a sync Pluggy runs by itself (seed 001: "a delay of 30'").
 
     `late_fraction` of the transactions a sync creates become visible only after the item is UPDATED, each
     account's late rows together, `late_delay` (min, max) seconds after it, with their own
@@ -60,6 +54,8 @@ class SyncTiming:
     credit_cards: float = 35.0
     merging: float = 5.0
     mfa_timeout: float = 300.0
+    user_action_timeout: float = 300.0
+    authorization_delay: float = 1800.0
     late_fraction: float = 0.1
     late_delay: tuple[float, float] = (15.0, 90.0)
 
@@ -77,8 +73,10 @@ class SyncTiming:
         )
         if min(steps) < 0:
             raise ValueError("step durations must be >= 0 seconds")
-        if self.mfa_timeout <= 0:
-            raise ValueError("mfa_timeout must be > 0 seconds")
+        if min(self.mfa_timeout, self.user_action_timeout) <= 0:
+            raise ValueError("mfa_timeout and user_action_timeout must be > 0 seconds")
+        if self.authorization_delay < 0:
+            raise ValueError("authorization_delay must be >= 0 seconds")
         if not 0.0 <= self.late_fraction <= 1.0:
             raise ValueError("late_fraction must be between 0 and 1")
         low, high = self.late_delay
@@ -169,6 +167,11 @@ class Scheduler:
             if len(self._heap) != before:
                 heapq.heapify(self._heap)
                 self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Look at the clock again now (it jumped, paused or resumed), rather than when the wait ends."""
+        with self._cond:
+            self._cond.notify_all()
 
     def pending(self) -> int:
         with self._cond:

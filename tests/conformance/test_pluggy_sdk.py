@@ -173,7 +173,7 @@ def _auth(record: Record) -> None:
 
 def _connectors_sandbox(record: Record) -> None:
     page = ok(record)
-    assert (page["page"], page["total"], page["totalPages"]) == (1, 3, 1)
+    assert (page["page"], page["total"], page["totalPages"]) == (1, 4, 1)
     sandbox = next(c for c in page["results"] if c["id"] == 0)
     assert (sandbox["name"], sandbox["isSandbox"], sandbox["supportsAutomaticPix"]) == ("Pluggy Bank", True, False)
     assert {c["name"] for c in sandbox["credentials"]} == {"user", "password"}
@@ -184,7 +184,7 @@ def _connectors_unfiltered(record: Record) -> None:
 
 
 def _connectors_filtered(record: Record) -> None:
-    assert [c["id"] for c in ok(record)["results"]] == [0, 1, 2]
+    assert [c["id"] for c in ok(record)["results"]] == [0, 1, 2, 3]
 
 
 def _connector(record: Record) -> None:

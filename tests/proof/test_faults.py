@@ -106,7 +106,7 @@ class Pipeline:
         )
         self.faults.clear()
         self.emulator.clear_faults()
-        self.emulator._state.api_key_ttl_seconds = self.key_ttl
+        self.emulator.api_key_ttl_seconds = self.key_ttl
 
 
 @pytest.fixture
@@ -126,8 +126,7 @@ def pipeline(local_stack: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.
     faults.attach(aws.secretsmanager(aws.PROCESSOR_CONFIG), "processor.secrets")
     emulator = local_stack.emulator
     emulator.clear_faults()
-    # The emulator has no public setter for the lifetime of the API keys it issues.
-    ttl = emulator._state.api_key_ttl_seconds
+    ttl = emulator.api_key_ttl_seconds
     pipe = Pipeline(local_stack, probe, faults, writes, FinishCounter(monkeypatch), monkeypatch, rng, ttl)
     process = Processor.process
 
@@ -372,7 +371,7 @@ def all_of(*arms: Arm) -> Arm:
 def expiring_keys(p: Pipeline, item_id: str) -> None:
     """A new container whose API key expires (at Pluggy) one second after it got it, before its next call."""
     get_processor.cache_clear()
-    p.emulator._state.api_key_ttl_seconds = 1.0
+    p.emulator.api_key_ttl_seconds = 1.0
     p.emulator.reconnect_item(item_id)  # an item/updated: the new container authenticates for it
     p.probe.idle()
     time.sleep(1.2)
@@ -387,7 +386,7 @@ def key_ttl(seconds: float) -> Arm:
     """API keys the emulator issues from now on live `seconds` (the processor's cached key is renewed)."""
 
     def arm(p: Pipeline, item_id: str) -> None:
-        p.emulator._state.api_key_ttl_seconds = seconds
+        p.emulator.api_key_ttl_seconds = seconds
         p.custom[f"api key ttl {seconds}s"] += 1
 
     return arm

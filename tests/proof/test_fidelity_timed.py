@@ -45,7 +45,6 @@ import dataclasses
 import json
 import multiprocessing
 import random
-import threading
 import time
 import traceback
 import uuid
@@ -122,30 +121,17 @@ WAIT_SECONDS = 30.0  # wall seconds any one wait may take before the history fai
 class PluggyClock:
     """The timed emulator's clock (Pluggy's time) for the Processor, stopped while the Processor works.
 
-    The emulator's clock is a scaled wall clock. This one wraps its source, which everything in the emulator
-    reads (timestamps, the scheduler, the rate-limit windows), to do two things the emulator has no public
-    call for. `advance` jumps forward; it is only called when no work is pending, so no scheduled step is
-    skipped over. `stopped` holds Pluggy's time still while a webhook is processed: the processor's own
-    work takes no Pluggy time, so what a history tests (late rows appearing before or after a read, the
-    window completing or not) depends on the history, not on how loaded this machine is; inside it,
-    `running` lets time pass again (the processor waiting out a 429).
+    The emulator's clock is a scaled wall clock that everything in the emulator reads (timestamps, the
+    scheduler, the rate-limit windows); its pause, resume and advance calls do two things here. `advance`
+    jumps forward; it is only called when no work is pending, so no scheduled step is skipped over.
+    `stopped` holds Pluggy's time still while a webhook is processed: the processor's own work takes no
+    Pluggy time, so what a history tests (late rows appearing before or after a read, the window completing
+    or not) depends on the history, not on how loaded this machine is; inside it, `running` lets time pass
+    again (the processor waiting out a 429).
     """
 
     def __init__(self, emulator: PluggyEmulator) -> None:
         self.emulator = emulator
-        clock = emulator._state.clock
-        source = clock._source
-        assert source is not None, "a timed emulator has a scaled clock"
-        self._scaled: Callable[[], float] = source
-        self._offset = 0.0
-        self._stopped_at: float | None = None
-        self._lock = threading.Lock()
-        clock._source = self._read
-
-    def _read(self) -> float:
-        with self._lock:
-            base = self._stopped_at if self._stopped_at is not None else self._scaled()
-            return base + self._offset
 
     def now(self) -> float:
         """Seconds since the epoch in Pluggy's time (the Processor's clock)."""
@@ -153,41 +139,25 @@ class PluggyClock:
 
     def advance(self, seconds: float) -> None:
         assert self.emulator.clock_info()["pendingWork"] == 0, "jumping over scheduled work"
-        with self._lock:
-            self._offset += seconds
-
-    def _stop(self) -> bool:
-        with self._lock:
-            if self._stopped_at is not None:
-                return False
-            self._stopped_at = self._scaled()
-            return True
-
-    def _resume(self) -> bool:
-        with self._lock:
-            if self._stopped_at is None:
-                return False
-            self._offset -= self._scaled() - self._stopped_at
-            self._stopped_at = None
-            return True
+        self.emulator.advance_clock(seconds)
 
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:
-        stopped_here = self._stop()
+        stopped_here = self.emulator.pause_clock()
         try:
             yield
         finally:
             if stopped_here:
-                self._resume()
+                self.emulator.resume_clock()
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        resumed_here = self._resume()
+        resumed_here = self.emulator.resume_clock()
         try:
             yield
         finally:
             if resumed_here:
-                self._stop()
+                self.emulator.pause_clock()
 
 
 def use_up_rate_limit(emulator: PluggyEmulator, route: str) -> None:
@@ -195,9 +165,7 @@ def use_up_rate_limit(emulator: PluggyEmulator, route: str) -> None:
     whole budget for the current minute: the next call gets Pluggy's 429 with RateLimit-Reset."""
     limits = emulator.rate_limits
     assert isinstance(limits, dict) and route in limits, "Pluggy's per-route limits are on in timed mode"
-    now = parse_iso_ms(emulator.now()) / 1000
-    with emulator._state.lock:
-        emulator._rate_counters[route] = (now, limits[route])
+    emulator.use_up_rate_limit(route)
 
 
 # --- one processor and its tables --------------------------------------------------------------------------

@@ -1134,13 +1134,14 @@ def test_sandbox_connectors_are_listed_on_request(emu: PluggyEmulator, api: requ
         (0, True, False),
         (1, True, False),
         (2, True, False),
+        (3, True, False),  # the app authorization connector (WAITING_USER_ACTION)
     ]
     assert [c["id"] for c in api.get(url, params={"sandbox": "true", "name": "MFA"}, timeout=5).json()["results"]] == [
         1,
         2,
     ]
     assert api.get(url, params={"sandbox": "true", "countries": "AR,MX"}, timeout=5).json()["total"] == 0
-    assert api.get(url, params={"sandbox": "true", "types": "PERSONAL_BANK"}, timeout=5).json()["total"] == 3
+    assert api.get(url, params={"sandbox": "true", "types": "PERSONAL_BANK"}, timeout=5).json()["total"] == 4
     assert api.get(url, params={"sandbox": "true", "isOpenFinance": "true"}, timeout=5).json()["total"] == 0
     one_step = api.get(f"{url}/1", timeout=5).json()
     assert [c["name"] for c in one_step["credentials"] if c.get("mfa")] == ["token"]
