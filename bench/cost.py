@@ -108,13 +108,13 @@ def _measure(quick: bool) -> tuple[Usage, Usage, int, dict[str, int]]:
     from pluggy_pipeline.observability import logger
     from pluggy_pipeline.processor import QueueMessage, get_processor
     from pluggy_pipeline.receiver import get_receiver
-    from pluggy_pipeline_local.cli_support import LocalContext, load_handler
     from pluggy_pipeline_local.devsecrets import (
         LOCAL_PLUGGY_CLIENT_ID,
         LOCAL_PLUGGY_CLIENT_SECRET,
         LOCAL_SIGNING_KEY,
         LOCAL_WEBHOOK_SECRET,
     )
+    from pluggy_pipeline_local.handlers import LocalContext, load_handler
     from pluggy_pipeline_local.stack import proxy_event_from_http
     from pluggy_pipeline_local.template import create_resources, function_environment, load_template
 

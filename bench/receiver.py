@@ -45,6 +45,7 @@ from moto import mock_aws
 from pluggy_pipeline import aws
 from pluggy_pipeline import receiver as receiver_module
 from pluggy_pipeline.auth import sign
+from pluggy_pipeline_cli.webhook_examples import VALID_PAYLOADS
 from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_ID,
     LOCAL_SIGNING_KEY,
@@ -54,7 +55,6 @@ from pluggy_pipeline_local.devsecrets import (
 from pluggy_pipeline_local.events_corpus import (
     SECRET_HEADER,
     SIGNATURE_HEADER,
-    VALID_PAYLOADS,
     Scenario,
     proxy_event,
     scenarios,

@@ -29,13 +29,14 @@ from pluggy_pipeline.auth import sign
 from pluggy_pipeline.event_store import EventStore, ProcessingLog, StartOutcome
 from pluggy_pipeline.observability import SERVICE
 from pluggy_pipeline.secrets import SecretsManagerProvider, derive_url_token
+from pluggy_pipeline_cli.webhook_examples import VALID_PAYLOADS
 from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_ID,
     LOCAL_SIGNING_KEY,
     LOCAL_WEBHOOK_SECRET,
     PLUGGY_SOURCE_IP,
 )
-from pluggy_pipeline_local.events_corpus import VALID_PAYLOADS, Scenario, proxy_event, scenarios
+from pluggy_pipeline_local.events_corpus import Scenario, proxy_event, scenarios
 
 from tests.conftest import Stack
 from tests.handlers.test_receiver_handler import APP

@@ -25,17 +25,17 @@ from typing import Any
 import pytest
 from pluggy_pipeline.observability import SERVICE
 from pluggy_pipeline.secrets import derive_url_token
-from pluggy_pipeline_local.cli import main
-from pluggy_pipeline_local.commands.local import print_summary
+from pluggy_pipeline_cli.cli import main
+from pluggy_pipeline_cli.commands.local import print_summary
+from pluggy_pipeline_cli.targets import STATE_FILE_ENV, CliError, stack_target
+from pluggy_pipeline_cli.webhook_examples import VALID_PAYLOADS
 from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_ID,
     LOCAL_PLUGGY_CLIENT_SECRET,
     LOCAL_SIGNING_KEY,
     LOCAL_WEBHOOK_SECRET,
 )
-from pluggy_pipeline_local.events_corpus import VALID_PAYLOADS
 from pluggy_pipeline_local.stack import LocalStack, StackOptions
-from pluggy_pipeline_local.targets import STATE_FILE_ENV, CliError, stack_target
 
 from tests.conftest import REPO_ROOT
 

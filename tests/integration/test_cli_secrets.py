@@ -16,8 +16,8 @@ import boto3
 import pytest
 from moto import mock_aws
 from pluggy_pipeline.secrets import build_secrets, derive_url_token
-from pluggy_pipeline_local.cli import main
-from pluggy_pipeline_local.commands import secrets as secrets_command
+from pluggy_pipeline_cli.cli import main
+from pluggy_pipeline_cli.commands import secrets as secrets_command
 
 from tests.conftest import REGION
 
@@ -265,7 +265,7 @@ def test_rotate_keeps_both_values_then_drops_the_old_one_after_the_cache_bound(
         return value
 
     now = [1_000_000.0]
-    monkeypatch.setattr("pluggy_pipeline_local.commands.secrets.time.time", lambda: now[0])
+    monkeypatch.setattr("pluggy_pipeline_cli.commands.secrets.time.time", lambda: now[0])
     rotate = ("secrets", "rotate", "--stack", STACK, "--region", REGION)
     code, out, err = run(capsys, *rotate)
     assert code == 0, err

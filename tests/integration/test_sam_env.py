@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from pluggy_pipeline.config import parse_networks
-from pluggy_pipeline_local.commands.local import _print_banner
+from pluggy_pipeline_local.banner import banner
 from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID, PLUGGY_SOURCE_IP
 from pluggy_pipeline_local.stack import SAM_FUNCTIONS, LocalStack, StackOptions, declared_variables, sam_env_file_path
 
@@ -90,11 +90,10 @@ def test_the_file_lives_next_to_the_state_file_and_goes_with_it(stack: LocalStac
     assert not state_file.exists() and not path.exists()
 
 
-def test_written_file_and_banner(stack: LocalStack, state_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_written_file_and_banner(stack: LocalStack, state_file: Path) -> None:
     path = sam_env_file_path(state_file)
     assert json.loads(path.read_text()) == stack.sam_env_vars()
-    _print_banner(stack, verbose=False)
-    out = capsys.readouterr().out
+    out = banner(stack, verbose=False)
     assert f"--env-vars {path}" in out
     assert "sam build --parameter-overrides Architecture=x86_64" in out
     assert "tools/sam_host_network.py local invoke ReceiverFunction -e events/receiver/item-created.json" in out

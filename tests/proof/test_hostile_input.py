@@ -52,14 +52,14 @@ from pluggy_pipeline.http import ApiRequest
 from pluggy_pipeline.observability import logger
 from pluggy_pipeline.receiver import INLINE_BODY_LIMIT, WebhookReceiver, get_receiver
 from pluggy_pipeline.secrets import StaticSecretProvider, WebhookSecrets
-from pluggy_pipeline_local.cli_support import load_handler
+from pluggy_pipeline_cli.webhook_examples import VALID_PAYLOADS
 from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_ID,
     LOCAL_SIGNING_KEY,
     LOCAL_WEBHOOK_SECRET,
     PLUGGY_SOURCE_IP,
 )
-from pluggy_pipeline_local.events_corpus import VALID_PAYLOADS
+from pluggy_pipeline_local.handlers import load_handler
 
 from tests.proof.conftest import ATHERIS_RUNS, FUZZ_EXAMPLES, REPO_ROOT, RESULTS, SEED, proof_settings
 

@@ -31,8 +31,9 @@ from typing import Any
 import pytest
 from pluggy_pipeline.auth import sign
 from pluggy_pipeline.records import item_key
+from pluggy_pipeline_cli.webhook_examples import VALID_PAYLOADS
 from pluggy_pipeline_local.devsecrets import LOCAL_SIGNING_KEY, LOCAL_WEBHOOK_SECRET
-from pluggy_pipeline_local.events_corpus import SECRET_HEADER, SIGNATURE_HEADER, VALID_PAYLOADS, scenarios
+from pluggy_pipeline_local.events_corpus import SECRET_HEADER, SIGNATURE_HEADER, scenarios
 from pluggy_pipeline_local.processor_events import DOCUMENTED_OUTCOMES, ITEM_ID, substitute
 from pluggy_pipeline_local.stack import SAM_FUNCTIONS, LocalStack, StackOptions, declared_variables
 

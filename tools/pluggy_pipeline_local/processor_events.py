@@ -5,10 +5,10 @@ on disk equal what this module builds, so the corpus cannot drift from it. Each 
 `sam local generate-event sqs receive-message` gives, with what a FIFO queue adds: `attributes.MessageGroupId`,
 `MessageDeduplicationId` and `SequenceNumber`, an `eventSourceARN` ending in `.fifo`, and the message
 attributes EventQueue.send sets (`eventId`, `eventType`, `groupId`). The bodies are the receiver corpus'
-Pluggy payloads (events_corpus.VALID_PAYLOADS) byte for byte as the receiver queues them; the eventId
+Pluggy payloads (webhook_examples.VALID_PAYLOADS) byte for byte as the receiver queues them; the eventId
 attribute is what the receiver keys the event on (a body hash when the payload has no eventId).
 
-Ids. The files carry fixed ids (events_corpus.ITEM_ID, ACCOUNT_ID, TRANSACTION_IDS), Pluggy's production host
+Ids. The files carry fixed ids (webhook_examples.ITEM_ID, ACCOUNT_ID, TRANSACTION_IDS), Pluggy's production host
 in `createdTransactionsLink` and a fixed `transactionsCreatedAtFrom`; the Pluggy emulator makes random ids.
 A handler test therefore substitutes at load time::
 
@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from pluggy_pipeline.receiver import parse_delivery
+from pluggy_pipeline_cli.webhook_examples import ACCOUNT_ID, ITEM_ID, TRANSACTION_IDS, VALID_PAYLOADS
 
-from pluggy_pipeline_local.events_corpus import ACCOUNT_ID, ITEM_ID, TRANSACTION_IDS, VALID_PAYLOADS
 from pluggy_pipeline_local.template import REPO_ROOT
 
 PROCESSOR_EVENTS_DIR = REPO_ROOT / "events" / "processor"

@@ -35,8 +35,8 @@ from pluggy_pipeline.observability import logger
 from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.processor import get_processor
 from pluggy_pipeline.receiver import WEBHOOK_PATH, get_receiver
+from pluggy_pipeline_cli.register import register_webhook
 
-from pluggy_pipeline_local.cli_support import LocalContext, load_handler
 from pluggy_pipeline_local.devsecrets import (
     LOCAL_PLUGGY_CLIENT_ID,
     LOCAL_PLUGGY_CLIENT_SECRET,
@@ -44,8 +44,8 @@ from pluggy_pipeline_local.devsecrets import (
     LOCAL_WEBHOOK_SECRET,
     PLUGGY_SOURCE_IP,
 )
+from pluggy_pipeline_local.handlers import LocalContext, load_handler
 from pluggy_pipeline_local.moto_server import LocalAws, local_secret_value, moto_server
-from pluggy_pipeline_local.register import register_webhook
 from pluggy_pipeline_local.template import (
     REPO_ROOT,
     LocalResources,
@@ -574,6 +574,7 @@ class LocalStack:
             "queues": self.aws.resources.queue_urls,
             "secrets": self.aws.resources.secrets,
             "pluggyBaseUrl": self.emulator.base_url if self.emulator else None,
+            "pluggyClientId": LOCAL_PLUGGY_CLIENT_ID,  # not secret: `send` stamps it as the payloads' clientId
             "secretHeader": os.environ.get("WEBHOOK_SECRET_HEADER", "X-Webhook-Secret"),
             "pid": os.getpid(),
         }

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from pluggy_pipeline_local.targets import Target, resolve
+from pluggy_pipeline_cli.targets import Target, resolve
 
 _DECIMAL_MARK = "\u0000decimal:"
 _DECIMAL_TOKEN = re.compile(r'"\\u0000decimal:([-+0-9.eE]+)"')

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pluggy_pipeline_local.commands import events, local, records, register, secrets, send, urls
-from pluggy_pipeline_local.targets import CliError
+from pluggy_pipeline_cli.commands import events, local, records, register, secrets, send, urls
+from pluggy_pipeline_cli.targets import CliError
 
 
 def build_parser() -> argparse.ArgumentParser:

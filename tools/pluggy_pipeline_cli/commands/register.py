@@ -7,10 +7,10 @@ import json
 import os
 from typing import Any
 
-from pluggy_pipeline_local.commands._common import add_target_options, target_of
-from pluggy_pipeline_local.commands.urls import call_pluggy, call_target, masked_token_url
-from pluggy_pipeline_local.register import register_webhook
-from pluggy_pipeline_local.targets import (
+from pluggy_pipeline_cli.commands._common import add_target_options, target_of
+from pluggy_pipeline_cli.commands.urls import call_pluggy, call_target, masked_token_url
+from pluggy_pipeline_cli.register import register_webhook
+from pluggy_pipeline_cli.targets import (
     DEFAULT_PLUGGY_URL,
     DEFAULT_SECRET_HEADER,
     CliError,

@@ -9,7 +9,7 @@ from typing import Any
 
 from pluggy_pipeline.records import JSON, RecordStore, from_attributes
 
-from pluggy_pipeline_local.commands._common import (
+from pluggy_pipeline_cli.commands._common import (
     add_target_options,
     dumps,
     mask_digits,
@@ -18,7 +18,7 @@ from pluggy_pipeline_local.commands._common import (
     target_of,
     truncate,
 )
-from pluggy_pipeline_local.targets import CliError, Target
+from pluggy_pipeline_cli.targets import CliError, Target
 
 JSON_HELP = (
     "print the stored records as JSON, unmasked: this is your users' own data as Pluggy returned it "

@@ -17,8 +17,8 @@ from pluggy_pipeline.event_queue import sqs_id
 from pluggy_pipeline.event_store import EventStatus, iso_now
 from pluggy_pipeline.records import JSON, from_attributes
 
-from pluggy_pipeline_local.commands._common import add_target_options, dumps, plain, table, target_of, truncate
-from pluggy_pipeline_local.targets import CliError, Target
+from pluggy_pipeline_cli.commands._common import add_target_options, dumps, plain, table, target_of, truncate
+from pluggy_pipeline_cli.targets import CliError, Target
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import (

@@ -17,8 +17,8 @@ from pluggy_pipeline.errors import PipelineError
 from pluggy_pipeline.observability import logger
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
 
-from pluggy_pipeline_local.commands._common import add_target_options, target_of
-from pluggy_pipeline_local.targets import CliError, PluggyCredentials, Target, local_target
+from pluggy_pipeline_cli.commands._common import add_target_options, target_of
+from pluggy_pipeline_cli.targets import CliError, PluggyCredentials, Target, local_target
 
 
 def masked_token_url(url: str) -> str:

@@ -32,8 +32,8 @@ from typing import Any, TextIO
 
 from botocore.exceptions import ClientError
 
-from pluggy_pipeline_local.commands._common import add_target_options, target_of
-from pluggy_pipeline_local.targets import CliError, Target
+from pluggy_pipeline_cli.commands._common import add_target_options, target_of
+from pluggy_pipeline_cli.targets import CliError, Target
 
 CLIENT_ID_ENV = "PLUGGY_CLIENT_ID"
 CLIENT_SECRET_ENV = "PLUGGY_CLIENT_SECRET"  # noqa: S105 - the name of an environment variable

@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from pluggy_pipeline.secrets import derive_url_token
 
-from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID
-from pluggy_pipeline_local.template import REPO_ROOT
-
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
 STATE_FILE_ENV = "PLUGGY_PIPELINE_STATE_FILE"
+# The checkout this package is installed from (editable): where `make local` writes the state file.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_FILE = REPO_ROOT / ".local-stack.json"
 DEFAULT_PLUGGY_URL = "https://api.pluggy.ai"
 DEFAULT_SECRET_HEADER = "X-Webhook-Secret"  # noqa: S105 - a header name, not a secret
@@ -225,7 +224,7 @@ def target_from_state(state: Mapping[str, Any]) -> Target:
             webhook_secret_arn=str(secrets["WebhookSecret"]),
             pluggy_credentials_arn=str(secrets["PluggyCredentialsSecret"]),
             pluggy_base_url=str(state.get("pluggyBaseUrl") or DEFAULT_PLUGGY_URL),
-            pluggy_client_id=LOCAL_PLUGGY_CLIENT_ID,
+            pluggy_client_id=str(state.get("pluggyClientId") or "") or None,
         )
     except (KeyError, TypeError) as exc:
         raise CliError(f"the local stack state lacks {exc}; restart the local stack") from None

@@ -18,16 +18,16 @@ from pluggy_pipeline.auth import sign
 from pluggy_pipeline.event_store import EventStatus
 from pluggy_pipeline.events import EventName
 
-from pluggy_pipeline_local.commands._common import add_target_options, dumps, plain, target_of
-from pluggy_pipeline_local.commands.events import get_event
-from pluggy_pipeline_local.events_corpus import ACCOUNT_ID, ITEM_ID, PAYMENT_ID, PAYMENT_REQUEST_ID, VALID_PAYLOADS
-from pluggy_pipeline_local.targets import (
+from pluggy_pipeline_cli.commands._common import add_target_options, dumps, plain, target_of
+from pluggy_pipeline_cli.commands.events import get_event
+from pluggy_pipeline_cli.targets import (
     DEFAULT_PLUGGY_URL,
     DEFAULT_SECRET_HEADER,
     SIGNATURE_HEADER,
     CliError,
     Target,
 )
+from pluggy_pipeline_cli.webhook_examples import ACCOUNT_ID, ITEM_ID, PAYMENT_ID, PAYMENT_REQUEST_ID, VALID_PAYLOADS
 
 SECRET_ENV = "PLUGGY_WEBHOOK_SECRET"  # noqa: S105 - seed 002's environment variable name
 SIGNING_KEY_ENV = "PLUGGY_WEBHOOK_SIGNING_KEY"
@@ -38,7 +38,7 @@ ITEM_STATUS_NOTE = (
 
 
 def _template(event: str) -> dict[str, Any]:
-    """The corpus example of this event (Pluggy's reference shapes), or a shape built from its family."""
+    """Pluggy's example of this event (webhook_examples), or a shape built from its family."""
     for example in VALID_PAYLOADS.values():
         if example.get("event") == event:
             return copy.deepcopy(example)

@@ -1,0 +1,269 @@
+"""The demo (`pluggy-pipeline demo`, `make demo`): the main job end to end on a private local stack.
+
+The emulator connects a sandbox item, syncs it with new, changed, deleted and restated transactions, fails it
+and reconnects it, changes a connector's status and completes a payment; then every stored item, account and
+transaction is compared with the emulator's data field by field. `run_demo` returns a JSON-ready summary;
+the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+from pluggy_emulator import PluggyEmulator
+from pluggy_emulator.state import SANDBOX_CONNECTOR_ID
+from pluggy_pipeline.records import JSON, RecordStore, from_attributes
+
+from pluggy_pipeline_local.stack import LocalStack, StackOptions
+
+DEMO_USER = "demo-user"
+DEMO_CONNECTOR = str(SANDBOX_CONNECTOR_ID)  # the emulator's sandbox connector, whose status the demo changes
+MAX_DIFFERENCES = 20
+
+
+class Mirror:
+    """The pipeline's tables in the stack's moto: the event log and the stored copy."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        assert stack.aws is not None
+        self.dynamodb = stack.aws.clients["dynamodb"]
+        self.events_table = stack.aws.resources.tables["EventsTable"]
+        self.records = RecordStore(lambda: self.dynamodb, stack.aws.resources.tables["RecordsTable"])
+
+    def _scan(self, **kwargs: Any) -> Iterator[JSON]:
+        for page in self.dynamodb.get_paginator("scan").paginate(**kwargs):
+            yield from (from_attributes(row) for row in page.get("Items", []))
+
+    def events(self) -> list[JSON]:
+        """Every event record."""
+        return list(self._scan(TableName=self.events_table))
+
+    def items(self) -> list[JSON]:
+        """Every item record (deleted items' tombstones included), by item id."""
+        rows = self._scan(
+            TableName=self.records.table_name,
+            FilterExpression="sk = :item",
+            ExpressionAttributeValues={":item": {"S": "ITEM"}},
+        )
+        return sorted(rows, key=lambda r: str(r.get("itemId")))
+
+    def item_state(self, item_id: str) -> dict[str, Any]:
+        record = self.records.get({"pk": f"ITEM#{item_id}", "sk": "ITEM"}) or {}
+        return {k: record.get(k) for k in ("status", "executionStatus", "errorCode")}
+
+
+def _json_default(value: Any) -> Any:
+    """DynamoDB's Decimals as JSON numbers (int when integral); anything else JSON lacks as its text."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """A value for a difference line: compact JSON, cut to `width`."""
+    text = json.dumps(value, ensure_ascii=False, default=_json_default)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _normalize(value: Any) -> Any:
+    """The emulator's truth with numbers as the store holds them (floats -> Decimal, via their JSON text)."""
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def _differences(path: str, stored: Any, truth: Any, out: list[str]) -> None:
+    if len(out) >= MAX_DIFFERENCES:
+        return
+    if isinstance(stored, Mapping) and isinstance(truth, Mapping):
+        for key in sorted(set(stored) | set(truth), key=str):
+            if key not in truth:
+                out.append(f"{path}.{key}: only in the mirror")
+            elif key not in stored:
+                out.append(f"{path}.{key}: missing from the mirror")
+            else:
+                _differences(f"{path}.{key}", stored[key], truth[key], out)
+        return
+    if isinstance(stored, list) and isinstance(truth, list) and len(stored) == len(truth):
+        for index, (a, b) in enumerate(zip(stored, truth, strict=True)):
+            _differences(f"{path}[{index}]", a, b, out)
+        return
+    same_type = isinstance(stored, bool) == isinstance(truth, bool)
+    if not (same_type and stored == truth):
+        out.append(f"{path}: mirror {_shown(stored)} != Pluggy {_shown(truth)}")
+
+
+def _compare_sets(what: str, stored: Mapping[str, Any], truth: Mapping[str, Any], out: list[str]) -> None:
+    for key in sorted(set(truth) - set(stored)):
+        out.append(f"{what} {key}: missing from the mirror")
+    for key in sorted(set(stored) - set(truth)):
+        out.append(f"{what} {key}: in the mirror but not in Pluggy")
+    for key in sorted(set(stored) & set(truth)):
+        _differences(f"{what} {key}", stored[key], truth[key], out)
+
+
+def compare_mirror(mirror: Mirror, truth: Mapping[str, Any]) -> dict[str, Any]:
+    """Every stored item, account and transaction (`data`) against the emulator's truth, field by field."""
+    truth = _normalize(truth)
+    store = mirror.records
+    differences: list[str] = []
+    items = {str(r["itemId"]): r for r in mirror.items()}
+    live = {item_id: r.get("data") for item_id, r in items.items() if not r.get("deleted")}
+    _compare_sets("item", live, truth["items"], differences)
+    for item_id in truth.get("deletedItemIds", []):
+        if item_id in live:
+            differences.append(f"item {item_id}: deleted in Pluggy, still live in the mirror")
+    accounts = transactions = 0
+    for item_id in truth["items"]:
+        stored_accounts = {str(a["accountId"]): a.get("data") for a in store.accounts_of_item(item_id)}
+        truth_accounts = {a: v for a, v in truth["accounts"].items() if v.get("itemId") == item_id}
+        _compare_sets("account", stored_accounts, truth_accounts, differences)
+        accounts += len(stored_accounts)
+        for account_id in truth_accounts:
+            stored_tx = {str(t["transactionId"]): t.get("data") for t in store.transactions_by_date(account_id)}
+            _compare_sets(
+                f"account {account_id} transaction", stored_tx, truth["transactions"][account_id], differences
+            )
+            transactions += len(stored_tx)
+    return {
+        "matches": not differences,
+        "items": len(live),
+        "accounts": accounts,
+        "transactions": transactions,
+        "differences": differences[:MAX_DIFFERENCES],
+    }
+
+
+def _events_by_type(records: list[JSON]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter[str]] = {}
+    for record in records:
+        counts.setdefault(str(record.get("eventType")), Counter())[str(record.get("status"))] += 1
+    return {event: dict(sorted(c.items())) for event, c in sorted(counts.items())}
+
+
+def _drive(stack: LocalStack, emulator: PluggyEmulator, mirror: Mirror, reasons: list[str]) -> list[dict[str, Any]]:
+    """The demo's story, told to the emulator; the mirror's item state after each step."""
+    steps: list[dict[str, Any]] = []
+
+    def settle(step: str) -> None:
+        if not stack.wait_until_idle(timeout=30):
+            reasons.append(f"the pipeline did not go idle after: {step}")
+
+    item_id = str(emulator.create_item(DEMO_USER)["id"])
+    settle("create item")
+    steps.append({"step": f"sandbox item connected for clientUserId {DEMO_USER}", "item": mirror.item_state(item_id)})
+    emulator.sync_item(item_id, add=5, change=3, delete=2, restate_credit_card=1)
+    settle("sync")
+    steps.append(
+        {
+            "step": "sync with changes: 5 new, 3 changed, 2 deleted, 1 card row restated (new id)",
+            "item": mirror.item_state(item_id),
+        }
+    )
+    emulator.fail_item(item_id, "USER_AUTHORIZATION_PENDING")
+    settle("item error")
+    steps.append({"step": "item/error USER_AUTHORIZATION_PENDING", "item": mirror.item_state(item_id)})
+    emulator.reconnect_item(item_id)
+    emulator.set_connector_status("UNSTABLE")
+    emulator.send_payment_event("payment_intent/completed")
+    settle("reconnect, connector status, payment")
+    steps.append(
+        {
+            "step": "reconnected; connector status UNSTABLE; payment_intent/completed",
+            "item": mirror.item_state(item_id),
+        }
+    )
+    return steps
+
+
+def _check_processing(emulator: PluggyEmulator, records: list[JSON], reasons: list[str]) -> None:
+    """Every event Pluggy sent was delivered, logged and PROCESSED."""
+    not_processed = [r for r in records if r.get("status") != "PROCESSED"]
+    if not_processed:
+        listed = ", ".join(f"{r.get('eventType')} {r.get('status')}" for r in not_processed[:5])
+        reasons.append(f"{len(not_processed)} event(s) not PROCESSED: {listed}")
+    logged = {str(r.get("eventId")) for r in records}
+    emitted = emulator.events()
+    missing = [e for e in emitted if "eventId" in e["payload"] and e["eventId"] not in logged]
+    if missing:
+        reasons.append(f"{len(missing)} emitted event(s) missing from the event log")
+    if len(records) < len(emitted):
+        reasons.append(f"Pluggy sent {len(emitted)} events, the log holds {len(records)}")
+    dropped = [d for d in emulator.deliveries() if d.get("outcome") == "dropped"]
+    if dropped:
+        reasons.append(f"{len(dropped)} webhook delivery(ies) dropped by Pluggy")
+
+
+def _inventory(mirror: Mirror) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(items, accounts with their transaction counts) as the mirror holds them."""
+    store = mirror.records
+    items = [{k: r.get(k) for k in ("itemId", "status", "executionStatus", "errorCode")} for r in mirror.items()]
+    accounts = []
+    for item in items:
+        for account in store.accounts_of_item(str(item["itemId"])):
+            data = account.get("data") or {}
+            accounts.append(
+                {
+                    "id": account["accountId"],
+                    "itemId": item["itemId"],
+                    **{k: data.get(k) for k in ("name", "type", "subtype", "balance", "currencyCode")},
+                    "transactions": sum(1 for _ in store.transaction_keys_of_account(str(account["accountId"]))),
+                }
+            )
+    return items, accounts
+
+
+def _connector_status(mirror: Mirror, truth: Mapping[str, Any], reasons: list[str]) -> str | None:
+    stored = mirror.records.get({"pk": f"CONNECTOR#{DEMO_CONNECTOR}", "sk": "STATUS"})
+    expected: Mapping[str, Any] = next((c for c in truth["connectors"] if str(c.get("id")) == DEMO_CONNECTOR), {})
+    status = stored.get("status") if stored else None
+    if status is None:
+        reasons.append("the connector status was not stored")
+    elif status != (expected.get("health") or {}).get("status"):
+        reasons.append("the stored connector status differs from Pluggy's")
+    return str(status) if status is not None else None
+
+
+def run_demo(verbose: bool = False) -> dict[str, Any]:
+    """Run the demo on a private local stack; the summary (JSON-ready), with `ok` and the `reasons` if not."""
+    started = time.monotonic()
+    reasons: list[str] = []
+    with LocalStack(StackOptions(port=0, state_file=None, quiet=not verbose)) as stack:
+        emulator = stack.emulator
+        if emulator is None:
+            raise RuntimeError("the local stack started without its Pluggy emulator")
+        mirror = Mirror(stack)
+        steps = _drive(stack, emulator, mirror, reasons)
+        records = mirror.events()
+        _check_processing(emulator, records, reasons)
+        dlq, queued = stack.queue_depth("EventDeadLetterQueue"), stack.queue_depth("EventQueue")
+        if dlq:
+            reasons.append(f"{dlq} message(s) in the dead-letter queue")
+        if queued:
+            reasons.append(f"{queued} message(s) still in EventQueue")
+        truth = emulator.truth()
+        compared = compare_mirror(mirror, truth)
+        if not compared["matches"]:
+            reasons.append(f"the mirror differs from Pluggy's data ({len(compared['differences'])}+ differences)")
+        items, accounts = _inventory(mirror)
+        summary = {
+            "ok": not reasons,
+            "reasons": reasons,
+            "steps": steps,
+            "items": items,
+            "accounts": accounts,
+            "events": _events_by_type(records),
+            "eventCount": len(records),
+            "webhookDeliveries": len(emulator.deliveries()),
+            "connector": {"id": DEMO_CONNECTOR, "status": _connector_status(mirror, truth, reasons)},
+            "dlqDepth": dlq,
+            "queueDepth": queued,
+            "mirror": compared,
+        }
+    summary["ok"] = not reasons
+    summary["elapsedSeconds"] = round(time.monotonic() - started, 1)
+    result: dict[str, Any] = json.loads(json.dumps(summary, default=_json_default))
+    return result
