@@ -97,6 +97,14 @@ class Section:
         return "\n\n".join(parts)
 
 
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1): an observed value, never an interpolation between two."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
 def fmt(value: float, digits: int = 3) -> str:
     """A figure with `digits` significant digits, no scientific notation for the ranges used here."""
     if value == 0:

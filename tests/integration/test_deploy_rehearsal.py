@@ -42,12 +42,13 @@ from moto.awslambda.models import LambdaFunction as MotoLambdaFunction
 from moto.awslambda.models import LayerVersion as MotoLayerVersion
 from moto.cloudformation import parsing as moto_cfn
 from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
+from moto.events.models import EventBus as MotoEventBus
 from moto.kms.models import Key as MotoKmsKey
 from moto.sqs.models import Queue as MotoQueue
 from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline.pluggy_client import PluggyClient
-from pluggy_pipeline_local.cli import main
-from pluggy_pipeline_local.targets import USER_OUTPUTS
+from pluggy_pipeline_cli.cli import main
+from pluggy_pipeline_cli.targets import USER_OUTPUTS
 from pluggy_pipeline_local.template import load_template
 from samtranslator.translator.transform import transform
 
@@ -123,6 +124,12 @@ MOTO_PATCHES: tuple[MotoPatch, ...] = (
         "AWS::Lambda::Function",
         "moto creates the function without its Layers (and Architectures, LoggingConfig, TracingConfig, Tags)",
         "moto's model, then UpdateFunctionConfiguration(Layers); the other properties stay unrehearsed",
+    ),
+    MotoPatch(
+        "event-bus-ref",
+        "AWS::Events::EventBus",
+        "moto's EventBus has no physical id, so Ref returns the Python object instead of the bus name",
+        "Ref = the bus name, as in CloudFormation",
     ),
     MotoPatch(
         "kms-key-policy-json",
@@ -575,6 +582,7 @@ def moto_patched() -> Iterator[None]:
     assert {p.target for p in MOTO_PATCHES} == {c.resource_type for c in _MODELS} | {
         "AWS::ApiGateway::Deployment",
         "AWS::Lambda::LayerVersion",
+        "AWS::Events::EventBus",
         "UpdateStack",
     }, "every patch is listed in MOTO_PATCHES, and only those"
     own_models, own_names = moto_cfn.get_model_map, moto_cfn.get_name_type_map
@@ -589,6 +597,8 @@ def moto_patched() -> Iterator[None]:
         # api-deployment-ref and lambda-layer-ref: Ref gives the id / ARN, not the Python object.
         patch.setattr(MotoApiDeployment, "physical_resource_id", property(lambda self: self.id), raising=False)
         patch.setattr(MotoLayerVersion, "physical_resource_id", property(lambda self: self.arn), raising=False)
+        # event-bus-ref: Ref gives the bus name.
+        patch.setattr(MotoEventBus, "physical_resource_id", property(lambda self: self.name), raising=False)
         patch.setattr(moto_cfn, "get_references_from_template", _references)
         yield
 
@@ -769,7 +779,9 @@ def test_the_stack_is_created_with_every_resource(deployed: Deployed) -> None:
     assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}["PluggyClientId"] == CLIENT_ID
     # moto skips a resource type it has no model for with nothing but a log line: every resource the
     # template creates (conditions applied) must have a physical id, or a patch is missing.
+    # No user pool by default: no frontend connect-token API.
     conditions = {"HasCustomDomain": False, "ApiAccessLogs": False, "HasAlarmEmail": True}
+    conditions["HasConnectTokenUserPool"] = False
     expected = {
         name
         for name, resource in deployed.template["Resources"].items()
@@ -827,7 +839,13 @@ def test_the_deployed_pieces_are_wired_to_each_other(deployed: Deployed) -> None
 
     lam = _client("lambda", REGION)
     layer_arn = physical[next(n for n in physical if n.startswith("CommonLayer"))]
-    for function in ("ReceiverFunction", "ProcessorFunction"):
+    for function in (
+        "ReceiverFunction",
+        "ProcessorFunction",
+        "PublisherFunction",
+        "ConnectTokenFunction",
+        "ReadApiFunction",
+    ):
         configuration = lam.get_function_configuration(FunctionName=physical[function])
         assert [layer["Arn"] for layer in configuration["Layers"]] == [layer_arn], function
         assert configuration["Role"].endswith(physical[function.replace("Function", "Role")])
@@ -838,6 +856,20 @@ def test_the_deployed_pieces_are_wired_to_each_other(deployed: Deployed) -> None
     assert mapping["EventSourceArn"] == queue["QueueArn"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert json.loads(queue["RedrivePolicy"])["deadLetterTargetArn"] == dlq_arn["Attributes"]["QueueArn"]
+
+    # RecordsTable's stream feeds the publisher, which puts on the stack's bus.
+    (stream_mapping,) = lam.list_event_source_mappings(FunctionName=physical["PublisherFunction"])[
+        "EventSourceMappings"
+    ]
+    table = _client("dynamodb", REGION).describe_table(TableName=outputs["RecordsTableName"])["Table"]
+    assert stream_mapping["EventSourceArn"] == table["LatestStreamArn"]
+    assert table["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    publisher = lam.get_function_configuration(FunctionName=physical["PublisherFunction"])
+    assert publisher["Environment"]["Variables"]["CHANGE_EVENT_BUS_NAME"] == outputs["ChangeEventBusName"]
+    assert (
+        _client("events", REGION).describe_event_bus(Name=outputs["ChangeEventBusName"])["Arn"]
+        == outputs["ChangeEventBusArn"]
+    )
 
     # The API calls the receiver; only Pluggy's address may (resource policy).
     apigateway = _client("apigateway", REGION)
@@ -867,7 +899,7 @@ def test_the_deployed_pieces_are_wired_to_each_other(deployed: Deployed) -> None
 
     # Alarms go to the topic, the topic to the e-mail, and CloudWatch may use the topic's key.
     alarms = _client("cloudwatch", REGION).describe_alarms()["MetricAlarms"]
-    assert len(alarms) == 7 and all(a["AlarmActions"] == [outputs["AlarmTopicArn"]] for a in alarms)
+    assert len(alarms) == 9 and all(a["AlarmActions"] == [outputs["AlarmTopicArn"]] for a in alarms)
     sns = _client("sns", REGION)
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=outputs["AlarmTopicArn"])["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", ALARM_EMAIL)]

@@ -362,6 +362,36 @@ def test_404_item_is_not_found_with_code_description(rsps, client):
     assert isinstance(err.value, PluggyNotFoundError)
     assert err.value.code_description == "ITEM_NOT_FOUND"
     assert "ITEM_NOT_FOUND" in str(err.value)
+    assert err.value.pluggy_message == "item not found"
+
+
+def test_errors_keep_pluggy_s_own_message_for_answers_that_pass_it_on(rsps, client):
+    add_auth(rsps)
+    message = "oauthRedirectUri must be a valid url"
+    rsps.add(responses.POST, f"{BASE}/connect_token", status=400, json={"code": 400, "message": message})
+    with pytest.raises(PluggyRequestError) as err:
+        client.create_connect_token(options={"oauthRedirectUri": "x"})
+    assert (err.value.status, err.value.pluggy_message) == (400, message)
+    rsps.add(responses.POST, f"{BASE}/connect_token", status=422, body="<html>no json</html>")
+    with pytest.raises(PluggyRequestError) as err:
+        client.create_connect_token()
+    assert err.value.pluggy_message is None
+
+
+def test_auth_s_message_is_never_kept(rsps, client):
+    rsps.add(responses.POST, f"{BASE}/auth", status=400, json={"message": f"bad body {CLIENT_SECRET}"})
+    with pytest.raises(PluggyRequestError) as err:
+        client.get_item("item-1")
+    assert err.value.pluggy_message is None and CLIENT_SECRET not in str(err.value)
+
+
+def test_token_expiry_reads_a_jwt_s_exp_and_nothing_else():
+    def part(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    assert pluggy_client.token_expiry(f"{part({'alg': 'none'})}.{part({'exp': 1800})}.sig") == 1800.0
+    assert pluggy_client.token_expiry(f"{part({})}.{part({'exp': 'soon'})}.sig") is None
+    assert pluggy_client.token_expiry("opaque") is None
 
 
 def test_400_is_a_permanent_request_error_and_not_retried(rsps, client, sleeps):

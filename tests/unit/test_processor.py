@@ -1001,3 +1001,73 @@ def test_pluggy_credentials_from_the_environment_or_the_secret(monkeypatch: pyte
         with pytest.raises(PermanentError, match="not JSON"):
             pluggy_credentials(settings)()
         aws.reset_clients()
+
+
+# --- clientUserId binding ------------------------------------------------------------------------
+
+
+def _binding(h: Harness) -> tuple[Any, Any, Any]:
+    stored = h.item() or {}
+    return stored.get("clientUserId"), stored.get("clientUserIdSource"), stored.get("userPk")
+
+
+def test_an_item_pluggy_returns_without_client_user_id_is_bound_from_its_item_event(h: Harness) -> None:
+    h.pluggy.add_item(clientUserId=None)  # GET /items/{id} without clientUserId (it is not in Pluggy's OAS Item)
+    h.run("item/created", itemId=ITEM, clientUserId="app-user-7")
+    assert _binding(h) == ("app-user-7", "webhook", "USER#app-user-7")
+    assert h.item()["userSk"] == f"ITEM#{ITEM}"  # type: ignore[index]
+    assert h.item()["data"].get("clientUserId") is None  # type: ignore[index]  # Pluggy's object stays Pluggy's
+
+
+def test_pluggy_s_own_client_user_id_wins_over_the_payload_s(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    h.pluggy.add_item()  # Pluggy says user-1
+    h.run("item/updated", itemId=ITEM, clientUserId="someone-else")
+    assert _binding(h) == ("user-1", "pluggy", "USER#user-1")
+    logged = caplog.text
+    assert "differs from the item's binding" in logged
+    assert "someone-else" not in logged  # the ids themselves are not logged
+
+
+def test_a_webhook_binding_is_kept_by_later_syncs_and_never_replaced_by_another_payload(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h.pluggy.add_item(clientUserId=None)
+    h.run("item/created", itemId=ITEM, clientUserId="app-user-7")
+    h.run("pipeline/sync_item", itemId=ITEM, full=True)  # no word on the user: the binding stays
+    assert _binding(h) == ("app-user-7", "webhook", "USER#app-user-7")
+    h.run("item/updated", itemId=ITEM, clientUserId="app-user-8")  # a later payload cannot move the item
+    assert _binding(h) == ("app-user-7", "webhook", "USER#app-user-7")
+    assert "differs from the item's binding" in caplog.text
+
+
+def test_pluggy_s_value_replaces_a_binding_taken_from_a_webhook(h: Harness) -> None:
+    h.pluggy.add_item(clientUserId=None)
+    h.run("item/created", itemId=ITEM, clientUserId="app-user-7")
+    h.pluggy.items[ITEM]["clientUserId"] = "app-user-9"  # Pluggy's fact, once it says it
+    h.run("item/updated", itemId=ITEM)
+    assert _binding(h) == ("app-user-9", "pluggy", "USER#app-user-9")
+
+
+@pytest.mark.parametrize("value", [None, "", 42, ["u"], "x" * 257, "tab\there", " padded", "line\nbreak"])
+def test_unusable_client_user_ids_in_a_payload_bind_nothing(h: Harness, value: Any) -> None:
+    h.pluggy.add_item(clientUserId=None)
+    h.run("item/created", itemId=ITEM, clientUserId=value)
+    assert _binding(h) == (None, None, None)
+
+
+def test_only_item_events_bind_a_user(h: Harness) -> None:
+    h.pluggy.add_item(clientUserId=None)
+    h.run("account/updated", itemId=ITEM, clientUserId="app-user-7")
+    h.run("pipeline/sync_item", itemId=ITEM, clientUserId="app-user-7")
+    assert _binding(h) == (None, None, None)
+    h.run("item/login_succeeded", itemId=ITEM, clientUserId="app-user-7")
+    assert _binding(h) == ("app-user-7", "webhook", "USER#app-user-7")
+
+
+def test_the_tombstone_of_a_webhook_bound_item_keeps_its_user(h: Harness) -> None:
+    h.pluggy.add_item(clientUserId=None)
+    h.run("item/created", itemId=ITEM, clientUserId="app-user-7")
+    del h.pluggy.items[ITEM]
+    h.run("item/deleted", itemId=ITEM, clientUserId="app-user-7")
+    assert (h.item() or {}).get("deleted") is True
+    assert _binding(h)[0::2] == ("app-user-7", "USER#app-user-7")

@@ -16,6 +16,7 @@ from pluggy_pipeline.secrets import (
     SecretsManagerProvider,
     StaticSecretProvider,
     WebhookSecrets,
+    build_secrets,
     derive_url_token,
     provider_from_settings,
 )
@@ -25,7 +26,8 @@ ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:webhook"
 
 def expect(headers: tuple[bytes, ...], keys: tuple[bytes, ...]) -> WebhookSecrets:
     """What a provider returns for these header secrets and signing keys (URL tokens derived)."""
-    return WebhookSecrets(headers, keys, tuple(derive_url_token(h).encode() for h in headers))
+    current = derive_url_token(headers[0]) if headers else ""
+    return WebhookSecrets(headers, keys, tuple(derive_url_token(h).encode() for h in headers), current)
 
 
 class Clock:
@@ -267,3 +269,19 @@ def test_module_constant_is_what_refresh_uses(monkeypatch: pytest.MonkeyPatch) -
     clock.advance(5)
     assert provider.refresh() is not None
     assert len(fake.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"current": "c", "previous": "p"}, derive_url_token("c")),
+        ({"current": "c", "urlToken": "tok-1", "previousUrlToken": "tok-0"}, "tok-1"),
+        ({"current": "c", "previousUrlToken": "tok-0"}, derive_url_token("c")),
+        ({"previous": "p"}, ""),  # nothing current: no new URL may be minted
+        ({}, ""),
+    ],
+)
+def test_new_urls_carry_the_current_token_which_the_route_accepts(data: dict[str, str], expected: str) -> None:
+    secrets = build_secrets(data)
+    assert secrets.current_url_token == expected
+    assert not expected or expected.encode() in secrets.url_tokens

@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
-from pluggy_pipeline_local.targets import USER_OUTPUTS
+from pluggy_pipeline_cli.targets import USER_OUTPUTS
 from pluggy_pipeline_local.template import load_template
 from samtranslator.translator.transform import transform
 
@@ -71,15 +71,17 @@ def _as_list(value: Any) -> list[Any]:
 
 def test_roles_are_least_privilege(stack: dict[str, Any]) -> None:
     roles = _of_type(stack, "AWS::IAM::Role")
-    assert set(roles) == {"ReceiverRole", "ProcessorRole"}, "functions must use the explicit roles"
+    functions = {"Receiver", "Processor", "Publisher", "ConnectToken", "ReadApi"}
+    assert set(roles) == {f"{f}Role" for f in functions}, "functions must use the explicit roles"
     for name, role in roles.items():
         assert not role["Properties"].get("ManagedPolicyArns"), f"{name}: managed policies grant '*'"
         for statement in _statements(role):
             actions = _as_list(statement["Action"])
             assert all("*" not in action for action in actions), (name, actions)
             if statement["Resource"] == "*":
-                # X-Ray has no resource-level permissions; nothing else may use "*".
-                assert set(actions) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}, (name, actions)
+                # X-Ray and dynamodb:ListStreams have no resource-level permissions; nothing else may use "*".
+                allowed = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "dynamodb:ListStreams"}
+                assert set(actions) <= allowed, (name, actions)
 
 
 def test_receiver_can_only_claim_enqueue_and_read_its_secret(stack: dict[str, Any]) -> None:
@@ -99,9 +101,12 @@ def test_receiver_can_only_claim_enqueue_and_read_its_secret(stack: dict[str, An
 def test_functions_use_their_roles_and_no_secret_in_environment(stack: dict[str, Any]) -> None:
     functions = _of_type(stack, "AWS::Lambda::Function")
     assert {"ReceiverFunction", "ProcessorFunction"} <= set(functions)
+    # The frontend route's function is the same code with the same needs: it shares ConnectTokenRole.
+    shared = {"ConnectTokenFrontendFunction": "ConnectTokenRole"}
     for name, function in functions.items():
         properties = function["Properties"]
-        assert properties["Role"] == {"Fn::GetAtt": [name.replace("Function", "Role"), "Arn"]}
+        role = shared.get(name, name.replace("Function", "Role"))
+        assert properties["Role"] == {"Fn::GetAtt": [role, "Arn"]}
         assert properties["Architectures"] == [{"Ref": "Architecture"}] and properties["Runtime"] == "python3.13"
         assert properties["TracingConfig"] == {"Mode": "Active"}
         variables = properties["Environment"]["Variables"]
@@ -137,12 +142,55 @@ def test_queue_redrive_and_visibility(stack: dict[str, Any]) -> None:
 
 
 def test_event_source_mapping(stack: dict[str, Any]) -> None:
-    (mapping,) = _of_type(stack, "AWS::Lambda::EventSourceMapping").values()
-    properties = mapping["Properties"]
+    mappings = {
+        m["Properties"]["FunctionName"]["Ref"]: m for m in _of_type(stack, "AWS::Lambda::EventSourceMapping").values()
+    }
+    assert set(mappings) == {"ProcessorFunction", "PublisherFunction"}
+    properties = mappings["ProcessorFunction"]["Properties"]
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert properties["BatchSize"] <= 10
     assert properties["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "ProcessorMaxConcurrency"}
     assert int(SOURCE["Parameters"]["ProcessorMaxConcurrency"]["Default"]) <= 5
+
+
+def test_the_publisher_never_drops_a_stream_record_it_could_still_retry(stack: dict[str, Any]) -> None:
+    mappings = {
+        m["Properties"]["FunctionName"]["Ref"]: m for m in _of_type(stack, "AWS::Lambda::EventSourceMapping").values()
+    }
+    properties = mappings["PublisherFunction"]["Properties"]
+    assert properties["EventSourceArn"] == {"Fn::GetAtt": ["RecordsTable", "StreamArn"]}
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BisectBatchOnFunctionError"] is True
+    # Retried until the record would leave the stream (24 h), then parked, never silently skipped.
+    assert properties["MaximumRetryAttempts"] == -1 and properties["MaximumRecordAgeInSeconds"] == -1
+    destination = properties["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination == {"Fn::GetAtt": ["PublisherFailureQueue", "Arn"]}
+    stream = stack["Resources"]["RecordsTable"]["Properties"]["StreamSpecification"]
+    assert stream["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    alarms = _of_type(stack, "AWS::CloudWatch::Alarm")
+    assert {"PublisherLagAlarm", "PublisherFailuresAlarm"} <= set(alarms)
+
+
+APP_ROUTES = {
+    ("/connect-token", "post"),
+    ("/users/{clientUserId}/items", "get"),
+    ("/items/{itemId}", "get"),
+    ("/accounts/{accountId}/transactions", "get"),
+}
+
+
+def test_the_app_routes_need_a_signature_from_this_account(stack: dict[str, Any]) -> None:
+    body = stack["Resources"]["WebhookApi"]["Properties"]["Body"]
+    for path, method in APP_ROUTES:
+        operation = body["paths"][path][method]
+        assert operation["security"] == [{"AWS_IAM": []}], (path, method)
+    for branch in body["x-amazon-apigateway-policy"]["Statement"]["Fn::If"][1:]:
+        public = [s for s in branch if s["Principal"] == "*"]
+        # Anything public is a webhook path: with "Principal: *", a SigV4 request from any account would pass.
+        assert all("webhooks/pluggy" in r for s in public for r in _as_list(s["Resource"])), public
+        (own,) = [s for s in branch if s["Principal"] != "*"]
+        assert own["Principal"]["AWS"]["Fn::Sub"].endswith(":iam::${AWS::AccountId}:root"), own
+        assert own["Effect"] == "Allow" and len(_as_list(own["Resource"])) == len(APP_ROUTES)
 
 
 def test_api_enforces_the_ip_allowlist_and_throttles(stack: dict[str, Any]) -> None:
@@ -150,16 +198,18 @@ def test_api_enforces_the_ip_allowlist_and_throttles(stack: dict[str, Any]) -> N
     with_cidrs, _without = body["x-amazon-apigateway-policy"]["Statement"]["Fn::If"][1:]
     deny = [s for s in with_cidrs if s["Effect"] == "Deny"]
     assert deny and deny[0]["Condition"]["NotIpAddress"]["aws:SourceIp"] == {"Fn::Split": [",", "177.71.238.212/32"]}
+    # The allowlist is Pluggy's: the app's own backend calls its routes from elsewhere.
+    assert all("webhooks/pluggy" in r for r in deny[0]["Resource"])
     assert set(body["paths"]["/webhooks/pluggy"]) >= {"post", "x-amazon-apigateway-any-method"}
     assert set(body["paths"]["/webhooks/pluggy/{token}"]) >= {"post", "x-amazon-apigateway-any-method"}
-    (stage,) = _of_type(stack, "AWS::ApiGateway::Stage").values()
+    stage = _stages_of(stack, "WebhookApi")[0]
     settings = stage["Properties"]["MethodSettings"][0]
     assert 0 < settings["ThrottlingRateLimit"] <= 1000 and 0 < settings["ThrottlingBurstLimit"] <= 2000
 
 
 def test_the_url_token_stays_out_of_access_logs_and_traces(stack: dict[str, Any]) -> None:
     """The token route carries a secret in its URL: no stage log or trace may record the request path."""
-    (stage,) = _of_type(stack, "AWS::ApiGateway::Stage").values()
+    (stage,) = _stages_of(stack, "WebhookApi")
     assert stage["Properties"]["TracingEnabled"] is False  # an API Gateway trace records the full URL
     fmt = json.dumps(SOURCE["Resources"]["WebhookApi"]["Properties"]["AccessLogSetting"])
     assert "$context.resourcePath" in fmt
@@ -217,12 +267,20 @@ def test_alarm_topic_uses_a_key_cloudwatch_may_use(stack: dict[str, Any]) -> Non
     assert grants and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(_as_list(grants[0]["Action"]))
 
 
+def _stages_of(stack: dict[str, Any], api: str) -> list[dict[str, Any]]:
+    stages = _of_type(stack, "AWS::ApiGateway::Stage").values()
+    return [s for s in stages if s["Properties"]["RestApiId"] == {"Ref": api}]
+
+
 def test_the_api_has_exactly_the_configured_stage(stack: dict[str, Any]) -> None:
     """Without OpenApiVersion SAM adds a stage named "Stage", without throttling, that reaches the receiver."""
-    stages = _of_type(stack, "AWS::ApiGateway::Stage")
-    assert len(stages) == 1
-    (stage,) = stages.values()
-    assert stage["Properties"]["StageName"] == {"Ref": "Stage"}
+    apis = _of_type(stack, "AWS::ApiGateway::RestApi")
+    assert set(apis) == {"WebhookApi", "ConnectTokenFrontendApi"}
+    assert apis["ConnectTokenFrontendApi"]["Condition"] == "HasConnectTokenUserPool"
+    assert len(_of_type(stack, "AWS::ApiGateway::Stage")) == len(apis)
+    for api in apis:
+        (stage,) = _stages_of(stack, api)
+        assert stage["Properties"]["StageName"] == {"Ref": "Stage"}
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARN", "ERROR"])

@@ -48,7 +48,10 @@ def local_secret_value() -> str:
     return json.dumps({"current": LOCAL_WEBHOOK_SECRET, "signingKey": LOCAL_SIGNING_KEY})
 
 
-def make_clients(endpoint: str, services: tuple[str, ...] = ("dynamodb", "sqs", "secretsmanager")) -> dict[str, Any]:
+LOCAL_SERVICES = ("dynamodb", "sqs", "secretsmanager", "events")
+
+
+def make_clients(endpoint: str, services: tuple[str, ...] = LOCAL_SERVICES) -> dict[str, Any]:
     credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local", "aws_session_token": "local"}
     return {
         name: boto3.client(name, region_name=REGION, endpoint_url=endpoint, **credentials)  # type: ignore[call-overload]

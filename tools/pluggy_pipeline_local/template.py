@@ -90,10 +90,12 @@ class LocalResources:
     queue_urls: dict[str, str] = field(default_factory=dict)
     queue_arns: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
+    streams: dict[str, str] = field(default_factory=dict)  # table logical id -> its stream's ARN
+    buses: dict[str, str] = field(default_factory=dict)  # EventBridge bus logical id -> name
 
     def ref(self, logical_id: str) -> str:
         """What CloudFormation's Ref returns for these resource types."""
-        for mapping in (self.tables, self.queue_urls, self.secrets):
+        for mapping in (self.tables, self.queue_urls, self.secrets, self.buses):
             if logical_id in mapping:
                 return mapping[logical_id]
         raise KeyError(logical_id)
@@ -110,6 +112,9 @@ def _table_kwargs(properties: Mapping[str, Any], name: str) -> dict[str, Any]:
         kwargs["GlobalSecondaryIndexes"] = properties["GlobalSecondaryIndexes"]
     if properties.get("LocalSecondaryIndexes"):
         kwargs["LocalSecondaryIndexes"] = properties["LocalSecondaryIndexes"]
+    stream = properties.get("StreamSpecification")
+    if stream:
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": stream["StreamViewType"]}
     return kwargs
 
 
@@ -145,16 +150,20 @@ def create_resources(
     dynamodb: Any,
     sqs: Any,
     secretsmanager: Any | None = None,
+    events: Any | None = None,
     prefix: str | None = None,
     secret_values: Mapping[str, str] | None = None,
 ) -> LocalResources:
-    """Create the template's tables, queues (dead-letter queues first) and secrets; return their names."""
+    """Create the template's tables (with their streams), queues (dead-letter queues first), secrets and
+    EventBridge buses; return their names."""
     prefix = prefix or f"pp-{uuid.uuid4().hex[:8]}"
     resources = LocalResources()
     for logical, resource in resources_of_type(template, "AWS::DynamoDB::Table").items():
         name = f"{prefix}-{logical}"
         properties = resource["Properties"]
-        dynamodb.create_table(**_table_kwargs(properties, name))
+        created = dynamodb.create_table(**_table_kwargs(properties, name))["TableDescription"]
+        if created.get("LatestStreamArn"):
+            resources.streams[logical] = created["LatestStreamArn"]
         ttl = properties.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled"):
             dynamodb.update_time_to_live(
@@ -178,6 +187,10 @@ def create_resources(
             value = (secret_values or {}).get(logical, json.dumps({"current": uuid.uuid4().hex}))
             arn = secretsmanager.create_secret(Name=f"{prefix}-{logical}", SecretString=value)["ARN"]
             resources.secrets[logical] = arn
+    if events is not None:
+        for logical in resources_of_type(template, "AWS::Events::EventBus"):
+            events.create_event_bus(Name=f"{prefix}-{logical}")
+            resources.buses[logical] = f"{prefix}-{logical}"
     return resources
 
 
@@ -201,7 +214,10 @@ def function_environment(
             env[key] = values[target] if target in values else resources.ref(target)
         elif isinstance(value, dict) and "Fn::GetAtt" in value:
             logical, attribute = value["Fn::GetAtt"]
-            env[key] = resources.queue_arns[logical] if attribute == "Arn" else resources.ref(logical)
+            if attribute == "StreamArn":
+                env[key] = resources.streams[logical]
+            else:
+                env[key] = resources.queue_arns[logical] if attribute == "Arn" else resources.ref(logical)
         else:
             env[key] = str(value)
     # Declared empty for `sam local --env-vars` only; in this process the caller's moto endpoint must stand.

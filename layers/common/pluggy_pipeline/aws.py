@@ -40,6 +40,7 @@ def _session() -> boto3.session.Session:
 
 if TYPE_CHECKING:  # the stubs are a dev dependency; nothing here is imported at run time
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
@@ -60,9 +61,14 @@ def secretsmanager(config: Config = RECEIVER_CONFIG) -> SecretsManagerClient:
     return _session().client("secretsmanager", config=config)
 
 
+@functools.cache
+def events(config: Config = PROCESSOR_CONFIG) -> EventBridgeClient:
+    return _session().client("events", config=config)
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests switch moto backends and environments)."""
-    for factory in (dynamodb, sqs, secretsmanager, _session):
+    for factory in (dynamodb, sqs, secretsmanager, events, _session):
         factory.cache_clear()
 
 

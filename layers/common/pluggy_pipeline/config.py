@@ -10,6 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from pluggy_pipeline.errors import ConfigurationError
 
@@ -188,4 +189,79 @@ class ProcessorSettings:
             raise ConfigurationError(
                 "Pluggy credentials missing: set PLUGGY_CREDENTIALS_SECRET_ARN or PLUGGY_CLIENT_ID/PLUGGY_CLIENT_SECRET"
             )
+        return settings
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherSettings:
+    event_bus_name: str
+    # PutEvents attempts per batch before the stream record is handed back to Lambda (which retries it).
+    put_attempts: int = 4
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PublisherSettings:
+        source = os.environ if env is None else env
+        return cls(
+            event_bus_name=_required(source, "CHANGE_EVENT_BUS_NAME"),
+            put_attempts=_int(source, "PUBLISHER_PUT_ATTEMPTS", 4, maximum=10),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadApiSettings:
+    records_table: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReadApiSettings:
+        source = os.environ if env is None else env
+        return cls(records_table=_required(source, "RECORDS_TABLE_NAME"))
+
+
+def _base_url(env: Mapping[str, str], name: str) -> str:
+    """An optional absolute http(s) URL without query or fragment, trailing slash removed."""
+    raw = _get(env, name)
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigurationError(f"{name} must be an http(s) URL without query or fragment, got {raw!r}")
+    return raw.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTokenSettings:
+    pluggy_base_url: str
+    pluggy_credentials_secret_arn: str
+    env_pluggy_client_id: str
+    env_pluggy_client_secret: str
+    secrets: SecretSettings
+    # Where Pluggy delivers the token's items' webhooks. Empty: the API the request came through (its domain
+    # and stage or base path); set for a route on another API than the webhook's (the frontend one).
+    webhook_base_url: str = ""
+    # The frontend route: refuse any request that did not come through the Cognito authorizer.
+    require_user_claims: bool = False
+    cors_allow_origin: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ConnectTokenSettings:
+        source = os.environ if env is None else env
+        settings = cls(
+            pluggy_base_url=_get(source, "PLUGGY_BASE_URL", "https://api.pluggy.ai").rstrip("/"),
+            pluggy_credentials_secret_arn=_get(source, "PLUGGY_CREDENTIALS_SECRET_ARN"),
+            env_pluggy_client_id=_get(source, "PLUGGY_CLIENT_ID"),
+            env_pluggy_client_secret=_get(source, "PLUGGY_CLIENT_SECRET"),
+            secrets=SecretSettings.from_env(source),
+            webhook_base_url=_base_url(source, "WEBHOOK_BASE_URL"),
+            require_user_claims=_bool(source, "REQUIRE_USER_CLAIMS"),
+            cors_allow_origin=_get(source, "CORS_ALLOW_ORIGIN"),
+        )
+        has_env_pair = settings.env_pluggy_client_id and settings.env_pluggy_client_secret
+        if not (settings.pluggy_credentials_secret_arn or has_env_pair):
+            raise ConfigurationError(
+                "Pluggy credentials missing: set PLUGGY_CREDENTIALS_SECRET_ARN or PLUGGY_CLIENT_ID/PLUGGY_CLIENT_SECRET"
+            )
+        secrets = settings.secrets
+        if not (secrets.secret_arn or secrets.env_secret or secrets.env_url_token):
+            # Without it the token's webhookUrl could not carry a URL token the receiver accepts.
+            raise ConfigurationError("no webhook secret configured (WEBHOOK_SECRET_ARN, WEBHOOK_SECRET)")
         return settings

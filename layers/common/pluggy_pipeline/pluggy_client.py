@@ -58,23 +58,38 @@ class PluggyAuthError(PermanentError):
 
 
 class PluggyRequestError(PermanentError):
-    """Pluggy answered a 4XX (other than 401/403/404/429) or an unexpected status such as a redirect."""
+    """Pluggy answered a 4XX (other than 401/403/404/429) or an unexpected status such as a redirect.
 
-    def __init__(self, message: str, *, status: int, code_description: str | None = None, data: Any = None) -> None:
+    `pluggy_message` is Pluggy's own `message` (at most 200 characters), for answers that pass it on.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code_description: str | None = None,
+        data: Any = None,
+        pluggy_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code_description = code_description
         self.data = data
+        self.pluggy_message = pluggy_message
 
 
 class PluggyNotFoundError(NotFoundError):
     """Pluggy answered 404; `code_description` says what is missing (ITEM_NOT_FOUND, ACCOUNT_NOT_FOUND)."""
 
-    def __init__(self, message: str, *, code_description: str | None = None, data: Any = None) -> None:
+    def __init__(
+        self, message: str, *, code_description: str | None = None, data: Any = None, pluggy_message: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = 404
         self.code_description = code_description
         self.data = data
+        self.pluggy_message = pluggy_message
 
 
 class RateLimitedError(TransientError):
@@ -121,6 +136,11 @@ def _jwt_exp(token: str) -> float | None:
     if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
         return None
     return float(exp)
+
+
+def token_expiry(token: str) -> float | None:
+    """When a Pluggy JWT (API key, Connect token) expires: its `exp`, unverified; None when it has none."""
+    return _jwt_exp(token)
 
 
 def _seconds(value: str | None) -> float | None:
@@ -392,6 +412,11 @@ class PluggyClient:
         self._call("DELETE", f"/webhooks/{_segment(webhook_id, 'webhook id')}")
 
     def create_connect_token(self, item_id: str | None = None, options: Mapping[str, Any] | None = None) -> str:
+        """`POST /connect_token`: a 30-minute token for the Connect widget (update mode with `item_id`).
+
+        `options` (clientUserId, webhookUrl, oauthRedirectUri, avoidDuplicates, products, ...) go under
+        `options`. Retried like a read: a second token minted after a lost answer is harmless.
+        """
         body: JSON = {}
         if item_id:
             body["itemId"] = item_id
@@ -661,13 +686,18 @@ class PluggyClient:
         detail = " ".join(part for part in (code_description, message) if part) or "no error details"
         if not with_key:
             detail = code_description or "no code"
+            message = None
         if status == 404:
             raise PluggyNotFoundError(
-                f"Pluggy {label} -> HTTP 404 {detail}", code_description=code_description, data=data
+                f"Pluggy {label} -> HTTP 404 {detail}",
+                code_description=code_description,
+                data=data,
+                pluggy_message=message,
             )
         raise PluggyRequestError(
             f"Pluggy {label} -> HTTP {status} {detail}",
             status=status,
             code_description=code_description,
             data=data,
+            pluggy_message=message,
         )

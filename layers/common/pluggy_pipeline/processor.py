@@ -30,6 +30,7 @@ from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
 from pluggy_pipeline.observability import logger, metrics
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient, PluggyRequestError
 from pluggy_pipeline.records import JSON, RecordStore, account_key, item_key, transaction_key
+from pluggy_pipeline.secrets import pluggy_credentials
 
 # Execution states after which an item's data can be collected (pluggy-api.md §8).
 DATA_READY = frozenset({"SUCCESS", "PARTIAL_SUCCESS"})
@@ -37,6 +38,8 @@ DATA_READY = frozenset({"SUCCESS", "PARTIAL_SUCCESS"})
 _CANNOT_ASK_STATUSES = frozenset({401, 403, 405, 501})
 # The SQS message group of the reconciliation schedule's messages (template ReconcileSchedule).
 RECONCILE_GROUP = "reconcile"
+# The longest clientUserId an item is bound to (GSI byUser's userPk); POST /connect-token takes the same.
+CLIENT_USER_ID_MAX_LENGTH = 256
 
 
 class EventInProgress(TransientError):
@@ -105,9 +108,47 @@ def _required_str(payload: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def item_record(item: JSON, synced_at: str, *, full_sync_at: str | None = None) -> JSON:
+def usable_client_user_id(value: Any) -> str | None:
+    """`value` if an item can be bound to it: 1-256 printable characters, no surrounding whitespace."""
+    if not isinstance(value, str) or not value or len(value) > CLIENT_USER_ID_MAX_LENGTH:
+        return None
+    return value if value.isprintable() and value == value.strip() else None
+
+
+def bind_user(item: JSON, stored: JSON | None, from_webhook: str | None) -> tuple[str | None, str | None]:
+    """(clientUserId, where it came from) the item is stored under.
+
+    Pluggy's own value wins; else the binding already stored; else the webhook's (items created with a Connect
+    token whose `GET /items/{id}` lacks clientUserId). A webhook is a signal, not a fact: its value never
+    replaces Pluggy's or an earlier binding, and a disagreement is logged (without the ids themselves).
+    """
+    own = usable_client_user_id(item.get("clientUserId"))
+    earlier = usable_client_user_id(stored.get("clientUserId")) if stored else None
+    if own:
+        user, source = own, "pluggy"
+        if earlier and earlier != own:
+            logger.warning("Pluggy's clientUserId differs from the stored binding: Pluggy's replaces it")
+    elif earlier:
+        user, source = earlier, str((stored or {}).get("clientUserIdSource") or "pluggy")
+    elif from_webhook:
+        user, source = from_webhook, "webhook"
+    else:
+        return None, None
+    if from_webhook and from_webhook != user:
+        logger.warning("the webhook's clientUserId differs from the item's binding: ignored", extra={"kept": source})
+    return user, source
+
+
+def item_record(
+    item: JSON,
+    synced_at: str,
+    *,
+    full_sync_at: str | None = None,
+    user: tuple[str | None, str | None] | None = None,
+) -> JSON:
+    """The item's record; `user` is (clientUserId, source) from bind_user, else Pluggy's own clientUserId."""
     item_id = str(item["id"])
-    user = item.get("clientUserId")
+    client_user_id, source = user if user is not None else (usable_client_user_id(item.get("clientUserId")), "pluggy")
     record: JSON = {
         **item_key(item_id),
         "kind": "item",
@@ -123,8 +164,13 @@ def item_record(item: JSON, synced_at: str, *, full_sync_at: str | None = None) 
         "syncPk": "ITEM",
         "syncSk": synced_at,
     }
-    if isinstance(user, str) and user:
-        record.update(clientUserId=user, userPk=f"USER#{user}", userSk=f"ITEM#{item_id}")
+    if client_user_id:
+        record.update(
+            clientUserId=client_user_id,
+            clientUserIdSource=source,  # "pluggy" (the item itself) or "webhook" (only an item/* payload said so)
+            userPk=f"USER#{client_user_id}",
+            userSk=f"ITEM#{item_id}",
+        )
     return record
 
 
@@ -298,7 +344,11 @@ class Processor:
         if name is EventName.ITEM_DELETED:
             # Deleted only if Pluggy says 404; an item Pluggy still has is synced instead.
             self.sync_item(_required_str(payload, "itemId"), counts)
-        elif name in ITEM_EVENTS or name in {EventName.ACCOUNT_CREATED, EventName.ACCOUNT_UPDATED}:
+        elif name in ITEM_EVENTS:
+            # Pluggy echoes clientUserId on item/* events: it binds an item whose GET /items lacks it.
+            user = usable_client_user_id(payload.get("clientUserId"))
+            self.sync_item(_required_str(payload, "itemId"), counts, client_user_id=user)
+        elif name in {EventName.ACCOUNT_CREATED, EventName.ACCOUNT_UPDATED}:
             self.sync_item(_required_str(payload, "itemId"), counts)
         elif name is EventName.PIPELINE_SYNC_ITEM:
             self.sync_item(_required_str(payload, "itemId"), counts, full=bool(payload.get("full")))
@@ -320,8 +370,11 @@ class Processor:
 
     # -- items ----------------------------------------------------------------------------------------
 
-    def sync_item(self, item_id: str, counts: Counts, *, full: bool = False) -> None:
-        """Re-fetch the item; when its execution finished with data, refresh accounts and transactions."""
+    def sync_item(self, item_id: str, counts: Counts, *, full: bool = False, client_user_id: str | None = None) -> None:
+        """Re-fetch the item; when its execution finished with data, refresh accounts and transactions.
+
+        `client_user_id` is the event's word for the item's user, used only as bind_user allows.
+        """
         try:
             item = self.pluggy.get_item(item_id)
         except NotFoundError:
@@ -331,7 +384,12 @@ class Processor:
         stored = self.records.get(item_key(item_id))
         ready = item.get("executionStatus") in DATA_READY
         previous_full = stored.get("lastFullSyncAt") if stored else None
-        record = item_record(item, now, full_sync_at=now if (full and ready) else previous_full)
+        record = item_record(
+            item,
+            now,
+            full_sync_at=now if (full and ready) else previous_full,
+            user=bind_user(item, stored, client_user_id),
+        )
         if not self.records.put_versioned(record):
             counts.add("staleItem")  # a newer copy is stored already (a replay); it was synced then
             return
@@ -665,26 +723,6 @@ class Processor:
                 extra_attributes={"origin": "pipeline"},  # what lets the processor run a pipeline/* event
             )
             counts.add("itemsQueued")
-
-
-def pluggy_credentials(settings: ProcessorSettings) -> Callable[[], tuple[str, str]]:
-    """Client id/secret from Secrets Manager ({"clientId", "clientSecret"}) in AWS, the env locally."""
-    if not settings.pluggy_credentials_secret_arn:
-        return lambda: (settings.env_pluggy_client_id, settings.env_pluggy_client_secret)
-
-    def from_secret() -> tuple[str, str]:
-        try:
-            raw = aws.secretsmanager(aws.PROCESSOR_CONFIG).get_secret_value(
-                SecretId=settings.pluggy_credentials_secret_arn
-            )["SecretString"]
-            data = json.loads(raw)
-        except ValueError:
-            raise PermanentError("the Pluggy credentials secret is not JSON") from None
-        except Exception as exc:
-            raise aws.translate(exc, "reading the Pluggy credentials") from None
-        return str(data.get("clientId", "")), str(data.get("clientSecret", ""))
-
-    return from_secret
 
 
 @functools.cache

@@ -55,8 +55,27 @@ def transaction_key(account_id: str, transaction_id: str) -> dict[str, str]:
     return {"pk": f"ACCOUNT#{account_id}", "sk": f"TX#{transaction_id}"}
 
 
+# The byDate LSI's key (table keys + the index's sort key): where a newest-first page of an account stops.
+BY_DATE_KEY = ("pk", "sk", "txDate")
+
+
+def by_date_position(record: Mapping[str, Any]) -> dict[str, str]:
+    """A transaction record's place in byDate: what DynamoDB's LastEvaluatedKey would be after it."""
+    return {name: str(record[name]) for name in BY_DATE_KEY}
+
+
+def by_date_bounds(date_from: str | None, date_to: str | None) -> tuple[str | None, str | None]:
+    """txDate bounds (inclusive) of a date range of ISO dates or date-times; None: that side is open."""
+    # txDate is "<Pluggy's date>#<id>": "\uffff" sorts after every id, so the last day is included whole.
+    return date_from or None, (date_to + "\uffff") if date_to else None
+
+
 def _typed_key(key: Mapping[str, str]) -> dict[str, Any]:
     return {name: {"S": value} for name, value in key.items()}
+
+
+def _plain_key(key: Mapping[str, Any]) -> dict[str, str]:
+    return {name: str(value["S"]) for name, value in key.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +225,49 @@ class RecordStore:
             if not start:
                 return
 
+    def query_page(
+        self, limit: int, start: Mapping[str, str] | None = None, *, max_calls: int = 8, **kwargs: Any
+    ) -> tuple[list[JSON], dict[str, str] | None]:
+        """Up to `limit` items of a Query from just after `start`, and the key to go on from (None: no more).
+
+        DynamoDB ends a response at `Limit` items or at 1 MB, so one page may take a few calls; at most
+        `max_calls` (then the page is short, never gapped: the key returned is where the next one starts).
+        Keys are plain string maps (every key attribute of RecordsTable is a string).
+        """
+        items: list[JSON] = []
+        key = _typed_key(start) if start else None
+        for _ in range(max_calls):
+            start_at = {"ExclusiveStartKey": key} if key else {}
+            page = self._call("query", **kwargs, **start_at, Limit=limit - len(items))
+            items += [from_attributes(item) for item in page.get("Items", [])]
+            key = page.get("LastEvaluatedKey")
+            if not key or len(items) >= limit:
+                break
+        return items, _plain_key(key) if key else None
+
+    def transactions_page(
+        self,
+        account_id: str,
+        limit: int,
+        *,
+        after: Mapping[str, str] | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+    ) -> tuple[list[JSON], dict[str, str] | None]:
+        """One page of an account's transactions, newest first (byDate), from just after a byDate position."""
+        return self.query_page(limit, after, **self._by_date(account_id, date_from, date_to, newest_first=True))
+
+    def has_transactions(self, account_id: str) -> bool:
+        """Whether the mirror holds any transaction of the account (one key-only read of one row)."""
+        page = self._call(
+            "query",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": transaction_key(account_id, "")["pk"]}},
+            ProjectionExpression="pk",
+            Limit=1,
+        )
+        return bool(page.get("Items"))
+
     def accounts_of_item(self, item_id: str) -> list[JSON]:
         return list(
             self.query(
@@ -228,14 +290,26 @@ class RecordStore:
         self, account_id: str, date_from: str | None = None, date_to: str | None = None, *, newest_first: bool = True
     ) -> Iterator[JSON]:
         """Transactions of an account in a date range (ISO dates or date-times, inclusive)."""
-        low = date_from or "0000"
-        high = (date_to or "9999") + "\uffff"  # include every id on the last day
-        return self.query(
-            IndexName="byDate",
-            KeyConditionExpression="pk = :pk AND txDate BETWEEN :low AND :high",
-            ExpressionAttributeValues={":pk": {"S": f"ACCOUNT#{account_id}"}, ":low": {"S": low}, ":high": {"S": high}},
-            ScanIndexForward=not newest_first,
-        )
+        return self.query(**self._by_date(account_id, date_from, date_to, newest_first=newest_first))
+
+    @staticmethod
+    def _by_date(account_id: str, date_from: str | None, date_to: str | None, *, newest_first: bool) -> JSON:
+        """The byDate Query of an account's transactions in a date range; an open side is not constrained."""
+        low, high = by_date_bounds(date_from, date_to)
+        condition = {
+            (False, False): "",
+            (True, False): " AND txDate >= :low",
+            (False, True): " AND txDate <= :high",
+            (True, True): " AND txDate BETWEEN :low AND :high",
+        }[(low is not None, high is not None)]
+        values = {":pk": {"S": transaction_key(account_id, "")["pk"]}}
+        values.update({name: {"S": v} for name, v in ((":low", low), (":high", high)) if v is not None})
+        return {
+            "IndexName": "byDate",
+            "KeyConditionExpression": "pk = :pk" + condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
+        }
 
     def find_transaction(self, transaction_id: str) -> JSON | None:
         rows = list(

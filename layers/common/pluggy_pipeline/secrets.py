@@ -1,4 +1,4 @@
-"""The webhook's shared secrets: from Secrets Manager in AWS, from the environment locally.
+"""The webhook's shared secrets and Pluggy's client credentials: from Secrets Manager in AWS, the environment locally.
 
 The Secrets Manager secret is a JSON object:
   {"current": "...", "previous": "...", "signingKey": "...", "previousSigningKey": "...",
@@ -30,9 +30,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from botocore.config import Config
+
+from pluggy_pipeline import aws
 from pluggy_pipeline.aws import translate
 from pluggy_pipeline.config import SecretSettings
-from pluggy_pipeline.errors import ConfigurationError, PipelineError
+from pluggy_pipeline.errors import ConfigurationError, PermanentError, PipelineError
 
 # After a failed verification we re-read the secret (it may just have been rotated), but at most
 # this often per container so a flood of forged deliveries cannot turn into a flood of API calls.
@@ -46,7 +49,9 @@ _URL_TOKEN_CONTEXT = b"pluggy-pipeline/webhook-url-token/v1"
 class WebhookSecrets:
     header_secrets: tuple[bytes, ...]
     signing_keys: tuple[bytes, ...]
-    url_tokens: tuple[bytes, ...] = ()
+    url_tokens: tuple[bytes, ...] = ()  # every token the URL-token route accepts (current and previous)
+    # The token new webhook URLs carry (`urlToken`, else derived from `current`); one of url_tokens.
+    current_url_token: str = ""
 
     @property
     def configured(self) -> bool:
@@ -69,10 +74,16 @@ def build_secrets(data: Mapping[str, Any]) -> WebhookSecrets:
     headers = _values(data.get("current"), data.get("previous"))
     explicit = _values(data.get("urlToken"), data.get("previousUrlToken"))
     derived = tuple(derive_url_token(h).encode() for h in headers)
+    # New URLs carry the explicit token if there is one, as `pluggy-pipeline webhook-url` prints it.
+    explicit_current, current = _values(data.get("urlToken")), _values(data.get("current"))
+    current_token = derive_url_token(current[0]) if current else ""
+    if explicit_current:
+        current_token = explicit_current[0].decode()
     return WebhookSecrets(
         header_secrets=headers,
         signing_keys=_values(data.get("signingKey"), data.get("previousSigningKey")),
         url_tokens=tuple(dict.fromkeys(explicit + derived)),
+        current_url_token=current_token,
     )
 
 
@@ -163,3 +174,41 @@ def provider_from_settings(settings: SecretSettings, client_factory: Callable[[]
             }
         )
     )
+
+
+class PluggyCredentialSettings(Protocol):
+    """Where a function finds Pluggy's client id and secret (ProcessorSettings, ConnectTokenSettings)."""
+
+    @property
+    def pluggy_credentials_secret_arn(self) -> str: ...
+
+    @property
+    def env_pluggy_client_id(self) -> str: ...
+
+    @property
+    def env_pluggy_client_secret(self) -> str: ...
+
+
+def pluggy_credentials(
+    settings: PluggyCredentialSettings, config: Config = aws.PROCESSOR_CONFIG
+) -> Callable[[], tuple[str, str]]:
+    """Client id/secret from Secrets Manager ({"clientId", "clientSecret"}) in AWS, the env locally.
+
+    Read when the Pluggy client authenticates (once per API key, 2 h), never cached here.
+    """
+    if not settings.pluggy_credentials_secret_arn:
+        return lambda: (settings.env_pluggy_client_id, settings.env_pluggy_client_secret)
+
+    def from_secret() -> tuple[str, str]:
+        try:
+            raw = aws.secretsmanager(config).get_secret_value(SecretId=settings.pluggy_credentials_secret_arn)[
+                "SecretString"
+            ]
+            data = json.loads(raw)
+        except ValueError:
+            raise PermanentError("the Pluggy credentials secret is not JSON") from None
+        except Exception as exc:
+            raise aws.translate(exc, "reading the Pluggy credentials") from None
+        return str(data.get("clientId", "")), str(data.get("clientSecret", ""))
+
+    return from_secret
