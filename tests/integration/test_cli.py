@@ -127,13 +127,27 @@ def test_demo_runs_the_main_job_and_the_mirror_matches(capsys: pytest.CaptureFix
     for event in ("item/created", "item/updated", "item/error", "transactions/created", "transactions/deleted"):
         assert event in summary["events"]
     assert "connector/status_updated" in summary["events"] and "payment_intent/completed" in summary["events"]
-    assert summary["steps"][2]["item"]["errorCode"] == "USER_AUTHORIZATION_PENDING"
-    assert summary["items"][0]["status"] == "UPDATED" and summary["items"][0]["errorCode"] is None
+    # The widget's path: the token's item, the Caixa item pending then approved, then the first item's error.
+    assert summary["steps"][0]["item"]["status"] == "UPDATED"
+    assert summary["steps"][1]["item"]["errorCode"] == "USER_AUTHORIZATION_PENDING"
+    assert summary["steps"][2]["item"]["status"] == "UPDATED"
+    assert summary["steps"][4]["item"]["errorCode"] == "USER_AUTHORIZATION_PENDING"
+    assert all(i["status"] == "UPDATED" and i["errorCode"] is None for i in summary["items"])
+    counts = summary["changeEventCounts"]
+    assert set(counts) == {
+        "Item Status Changed",
+        "Transactions Changed",
+        "Payment Status Changed",
+        "Connector Status Changed",
+    }
+    assert sum(1 for line in summary["changeEvents"] if "USER_AUTHORIZATION_PENDING" in line and "pending" in line) == 2
+    assert summary["readApi"] == {"items": 2, "transactions": summary["mirror"]["transactions"], "mismatched": 0}
     assert {a["type"] for a in summary["accounts"]} == {"BANK", "CREDIT"}
     assert time.monotonic() - started < 45
     print_summary(summary)  # the table form of the same summary
     text = capsys.readouterr().out
     assert "Mirror MATCHES the emulator's data field by field" in text and "OK: every event processed" in text
+    assert "Change events on the bus" in text and "Read API (SigV4): 2 items" in text
     assert summary["items"][0]["itemId"] in text and "Dead-letter queue depth: 0" in text
 
 

@@ -25,6 +25,7 @@ COMMANDS = (
     "webhook-url",
     "connect-token",
     "secrets",
+    "watch",
 )
 OFFLINE = ("pluggy_pipeline_local", "pluggy_emulator", "moto")
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pluggy_pipeline_cli.commands import events, local, records, register, secrets, send, urls
+from pluggy_pipeline_cli.commands import events, local, records, register, secrets, send, urls, watch
 from pluggy_pipeline_cli.targets import CliError
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     records.add_parser(commands)
     urls.add_parsers(commands)
     secrets.add_parsers(commands)
+    watch.add_parser(commands)
     return parser
 
 

@@ -22,6 +22,7 @@ from pluggy_pipeline.secrets import derive_url_token
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
@@ -46,8 +47,10 @@ STACK_OUTPUTS = (
     "WebhookSecretHeaderName",
     "PluggyCredentialsSecretArn",
 )
+# Read when present (stacks deployed before the app's side lack them; `watch` then says so).
+APP_OUTPUTS = ("ChangeEventBusName", "ApiBaseUrl")
 # Every output a user needs after a deploy: the CLI's, plus what operators wire up by hand.
-USER_OUTPUTS = (*STACK_OUTPUTS, "AlarmTopicArn", "WebhookUrlWithTokenPattern")
+USER_OUTPUTS = (*STACK_OUTPUTS, *APP_OUTPUTS, "AlarmTopicArn", "WebhookUrlWithTokenPattern")
 
 
 class CliError(Exception):
@@ -87,6 +90,8 @@ class Target:
     pluggy_credentials_arn: str | None
     pluggy_base_url: str
     pluggy_client_id: str | None = None  # not secret: stamped as clientId on payloads `send` builds
+    event_bus: str | None = None  # the change events' EventBridge bus
+    api_base_url: str | None = None  # the app's routes (POST /connect-token, the read API)
     session_factory: Callable[[], Any] = field(default=boto3.session.Session, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -110,6 +115,10 @@ class Target:
 
     def sqs(self) -> SQSClient:
         client: SQSClient = self._client("sqs")
+        return client
+
+    def events(self) -> EventBridgeClient:
+        client: EventBridgeClient = self._client("events")
         return client
 
     def secretsmanager(self) -> SecretsManagerClient:
@@ -225,6 +234,8 @@ def target_from_state(state: Mapping[str, Any]) -> Target:
             pluggy_credentials_arn=str(secrets["PluggyCredentialsSecret"]),
             pluggy_base_url=str(state.get("pluggyBaseUrl") or DEFAULT_PLUGGY_URL),
             pluggy_client_id=str(state.get("pluggyClientId") or "") or None,
+            event_bus=str(state.get("eventBus") or "") or None,
+            api_base_url=str(state.get("apiBaseUrl") or "") or None,
         )
     except (KeyError, TypeError) as exc:
         raise CliError(f"the local stack state lacks {exc}; restart the local stack") from None
@@ -266,6 +277,8 @@ def stack_target(
         pluggy_credentials_arn=outputs["PluggyCredentialsSecretArn"],
         pluggy_base_url=parameters.get("PluggyApiBaseUrl") or DEFAULT_PLUGGY_URL,
         pluggy_client_id=parameters.get("PluggyClientId") or None,
+        event_bus=outputs.get("ChangeEventBusName"),
+        api_base_url=outputs.get("ApiBaseUrl"),
         session_factory=lambda: session,
     )
 

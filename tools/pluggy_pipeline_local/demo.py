@@ -1,9 +1,12 @@
 """The demo (`pluggy-pipeline demo`, `make demo`): the main job end to end on a private local stack.
 
-The emulator connects a sandbox item, syncs it with new, changed, deleted and restated transactions, fails it
-and reconnects it, changes a connector's status and completes a payment; then every stored item, account and
-transaction is compared with the emulator's data field by field. `run_demo` returns a JSON-ready summary;
-the CLI prints it.
+It walks the Connect widget's path: the app's backend mints a connect token (POST /connect-token, SigV4), the
+"widget" creates a sandbox item with it on the emulator, Pluggy's webhooks reach the URL-token route, and the
+item syncs; a second item takes the Caixa path (USER_AUTHORIZATION_PENDING, approved later in the bank's app).
+Then a sync with new, changed, deleted and restated transactions, an error and a reconnect, a connector's
+status and a payment. Every change event the bus carried is collected, every stored item, account and
+transaction is compared with the emulator's data field by field, and the read API must return exactly what
+Pluggy has. `run_demo` returns a JSON-ready summary; the CLI prints it.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
+import requests
 from pluggy_emulator import PluggyEmulator
 from pluggy_emulator.state import SANDBOX_CONNECTOR_ID
 from pluggy_pipeline.records import JSON, RecordStore, from_attributes
+from pluggy_pipeline_cli.app_api import AppApi
+from pluggy_pipeline_cli.commands.watch import Tap, tap
+from pluggy_pipeline_cli.commands.watch import summary as event_line
+from pluggy_pipeline_cli.targets import target_from_state
 
 from pluggy_pipeline_local.stack import LocalStack, StackOptions
 
@@ -144,17 +152,50 @@ def _events_by_type(records: list[JSON]) -> dict[str, dict[str, int]]:
     return {event: dict(sorted(c.items())) for event, c in sorted(counts.items())}
 
 
-def _drive(stack: LocalStack, emulator: PluggyEmulator, mirror: Mirror, reasons: list[str]) -> list[dict[str, Any]]:
-    """The demo's story, told to the emulator; the mirror's item state after each step."""
+def widget_connect(emulator: PluggyEmulator, connect_token: str, username: str) -> str:
+    """What the Connect widget does with a connect token: create the item at Pluggy (POST /items)."""
+    answer = requests.post(
+        f"{emulator.base_url}/items",
+        headers={"X-API-KEY": connect_token},
+        json={"connectorId": SANDBOX_CONNECTOR_ID, "parameters": {"user": username, "password": "password-ok"}},
+        timeout=15,
+    )
+    answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def _drive(
+    stack: LocalStack, emulator: PluggyEmulator, mirror: Mirror, api: AppApi, reasons: list[str]
+) -> tuple[list[dict[str, Any]], str]:
+    """The demo's story; the mirror's item state after each step, and the Caixa item's id."""
     steps: list[dict[str, Any]] = []
 
     def settle(step: str) -> None:
         if not stack.wait_until_idle(timeout=30):
             reasons.append(f"the pipeline did not go idle after: {step}")
 
-    item_id = str(emulator.create_item(DEMO_USER)["id"])
+    token = api.connect_token(DEMO_USER)
+    item_id = widget_connect(emulator, token["accessToken"], "user-ok")
     settle("create item")
-    steps.append({"step": f"sandbox item connected for clientUserId {DEMO_USER}", "item": mirror.item_state(item_id)})
+    steps.append(
+        {
+            "step": f"POST /connect-token for clientUserId {DEMO_USER}; the widget connects a sandbox item with it",
+            "item": mirror.item_state(item_id),
+        }
+    )
+    pending_id = widget_connect(emulator, api.connect_token(DEMO_USER)["accessToken"], "user-authorization-pending")
+    settle("create the Caixa-like item")
+    steps.append(
+        {
+            "step": "a second item waits for the account holder's approval in the bank's app (Caixa case)",
+            "item": mirror.item_state(pending_id),
+        }
+    )
+    emulator.complete_user_action(pending_id, granted=True)
+    settle("approval")
+    steps.append(
+        {"step": "the account holder approves; Pluggy syncs the item by itself", "item": mirror.item_state(pending_id)}
+    )
     emulator.sync_item(item_id, add=5, change=3, delete=2, restate_credit_card=1)
     settle("sync")
     steps.append(
@@ -176,7 +217,54 @@ def _drive(stack: LocalStack, emulator: PluggyEmulator, mirror: Mirror, reasons:
             "item": mirror.item_state(item_id),
         }
     )
-    return steps
+    return steps, pending_id
+
+
+def _collect(watcher: Tap, quiet_polls: int = 2) -> list[dict[str, Any]]:
+    """The change events on the bus, until `quiet_polls` receives in a row bring none."""
+    events: list[dict[str, Any]] = []
+    quiet = 0
+    for _ in range(200):  # bounded
+        batch = watcher.receive(wait_seconds=1)
+        events.extend(batch)
+        quiet = 0 if batch else quiet + 1
+        if quiet >= quiet_polls:
+            break
+    return sorted(events, key=lambda e: (str(e.get("time")), str(e["detail"].get("changedAt"))))
+
+
+def _check_change_events(events: list[dict[str, Any]], pending_id: str, reasons: list[str]) -> None:
+    kinds = Counter(str(e["detail-type"]) for e in events)
+    for kind in ("Item Status Changed", "Transactions Changed", "Payment Status Changed", "Connector Status Changed"):
+        if not kinds[kind]:
+            reasons.append(f"no {kind} change event")
+    caixa = [e["detail"] for e in events if e["detail"].get("itemId") == pending_id]
+    states = [(d["current"]["errorCode"], d["pending"]) for d in caixa if d.get("current")]
+    if ("USER_AUTHORIZATION_PENDING", True) not in states or not any(
+        d.get("current", {}).get("status") == "UPDATED" for d in caixa
+    ):
+        reasons.append("the Caixa case was not told as pending, then UPDATED")
+
+
+def _check_read_api(api: AppApi, mirror: Mirror, truth: Mapping[str, Any], reasons: list[str]) -> dict[str, Any]:
+    """The read API returns what Pluggy has: the user's items, each item's accounts, every transaction."""
+    items = api.items_of_user(DEMO_USER)
+    live = {str(i["id"]) for i in truth["items"].values() if i.get("clientUserId") == DEMO_USER}
+    if {str(i["id"]) for i in items} != live:
+        reasons.append("GET /users/{clientUserId}/items differs from Pluggy's items of the user")
+    rows = mismatched = 0
+    for item_id in sorted(live):
+        for account in api.item(item_id)["accounts"]:
+            account_id = str(account["id"])
+            expected = {
+                tx_id: _normalize(tx["amount"]) for tx_id, tx in truth["transactions"].get(account_id, {}).items()
+            }
+            got = {str(r["id"]): Decimal(str(r["data"]["amount"])) for r in api.transactions(account_id, limit=100)}
+            rows += len(got)
+            mismatched += len(set(expected) ^ set(got)) + sum(1 for t in got if t in expected and got[t] != expected[t])
+    if mismatched:
+        reasons.append(f"the read API differs from Pluggy on {mismatched} transaction(s)")
+    return {"items": len(items), "transactions": rows, "mismatched": mismatched}
 
 
 def _check_processing(emulator: PluggyEmulator, records: list[JSON], reasons: list[str]) -> None:
@@ -236,7 +324,12 @@ def run_demo(verbose: bool = False) -> dict[str, Any]:
         if emulator is None:
             raise RuntimeError("the local stack started without its Pluggy emulator")
         mirror = Mirror(stack)
-        steps = _drive(stack, emulator, mirror, reasons)
+        target = target_from_state(stack.describe())
+        api = AppApi(target)
+        with tap(target) as watcher:
+            steps, pending_id = _drive(stack, emulator, mirror, api, reasons)
+            change_events = _collect(watcher)
+        _check_change_events(change_events, pending_id, reasons)
         records = mirror.events()
         _check_processing(emulator, records, reasons)
         dlq, queued = stack.queue_depth("EventDeadLetterQueue"), stack.queue_depth("EventQueue")
@@ -248,6 +341,7 @@ def run_demo(verbose: bool = False) -> dict[str, Any]:
         compared = compare_mirror(mirror, truth)
         if not compared["matches"]:
             reasons.append(f"the mirror differs from Pluggy's data ({len(compared['differences'])}+ differences)")
+        read_api = _check_read_api(api, mirror, truth, reasons)
         items, accounts = _inventory(mirror)
         summary = {
             "ok": not reasons,
@@ -262,6 +356,10 @@ def run_demo(verbose: bool = False) -> dict[str, Any]:
             "dlqDepth": dlq,
             "queueDepth": queued,
             "mirror": compared,
+            "changeEvents": [event_line(e) for e in change_events],
+            "changeEventCounts": dict(sorted(Counter(str(e["detail-type"]) for e in change_events).items())),
+            "readApi": read_api,
+            "user": DEMO_USER,
         }
     summary["ok"] = not reasons
     summary["elapsedSeconds"] = round(time.monotonic() - started, 1)

@@ -37,7 +37,13 @@ from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID, LOCAL_PLUGG
 from pluggy_pipeline_local.moto_server import moto_server
 from pluggy_pipeline_local.template import REPO_ROOT, LocalResources, load_template, parameter_defaults
 
-ALIASES = {"receiver": "ReceiverFunction", "processor": "ProcessorFunction"}
+ALIASES = {
+    "receiver": "ReceiverFunction",
+    "processor": "ProcessorFunction",
+    "publisher": "PublisherFunction",
+    "connect_token": "ConnectTokenFunction",
+    "read_api": "ReadApiFunction",
+}
 DEFAULT_RUNTIME_DIR = REPO_ROOT / ".aws-sam" / "lambda-runtime"
 
 # Runs inside the fresh interpreter (-I -S: no site-packages, no PYTHON* variables).

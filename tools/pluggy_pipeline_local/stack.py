@@ -8,6 +8,9 @@
   redrive moves a message to the DLQ after maxReceiveCount. Failed messages become visible again after
   `retry_delay` seconds instead of the template's 540 (time compression, like the emulator's time_scale).
 - The reconciliation schedule is a timer putting `pipeline/reconcile` into the queue.
+- The app's routes (POST /connect-token and the read API, from the template) are served by the same front,
+  after a SigV4 check as API Gateway's AWS_IAM makes (sigv4.py); RecordsTable's stream feeds the real
+  PublisherFunction through a local copy of Lambda's stream mapping (stream_poller.py), onto moto's bus.
 - The Pluggy emulator plays Pluggy, with a webhook registered through the real `register` code path.
 
 Each function runs in this process with its template environment; a lock per function makes each behave
@@ -31,9 +34,12 @@ from typing import Any
 
 from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline import aws
+from pluggy_pipeline.connect_token import get_service as get_connect_token_service
 from pluggy_pipeline.observability import logger
 from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.processor import get_processor
+from pluggy_pipeline.publisher import get_publisher
+from pluggy_pipeline.read_api import get_reader
 from pluggy_pipeline.receiver import WEBHOOK_PATH, get_receiver
 from pluggy_pipeline_cli.register import register_webhook
 
@@ -45,7 +51,16 @@ from pluggy_pipeline_local.devsecrets import (
     PLUGGY_SOURCE_IP,
 )
 from pluggy_pipeline_local.handlers import LocalContext, load_handler
-from pluggy_pipeline_local.moto_server import LocalAws, local_secret_value, moto_server
+from pluggy_pipeline_local.moto_server import (
+    FAKE_CREDENTIALS,
+    LocalAws,
+    local_secret_value,
+    make_clients,
+    moto_server,
+)
+from pluggy_pipeline_local.routes import Route, app_routes, handler_folder, match
+from pluggy_pipeline_local.sigv4 import verify
+from pluggy_pipeline_local.stream_poller import StreamPoller
 from pluggy_pipeline_local.template import (
     REPO_ROOT,
     LocalResources,
@@ -55,8 +70,10 @@ from pluggy_pipeline_local.template import (
 )
 
 STATE_FILE = REPO_ROOT / ".local-stack.json"
-# The functions `sam local` runs; --env-vars overrides their declared variables, nothing else.
-SAM_FUNCTIONS = ("ReceiverFunction", "ProcessorFunction")
+# The template's functions, all run by this stack; `sam local` runs them with --env-vars, which overrides their
+# declared variables and nothing else.
+FUNCTIONS = ("ReceiverFunction", "ProcessorFunction", "PublisherFunction", "ConnectTokenFunction", "ReadApiFunction")
+SAM_FUNCTIONS = FUNCTIONS
 log = logging.getLogger("pluggy_pipeline_local.stack")
 
 
@@ -128,9 +145,51 @@ class _FrontHandler(BaseHTTPRequestHandler):
         if length is None:
             return
         raw = self.rfile.read(length) if length else b""
+        routed = match(self.server.stack.routes, self.command, self.path.partition("?")[0])
+        if routed is not None:
+            self._serve_app(*routed, raw)
+            return
         event = proxy_event_from_http(self.command, self.path, self.headers.items(), raw, self.client_address[0])
         response = self.server.stack.invoke_receiver(event)
         body = str(response.get("body") or "").encode()
+        self._answer(int(response["statusCode"]), response.get("headers") or {}, body)
+
+    def _serve_app(self, route: Route, parameters: dict[str, str], raw: bytes) -> None:
+        """An app route: API Gateway's IAM check, then the function with the event API Gateway would build."""
+        headers = dict(self.headers.items())
+        host = self.headers.get("Host", "")
+        if route.iam:
+            refusal = verify(
+                self.command,
+                f"http://{host}{self.path}",
+                headers,
+                raw,
+                access_key=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                secret_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                region="us-east-1",
+            )
+            if refusal is not None:
+                body = json.dumps({"message": refusal.message}).encode()
+                headers = {"Content-Type": "application/json", "x-amzn-ErrorType": "ForbiddenException"}
+                self._answer(refusal.status, headers, body)
+                return
+        event = proxy_event_from_http(self.command, self.path, self.headers.items(), raw, self.client_address[0])
+        path = event["path"]
+        event.update(resource=route.resource, pathParameters=parameters or None)
+        context = event["requestContext"]
+        # The front serves at the root, like a custom domain's base path mapping: no stage in the path.
+        context.update(resourcePath=route.resource, path=path, domainName=host)
+        if route.iam:
+            context["identity"].update(
+                accessKey=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                accountId="123456789012",
+                caller="AROALOCAL:local",
+                userArn="arn:aws:sts::123456789012:assumed-role/local/local",
+            )
+        response = self.server.stack.invoke(route.function, event)
+        body = str(response.get("body") or "").encode()
+        if response.get("isBase64Encoded"):
+            body = base64.b64decode(body)
         self._answer(int(response["statusCode"]), response.get("headers") or {}, body)
 
     # The template routes ANY on the webhook path to the function, so API Gateway hands it every method it
@@ -242,6 +301,13 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> di
     return {"Records": records}
 
 
+def _forget_containers() -> None:
+    """Every function's per-container state (clients, settings) is rebuilt from the current environment."""
+    aws.reset_clients()
+    for cached in (get_receiver, get_processor, get_publisher, get_connect_token_service, get_reader):
+        cached.cache_clear()
+
+
 class LocalStack:
     def __init__(self, options: StackOptions | None = None) -> None:
         self.options = options or StackOptions()
@@ -256,10 +322,14 @@ class LocalStack:
         self._processor_lock = threading.Lock()
         self._receiver: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
         self._processor: Callable[[dict[str, Any], Any], Any] | None = None
+        self.routes: list[Route] = app_routes(self.template)
+        self._handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
+        self._locks = {function: threading.Lock() for function in FUNCTIONS}
+        self._stream_poller: StreamPoller | None = None
         self._saved_env: dict[str, str | None] = {}
         self._saved_log_level: int | None = None
         self._polling = threading.Event()
-        self.invocations = {"receiver": 0, "processor": 0}
+        self.invocations = {"receiver": 0, "processor": 0, "publisher": 0, "app": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -308,11 +378,18 @@ class LocalStack:
         self._apply_environment()
         self._receiver = load_handler("receiver")
         self._processor = load_handler("processor")
+        for function in FUNCTIONS[2:]:
+            self._handlers[function] = load_handler(handler_folder(self.template, function))
+        streams = make_clients(self.aws.endpoint, ("dynamodbstreams",))["dynamodbstreams"]
+        self._stream_poller = StreamPoller(
+            streams, self.aws.resources.streams["RecordsTable"], self._invoke_publisher, batch_size=self._stream_batch()
+        )
         self._front = _Front((options.host, options.port), _FrontHandler)
         self._front.stack = self
         self._spawn("front", self._front.serve_forever)
         if options.sqs_trigger:
             self._spawn("sqs-trigger", self._poll)
+            self._spawn("stream-publisher", self._publish_loop)
         if options.reconcile_every:
             self._spawn("reconcile-schedule", self._reconcile_timer)
         if self.emulator is not None:
@@ -359,7 +436,7 @@ class LocalStack:
         if self.options.reconcile_after_hours is not None:
             parameters["ReconcileAfterHours"] = str(self.options.reconcile_after_hours)
         env: dict[str, str] = {}
-        for function in ("ReceiverFunction", "ProcessorFunction"):
+        for function in FUNCTIONS:
             for key, value in function_environment(self.template, function, self.aws.resources, parameters).items():
                 if key in env and env[key] != value:
                     raise RuntimeError(f"{key} differs between functions; they cannot share this process")
@@ -374,9 +451,7 @@ class LocalStack:
         os.environ.update(env)
         self._saved_log_level = logger.log_level
         logger.setLevel(env["POWERTOOLS_LOG_LEVEL"])  # the shared logger read its level at import
-        aws.reset_clients()
-        get_receiver.cache_clear()
-        get_processor.cache_clear()
+        _forget_containers()
 
     def _restore_environment(self) -> None:
         for key, value in self._saved_env.items():
@@ -388,9 +463,7 @@ class LocalStack:
         if self._saved_log_level is not None:
             logger.setLevel(self._saved_log_level)
             self._saved_log_level = None
-        aws.reset_clients()
-        get_receiver.cache_clear()
-        get_processor.cache_clear()
+        _forget_containers()
 
     # -- the functions --------------------------------------------------------------------------------
 
@@ -399,6 +472,37 @@ class LocalStack:
         with self._receiver_lock:
             self.invocations["receiver"] += 1
             return self._receiver(event, LocalContext("ReceiverFunction"))
+
+    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        """One of the app's functions (connect token, read API), one invocation at a time like a container."""
+        with self._locks[function]:
+            self.invocations["app"] += 1
+            answer: dict[str, Any] = self._handlers[function](event, LocalContext(function))
+            return answer
+
+    def _invoke_publisher(self, event: dict[str, Any]) -> Any:
+        with self._locks["PublisherFunction"]:
+            self.invocations["publisher"] += 1
+            return self._handlers["PublisherFunction"](event, LocalContext("PublisherFunction"))
+
+    def _stream_batch(self) -> int:
+        events = self.template["Resources"]["PublisherFunction"]["Properties"]["Events"]
+        return int(next(iter(events.values()))["Properties"].get("BatchSize", 100))
+
+    def publish_pending(self) -> int:
+        """Hand RecordsTable's new stream records to the publisher until none is left; how many it took."""
+        assert self._stream_poller is not None
+        return self._stream_poller.drain()
+
+    def _publish_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.publish_pending()
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("stream publisher poll failed")
+            self._stop.wait(0.2)
 
     def _batch_size(self) -> int:
         events = self.template["Resources"]["ProcessorFunction"]["Properties"]["Events"]
@@ -511,6 +615,8 @@ class LocalStack:
             emulator_idle = self.emulator is None or self.emulator.wait_for_deliveries(timeout=0.05)
             if emulator_idle and self.queue_depth() == 0 and not self._polling.is_set():
                 calm += 1
+                if self.options.sqs_trigger and self.publish_pending():  # change events still to emit
+                    calm = 0
                 if calm >= 2:
                     return True
             else:
@@ -548,6 +654,8 @@ class LocalStack:
             queue_urls={name: name for name in resources_of_type(self.template, "AWS::SQS::Queue")},
             queue_arns={name: name for name in resources_of_type(self.template, "AWS::SQS::Queue")},
             secrets={name: name for name in resources_of_type(self.template, "AWS::SecretsManager::Secret")},
+            buses={name: name for name in resources_of_type(self.template, "AWS::Events::EventBus")},
+            streams={name: name for name in resources_of_type(self.template, "AWS::DynamoDB::Table")},
         )
         result: dict[str, dict[str, str]] = {}
         for function in SAM_FUNCTIONS:
@@ -573,6 +681,8 @@ class LocalStack:
             "tables": self.aws.resources.tables,
             "queues": self.aws.resources.queue_urls,
             "secrets": self.aws.resources.secrets,
+            "eventBus": self.aws.resources.buses.get("ChangeEventBus"),
+            "apiBaseUrl": self.webhook_url.removesuffix(WEBHOOK_PATH),
             "pluggyBaseUrl": self.emulator.base_url if self.emulator else None,
             "pluggyClientId": LOCAL_PLUGGY_CLIENT_ID,  # not secret: `send` stamps it as the payloads' clientId
             "secretHeader": os.environ.get("WEBHOOK_SECRET_HEADER", "X-Webhook-Secret"),

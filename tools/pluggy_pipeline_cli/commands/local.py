@@ -106,6 +106,15 @@ def print_summary(summary: Mapping[str, Any]) -> None:
         [event, ", ".join(f"{s} {n}" for s, n in statuses.items())] for event, statuses in summary["events"].items()
     ]
     print(_indent(table(["TYPE", "STATUS"], rows)))
+    counts = ", ".join(f"{kind} {n}" for kind, n in summary.get("changeEventCounts", {}).items())
+    print(f"\nChange events on the bus ({counts})")
+    for line in summary.get("changeEvents", []):
+        print(f"  {line}")
+    read = summary.get("readApi") or {}
+    print(
+        f"\nRead API (SigV4): {read.get('items')} items of {summary.get('user', 'the demo user')}, "
+        f"{read.get('transactions')} transactions paged, {read.get('mismatched')} differing from Pluggy"
+    )
     print(f"\nConnector {summary['connector']['id']} status: {summary['connector']['status']}")
     print(f"Dead-letter queue depth: {summary['dlqDepth']}   EventQueue depth: {summary['queueDepth']}")
     mirror = summary["mirror"]

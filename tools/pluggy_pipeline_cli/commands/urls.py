@@ -17,6 +17,7 @@ from pluggy_pipeline.errors import PipelineError
 from pluggy_pipeline.observability import logger
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient
 
+from pluggy_pipeline_cli.app_api import AppApi
 from pluggy_pipeline_cli.commands._common import add_target_options, target_of
 from pluggy_pipeline_cli.targets import CliError, PluggyCredentials, Target, local_target
 
@@ -72,12 +73,22 @@ def cmd_webhook_url(args: argparse.Namespace) -> int:
 
 def cmd_connect_token(args: argparse.Namespace) -> int:
     target = _target(args)
-    options: dict[str, Any] = {"clientUserId": args.client_user_id, "webhookUrl": target.webhook_url_with_token()}
-    if args.avoid_duplicates:
-        options["avoidDuplicates"] = True
-    if args.oauth_redirect_uri:
-        options["oauthRedirectUri"] = args.oauth_redirect_uri
-    token = call_target(target, lambda client: client.create_connect_token(args.item_id, options))
+    if target.api_base_url and not args.direct:
+        # The stack's own route, as the app's backend calls it (SigV4): the function picks the webhookUrl.
+        answer = AppApi(target).connect_token(
+            args.client_user_id,
+            itemId=args.item_id,
+            avoidDuplicates=True if args.avoid_duplicates else None,
+            oauthRedirectUri=args.oauth_redirect_uri,
+        )
+        token = str(answer["accessToken"])
+    else:
+        options: dict[str, Any] = {"clientUserId": args.client_user_id, "webhookUrl": target.webhook_url_with_token()}
+        if args.avoid_duplicates:
+            options["avoidDuplicates"] = True
+        if args.oauth_redirect_uri:
+            options["oauthRedirectUri"] = args.oauth_redirect_uri
+        token = call_target(target, lambda client: client.create_connect_token(args.item_id, options))
     if args.json:
         print(json.dumps({"accessToken": token, "itemId": args.item_id, "clientUserId": args.client_user_id}))
     else:
@@ -102,8 +113,10 @@ def add_parsers(commands: Any) -> None:
         "connect-token",
         help="mint a Connect token whose webhookUrl is the pipeline's URL-token route",
         description=(
-            "POST /connect_token with options.webhookUrl set to the pipeline's URL-token route, so the item's "
-            "deliveries (which carry no custom header) are authenticated. Prints the accessToken (30 minutes)."
+            "Through the stack's POST /connect-token (SigV4-signed with your AWS credentials, as your backend "
+            "calls it), or with --direct straight at Pluggy's POST /connect_token: either way options.webhookUrl "
+            "is the pipeline's URL-token route, so the item's deliveries (which carry no custom header) are "
+            "authenticated. Prints the accessToken (30 minutes)."
         ),
     )
     token.add_argument("--client-user-id", required=True, help="your user's id, echoed in item/* webhooks")
@@ -111,6 +124,9 @@ def add_parsers(commands: Any) -> None:
     token.add_argument("--avoid-duplicates", action="store_true", help="refuse a second item of the same user")
     token.add_argument("--oauth-redirect-uri", help="where Open Finance OAuth returns")
     token.add_argument("--local", action="store_true", help="the running local stack")
+    token.add_argument(
+        "--direct", action="store_true", help="call Pluggy with the stack's credentials instead of its route"
+    )
     token.add_argument("--json", action="store_true")
     add_target_options(token)
     token.set_defaults(func=cmd_connect_token)
