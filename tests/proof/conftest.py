@@ -8,6 +8,9 @@
 - AwsFaults injects failures into the boto3 clients `pluggy_pipeline.aws` creates (botocore event hooks),
   WriteLog records every write that reached RecordsTable, and `mirror_problems` compares the mirror with the
   emulator's truth field by field.
+- Pluggy's rate limits are on in the instant-mode suites too (PROOF_RATE_LIMITS, default `pluggy`: the
+  emulator's "pluggy" limits on Pluggy's own 60-second window, not shortened). `Throttling` counts the 429s
+  the processor's client meets and plays the time its waits would take (see its docstring).
 """
 
 from __future__ import annotations
@@ -30,13 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import InvalidArgument
+from pluggy_emulator import PLUGGY_RATE_LIMITS, PluggyEmulator
 from pluggy_pipeline import aws
-from pluggy_pipeline.processor import get_processor
+from pluggy_pipeline.pluggy_client import RateLimitedError
+from pluggy_pipeline.processor import Processor, QueueMessage, get_processor
 from pluggy_pipeline.receiver import get_receiver
 from pluggy_pipeline.records import RecordStore, from_attributes, item_key
+from requests.adapters import HTTPAdapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -63,6 +70,10 @@ ATHERIS_RUNS = env_int("PROOF_ATHERIS_RUNS", 30000)  # coverage-guided runs (whe
 FAULT_ROUNDS = env_int("PROOF_FAULT_ROUNDS", 8)  # random single-fault rounds through the local stack
 SEED = env_int("PROOF_SEED", 20261122)
 WORKERS = env_int("PROOF_WORKERS", min(2, os.cpu_count() or 1))  # processes for the processor-level histories
+# Pluggy's rate limits in the instant-mode suites (test_fidelity.py, test_faults.py): "pluggy" (the default) or "off".
+RATE_LIMITS = os.environ.get("PROOF_RATE_LIMITS", "").strip().lower() or "pluggy"
+if RATE_LIMITS not in {"pluggy", "off"}:
+    raise ValueError(f'PROOF_RATE_LIMITS must be "pluggy" or "off", got {RATE_LIMITS!r}')
 SIZE_VARIABLES = (
     "PROOF_HISTORIES",
     "PROOF_STACK_HISTORIES",
@@ -72,6 +83,7 @@ SIZE_VARIABLES = (
     "PROOF_FAULT_ROUNDS",
     "PROOF_SEED",
     "PROOF_WORKERS",
+    "PROOF_RATE_LIMITS",
     "HYPOTHESIS_PROFILE",
 )
 
@@ -155,6 +167,7 @@ def _run_metadata() -> dict[str, Any]:
             "PROOF_FAULT_ROUNDS": FAULT_ROUNDS,
             "PROOF_SEED": SEED,
             "PROOF_WORKERS": WORKERS,
+            "PROOF_RATE_LIMITS": RATE_LIMITS,
             "HYPOTHESIS_PROFILE": PROFILE,
         },
     }
@@ -726,33 +739,221 @@ def accounts_of(truth: Mapping[str, Any], item_id: str) -> set[str]:
     return {a for a, acc in truth["accounts"].items() if acc["itemId"] == item_id}
 
 
+# --- Pluggy's rate limits --------------------------------------------------------------------------------
+
+PLUGGY_MINUTE = 60.0  # Pluggy's rate-limit window (pluggy-api.md section 7), not shortened: see Throttling
+# The rate-limited routes the processor calls for every item with data (POST /auth only for a new API key).
+RATE_LIMITED_ROUTES = ("GET /v2/transactions", "GET /accounts")
+
+
+def emulator_rate_limits() -> dict[str, Any]:
+    """PluggyEmulator options of the instant-mode proof suites: Pluggy's per-endpoint limits (the emulator's
+    "pluggy" setting, PLUGGY_RATE_LIMITS) on Pluggy's minute, unless PROOF_RATE_LIMITS=off."""
+    if RATE_LIMITS == "off":
+        return {"rate_limit_per_minute": None}
+    return {"rate_limit_per_minute": "pluggy", "rate_limit_window_seconds": PLUGGY_MINUTE}
+
+
+class Throttling:
+    """Pluggy's rate limits as a proof harness meets them: the 429s a processor's client gets, and the time
+    its waits take, which a proof run cannot spend.
+
+    The instant emulator counts calls per route in fixed windows of wall time, Pluggy's minute. The suites'
+    own calls stay under Pluggy's 360 per route in any minute (about 350 in the busiest minute of the local
+    stack here, far fewer per history at the processor level), so the window is not shortened and costs no
+    time; the 429s come from `use_up` (another client of the application, e.g. a concurrent Lambda behind
+    the same NAT IP, used a route's minute: the next call gets a 429 with RateLimit-Reset 60) and, should a
+    faster machine make more calls in a minute, from the suites' own calls. Two waits follow a 429, and both
+    are played by ending the windows they outlast (`reset_rate_limits(route)`) instead of sleeping through
+    them:
+
+    - the client's own wait, when RateLimit-Reset is within its max_retry_wait (`sleep`): Pluggy's windows
+      that end within it end;
+    - a message returned to the queue (a RateLimitedError: the reset is further away than the client waits;
+      or any transient failure) comes back after the queue's visibility timeout (540 s in template.yaml,
+      longer than Pluggy's minute): at its next receive (`received`), every window that was open when it
+      failed (`failed`) has ended.
+
+    Only the emulator's windows are touched; SQS still redelivers the message itself, in order within its
+    message group (the local stack's trigger, or the harness as SQS would).
+    """
+
+    def __init__(self, emulator: PluggyEmulator | None, *, window: float = PLUGGY_MINUTE) -> None:
+        self.emulator = emulator
+        self.window = window
+        self.answers = 0  # 429 answers the client got (Pluggy's rate limits, and 429 faults where injected)
+        self.waited = 0  # waits of the client after a 429, within the call
+        self.returned = 0  # messages returned to the queue by a 429 (RateLimitedError), processed on a later receive
+        self.used_up = 0  # route minutes used up by another client (`use_up`)
+        self.used_up_routes: set[str] = set()
+        self._failed: dict[str, float] = {}  # message id -> when it last failed (time.monotonic)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def on(self) -> bool:
+        return self.emulator is not None and bool(self.emulator.rate_limits)
+
+    def routes(self) -> list[str]:
+        limits = self.emulator.rate_limits if self.emulator is not None else None
+        if not isinstance(limits, dict):
+            return []
+        return sorted(route for route in limits if route != "*")
+
+    def use_up(self, route: str) -> bool:
+        """Another client used `route`'s minute: the next call on it gets Pluggy's 429. False when limits are off."""
+        if not self.on or self.emulator is None:
+            return False
+        self.emulator.use_up_rate_limit(route)
+        with self._lock:
+            self.used_up += 1
+            self.used_up_routes.add(route)
+        return True
+
+    def new_minute(self) -> None:
+        """Every route starts a fresh window (between independent histories, so each can be replayed alone)."""
+        if self.on and self.emulator is not None:
+            self.emulator.reset_rate_limits()
+        self.used_up_routes.clear()
+
+    def end_used_up(self) -> None:
+        """Forget the minutes `use_up` used (a scenario's own doing must not reach the next scenario)."""
+        if self.emulator is not None:
+            for route in sorted(self.used_up_routes):
+                self.emulator.reset_rate_limits(route)
+        self.used_up_routes.clear()
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {"answers": self.answers, "waited": self.waited, "returned": self.returned, "used_up": self.used_up}
+
+    # -- the client -------------------------------------------------------------------------------------
+
+    def session(self) -> requests.Session:
+        """A session for the processor's PluggyClient (like its own: no adapter retries) counting 429s."""
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.hooks["response"].append(self._answered)
+        return session
+
+    def _answered(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        limited = response.status_code == 429
+        self._local.limited = limited
+        if limited:
+            with self._lock:
+                self.answers += 1
+
+    def sleep(self, seconds: float, *, real: float = 0.0) -> None:
+        """The client waits `seconds` (after a 429, RateLimit-Reset; else a backoff): Pluggy's windows that end
+        within them end. The test itself sleeps at most `real` seconds."""
+        if getattr(self._local, "limited", False):
+            self._local.limited = False
+            with self._lock:
+                self.waited += 1
+        self._end_windows(lambda now, left: left <= seconds)
+        if real > 0:
+            time.sleep(min(seconds, real))
+
+    # -- the queue --------------------------------------------------------------------------------------
+
+    def failed(self, message_id: str, error: BaseException) -> None:
+        """The message goes back to the queue; SQS hands it over again after the visibility timeout."""
+        with self._lock:
+            self._failed[message_id] = time.monotonic()
+            if isinstance(error, RateLimitedError):
+                self.returned += 1
+
+    def received(self, message_id: str) -> None:
+        """A receive of the message: after a failure, the visibility timeout has passed, for Pluggy too."""
+        with self._lock:
+            failed_at = self._failed.pop(message_id, None)
+        if failed_at is not None:
+            # A window open when the message failed started by then, so it ends by failed_at + window.
+            self._end_windows(lambda now, left: now + left <= failed_at + self.window + 0.01)
+
+    def _end_windows(self, ends: Callable[[float, float], bool]) -> None:
+        if self.emulator is None:
+            return
+        for route in self.routes():
+            now = time.monotonic()
+            budget = self.emulator.rate_limit_budget(route)
+            if budget["used"] and ends(now, float(budget["resetSeconds"])):
+                self.emulator.reset_rate_limits(route)
+
+
+def throttle_processor(monkeypatch: pytest.MonkeyPatch, throttling: Throttling) -> None:
+    """Processor.process tells `throttling` when a message fails and when it is received again (the stack's
+    SQS trigger redelivers it; SQS message ids are stable across receives)."""
+    original = Processor.process
+
+    def process(processor: Processor, message: QueueMessage) -> None:
+        throttling.received(message.message_id)
+        try:
+            original(processor, message)
+        except Exception as exc:
+            throttling.failed(message.message_id, exc)
+            raise
+
+    monkeypatch.setattr(Processor, "process", process)
+
+
 # --- the local stack --------------------------------------------------------------------------------------
 
 READ_TIMEOUT = 0.5  # the processor's Pluggy read timeout in stack tests; "delay" faults last longer
 
 
-def fast_pluggy_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The processor's real PluggyClient (short read timeout) and RecordStore, with backoff sleeps capped at 0.1 s."""
+def fast_pluggy_client(monkeypatch: pytest.MonkeyPatch, throttling: Throttling | None = None) -> None:
+    """The processor's real PluggyClient (short read timeout) and RecordStore, with backoff sleeps capped at 0.1 s.
+
+    With `throttling`, the client's session counts its 429s, its waits end the rate-limit windows they outlast
+    (Throttling.sleep) and a message that fails comes back, for Pluggy's windows, after the visibility timeout.
+    """
     from pluggy_pipeline import processor as processor_module
     from pluggy_pipeline.pluggy_client import PluggyClient
 
     def sleep(seconds: float) -> None:
         time.sleep(min(seconds, 0.1))
 
-    monkeypatch.setattr(
-        processor_module, "PluggyClient", functools.partial(PluggyClient, timeout=(2.0, READ_TIMEOUT), sleep=sleep)
-    )
+    client: Callable[..., PluggyClient] = functools.partial(PluggyClient, timeout=(2.0, READ_TIMEOUT), sleep=sleep)
+    if throttling is not None:
+
+        def client(base_url: str, credentials: Callable[[], tuple[str, str]], **options: Any) -> PluggyClient:
+            return PluggyClient(
+                base_url,
+                credentials,
+                session=throttling.session(),
+                timeout=(2.0, READ_TIMEOUT),
+                sleep=functools.partial(throttling.sleep, real=0.1),
+                **options,
+            )
+
+        throttle_processor(monkeypatch, throttling)
+    monkeypatch.setattr(processor_module, "PluggyClient", client)
     monkeypatch.setattr(processor_module, "RecordStore", functools.partial(RecordStore, sleep=sleep))
     get_processor.cache_clear()
 
 
 @pytest.fixture(scope="module")
 def local_stack() -> Iterator[Any]:
-    """The whole pipeline on this machine (moto server, HTTP front, SQS trigger, emulator), one per module."""
-    from pluggy_pipeline_local.stack import LocalStack, StackOptions
+    """The whole pipeline on this machine (moto server, HTTP front, SQS trigger, emulator), one per module.
 
-    options = StackOptions(state_file=None, retry_delay=1.0, emulator_seed=SEED % 997, quiet=True)
-    with LocalStack(options) as stack:
+    Its emulator has Pluggy's rate limits (emulator_rate_limits), through StackOptions.emulator_options.
+    """
+    from pluggy_pipeline_local import stack as stack_module
+
+    options = stack_module.StackOptions(
+        state_file=None,
+        retry_delay=1.0,
+        emulator_seed=SEED % 997,
+        quiet=True,
+        emulator_options=emulator_rate_limits(),
+    )
+    with contextlib.ExitStack() as running:
+        stack = running.enter_context(stack_module.LocalStack(options))
+        assert stack.emulator is not None
+        assert stack.emulator.rate_limits == (dict(PLUGGY_RATE_LIMITS) if RATE_LIMITS == "pluggy" else None)
         yield stack
 
 

@@ -12,6 +12,15 @@ drain. Faults are injected where they happen in production:
 - the processor itself: the Lambda runtime dies after some records of a batch, or a record raises after it
   has written part of its data.
 
+Pluggy's rate limits are on throughout (the emulator's "pluggy" setting: 360 calls per minute on POST /auth and
+the account and transaction reads, 20 on PATCH /items/{id}, on Pluggy's own 60-second window; this module's
+calls stay under 360 per route in any minute, so the window is not shortened). Some scenarios, and about
+half of the random rounds, have another client of the application use up a route's minute first
+(`use_up`): the processor meets Pluggy's 429 with RateLimit-Reset 60, beyond its client's 10 s of waiting,
+so the message goes back to the queue and is processed when the stack's SQS trigger hands it over again
+(Pluggy's minute has then ended: the visibility timeout, 540 s in template.yaml, is longer; Throttling in
+conftest.py plays that time for the emulator's windows). The outcome column counts the 429s met.
+
 After the drain (and, when the scenario needs it, reconciliation or an operator's redrive of the DLQ), the
 invariants of the promise are checked:
 
@@ -43,6 +52,8 @@ from pluggy_pipeline.records import RecordStore
 
 from tests.proof.conftest import (
     FAULT_ROUNDS,
+    RATE_LIMITED_ROUTES,
+    RATE_LIMITS,
     READ_TIMEOUT,
     RESULTS,
     SEED,
@@ -50,6 +61,7 @@ from tests.proof.conftest import (
     FinishCounter,
     Op,
     StackProbe,
+    Throttling,
     WriteLog,
     accounts_of,
     apply_op,
@@ -81,6 +93,7 @@ class Pipeline:
     monkeypatch: pytest.MonkeyPatch
     rng: random.Random
     key_ttl: float
+    throttling: Throttling
     custom: Counter[str] = field(default_factory=Counter)  # injections counted outside AwsFaults
     notes: list[str] = field(default_factory=list)  # what custom injections did, for the outcome column
     pluggy_armed: int = 0  # emulator faults armed (those not consumed are still listed by the emulator)
@@ -112,7 +125,8 @@ class Pipeline:
 @pytest.fixture
 def pipeline(local_stack: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
     probe = StackProbe(local_stack)  # idle: the previous test drained before it ended
-    fast_pluggy_client(monkeypatch)
+    throttling = Throttling(local_stack.emulator)
+    fast_pluggy_client(monkeypatch, throttling)
     rng = random.Random(f"{SEED}:{request.node.name}")
     faults = AwsFaults(rng)
     faults.attach(aws.dynamodb(), "receiver.dynamodb")
@@ -127,7 +141,7 @@ def pipeline(local_stack: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.
     emulator = local_stack.emulator
     emulator.clear_faults()
     ttl = emulator.api_key_ttl_seconds
-    pipe = Pipeline(local_stack, probe, faults, writes, FinishCounter(monkeypatch), monkeypatch, rng, ttl)
+    pipe = Pipeline(local_stack, probe, faults, writes, FinishCounter(monkeypatch), monkeypatch, rng, ttl, throttling)
     process = Processor.process
 
     def counted(processor: Processor, message: QueueMessage) -> None:
@@ -140,6 +154,7 @@ def pipeline(local_stack: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.
     if not pipe.drained:  # the test stopped early: leave an idle pipeline to the next one
         probe.idle()
     probe.drain_dlq()
+    throttling.end_used_up()
 
 
 # --- one scenario ----------------------------------------------------------------------------------------
@@ -157,11 +172,20 @@ class Outcome:
     reconciled: bool
     notes: list[str]
     problems: list[str]
+    throttled: dict[str, int] = field(default_factory=dict)  # Throttling.snapshot()
 
     def text(self) -> str:
         retried = sum(n for a, n in self.answers.items() if a.split(",")[0].startswith("5"))
         resent = sum(n for a, n in self.answers.items() if a.endswith("200"))
         parts = list(self.notes)
+        answers, waited, returned = (self.throttled.get(k, 0) for k in ("answers", "waited", "returned"))
+        if answers:
+            how = []
+            if waited:
+                how.append(f"{waited} waited out within the call")
+            if returned:
+                how.append(f"{_n(returned, 'message')} returned to the queue, processed on a later receive")
+            parts.append(f"{_n(answers, 'call')} answered 429 by Pluggy" + (f" ({', '.join(how)})" if how else ""))
         if retried:
             parts.append(f"{_n(retried, 'delivery', 'deliveries')} answered 503, accepted on Pluggy's retry")
         if resent:
@@ -260,7 +284,17 @@ def check(
     problems += mirror_problems(truth, probe.mirror(item_id, known_accounts | accounts_of(truth, item_id)), item_id)
     p.drained = True
     return Outcome(
-        answers, dropped, redelivered, len(parked), len(exhausted), len(behind), redriven, reconcile, p.notes, problems
+        answers,
+        dropped,
+        redelivered,
+        len(parked),
+        len(exhausted),
+        len(behind),
+        redriven,
+        reconcile,
+        p.notes,
+        problems,
+        p.throttling.snapshot(),
     )
 
 
@@ -287,6 +321,10 @@ def record_row(name: str, layer: str, p: Pipeline, outcome: Outcome, started: fl
             "exhausted": outcome.exhausted,
             "behind": outcome.behind,
             "redriven": outcome.redriven,
+            "rate_limit_used_up": outcome.throttled.get("used_up", 0),
+            "answers_429": outcome.throttled.get("answers", 0),
+            "waited_429": outcome.throttled.get("waited", 0),
+            "returned_429": outcome.throttled.get("returned", 0),
             "ok": not outcome.problems,
             "seconds": round(time.monotonic() - started, 1),
         },
@@ -306,6 +344,8 @@ def run(
     assert outcome.problems == [], outcome.problems[:20]
     if kind == "scenario":
         assert p.injected() >= 1, f"{name}: the fault never fired"
+        if p.throttling.used_up:
+            assert outcome.throttled["returned"] >= 1, f"{name}: Pluggy's 429 never sent a message back to the queue"
     return outcome
 
 
@@ -356,6 +396,16 @@ def pluggy_fault(route: str, kind: str, count: int, **options: Any) -> Arm:
     def arm(p: Pipeline, item_id: str) -> None:
         p.emulator.fault(route, kind, count, **options)
         p.pluggy_armed += count
+
+    return arm
+
+
+def use_up(route: str) -> Arm:
+    """Another client of the application (a concurrent Lambda behind the same NAT IP) used `route`'s minute."""
+
+    def arm(p: Pipeline, item_id: str) -> None:
+        if p.throttling.use_up(route):
+            p.custom[f"{route} minute used up"] += 1
 
     return arm
 
@@ -467,6 +517,7 @@ class Scenario:
     arm: Arm
     options: dict[str, Any] = field(default_factory=dict)
     step: Op = STEP
+    rate_limited: bool = False  # needs Pluggy's rate limits (skipped with PROOF_RATE_LIMITS=off)
 
 
 SCENARIOS = [
@@ -491,6 +542,12 @@ SCENARIOS = [
     Scenario("Pluggy GET /v2/transactions 429 Retry-After 1 s x2", "processor", pluggy_fault(TX_ROUTE, "429", 2)),
     Scenario("Pluggy GET /accounts 429 Retry-After 120 s", "processor",
              pluggy_fault(ACCOUNTS_ROUTE, "429", 1, retry_after_seconds=120)),
+    Scenario("Pluggy's minute of GET /v2/transactions used up by another client", "processor", use_up(TX_ROUTE),
+             rate_limited=True),
+    Scenario("Pluggy's minute of GET /accounts used up by another client", "processor", use_up(ACCOUNTS_ROUTE),
+             rate_limited=True),
+    Scenario("Pluggy's minute of POST /auth used up by another client (cold start)", "processor",
+             cold_start(use_up(AUTH_ROUTE)), rate_limited=True),
     Scenario(f"Pluggy GET /v2/transactions slower than the {READ_TIMEOUT} s read timeout x4", "processor",
              pluggy_fault(TX_ROUTE, "delay", 4, delay_seconds=READ_TIMEOUT + 0.5)),
     Scenario("Pluggy GET /items connection dropped x2", "processor", pluggy_fault(ITEM_ROUTE, "drop", 2)),
@@ -524,6 +581,8 @@ SCENARIOS = [
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_single_fault(scenario: Scenario, pipeline: Pipeline) -> None:
+    if scenario.rate_limited and RATE_LIMITS == "off":
+        pytest.skip("PROOF_RATE_LIMITS=off")
     outcome = run(pipeline, scenario.name, scenario.layer, scenario.arm, step=scenario.step, **scenario.options)
     if scenario.options.get("allow_parked"):
         assert outcome.parked == 1  # the poison message, parked once although its first park failed
@@ -577,4 +636,9 @@ def test_random_fault(round_number: int, pipeline: Pipeline) -> None:
     if step.kind != "sync":
         step = STEP
     name = f"round {round_number}: {description} during {step.label()}"
+    limits = random.Random(f"{SEED}:round:{round_number}:rate-limits")  # apart from `rng`: the rounds stay the same
+    if RATE_LIMITS != "off" and limits.random() < 0.5:
+        route = limits.choice(RATE_LIMITED_ROUTES)
+        arm = all_of(arm, use_up(route))
+        name += f", {route}'s minute used up by another client"
     run(pipeline, name, layer, arm, step=step, kind="random")

@@ -17,6 +17,22 @@ Once everything is delivered:
 - no record came back after a delete, and no record was rewritten with different data without a newer
   Pluggy version (WriteLog, from the writes that actually reached DynamoDB).
 
+Pluggy throttles meanwhile: the emulator has Pluggy's per-endpoint rate limits (its "pluggy" setting, 360
+calls per minute on POST /auth and the account and transaction reads, 20 on PATCH /items/{id}) on Pluggy's
+own 60-second window. The window is not shortened: the suites' calls stay under 360 per route in any minute
+(a processor-level history even starts on fresh windows, so hypothesis can replay it alone), so the limits
+cost no time. The 429s come from another client of the application (a concurrent Lambda behind the same NAT
+IP) using up the minute of GET /v2/transactions or GET /accounts at random points (`Throttling.use_up`:
+before 1 in 12 deliveries at the processor level, 1 in 10 steps in the stack), plus whatever a busy minute
+of the stack brings. Pluggy's 429 then says RateLimit-Reset 60, beyond the client's 10 s of waiting: the
+processor raises RateLimitedError, a transient error, and the message goes back to the queue. SQS hands it
+over again after the visibility timeout (540 s, longer than Pluggy's minute), before any later message of
+its group: the processor-level bench does that itself (`Bench.process`, at most maxReceiveCount receives),
+the stack's SQS trigger in compressed time. Neither waits for Pluggy's minute: Throttling (conftest.py) ends
+the windows the wait outlasts. The figures count the minutes used up, the 429s met, the waits within the
+call and the messages returned to the queue; the end checks above are unchanged. PROOF_RATE_LIMITS=off runs
+without limits.
+
 Two levels:
 - `test_processor_histories` (hypothesis, PROOF_HISTORIES, default 200, over PROOF_WORKERS processes): the
   real Processor against in-process moto (tables from template.yaml) and the Pluggy emulator; duplicates,
@@ -52,6 +68,7 @@ from moto import mock_aws
 from moto.dynamodb.responses import DynamoResult
 from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline import aws
+from pluggy_pipeline.errors import TransientError
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import ProcessingLog
 from pluggy_pipeline.observability import logger, metrics
@@ -63,7 +80,10 @@ from pluggy_pipeline_local.template import create_resources, load_template
 
 from tests.proof.conftest import (
     HISTORIES,
+    PLUGGY_MINUTE,
     PROFILE,
+    RATE_LIMITED_ROUTES,
+    RATE_LIMITS,
     RESULTS,
     SEED,
     STACK_HISTORIES,
@@ -72,11 +92,13 @@ from tests.proof.conftest import (
     FinishCounter,
     Op,
     StackProbe,
+    Throttling,
     WriteLog,
     accounts_of,
     apply_op,
     attribute_is,
     data_ready,
+    emulator_rate_limits,
     fast_pluggy_client,
     mirror_problems,
     proof_settings,
@@ -90,6 +112,12 @@ CLIENT_SECRET = "proof-secret"  # the emulator's credentials for this bench only
 ROTATE_EVERY = 10  # histories per bench (see Bench)
 TEMPLATE = load_template()
 ITEM_EVENTS = ("item/",)
+# SQS's redelivery of a message that failed (template.yaml, EventQueue): after the visibility timeout, at most
+# maxReceiveCount receives before the redrive policy moves it to the DLQ.
+_QUEUE = TEMPLATE["Resources"]["EventQueue"]["Properties"]
+VISIBILITY_TIMEOUT = int(_QUEUE["VisibilityTimeout"])
+MAX_RECEIVES = int(_QUEUE["RedrivePolicy"]["maxReceiveCount"])
+assert VISIBILITY_TIMEOUT > PLUGGY_MINUTE, "a returned message must come back after Pluggy's window ended"
 
 
 # --- the processor-level bench -------------------------------------------------------------------------
@@ -124,6 +152,8 @@ class Bench:
         self.rotations = 0
         self.histories = 0
         self.emulator: PluggyEmulator | None = None
+        self.throttling = Throttling(None)  # one for all rotations: its counts add up
+        self.redelivered = 0  # receives of a message after it failed (transiently)
         self.writes = WriteLog("")
         self.writes.attach(self.dynamodb)
         self._fresh()
@@ -140,10 +170,17 @@ class Bench:
         self.writes.table = self.records_table
         self.store = RecordStore(lambda: self.dynamodb, self.records_table, sleep=lambda _s: None)
         self.log = CountingLog(lambda: self.dynamodb, self.events_table)
-        self.emulator = PluggyEmulator(CLIENT_ID, CLIENT_SECRET, seed=SEED + 7919 * self.rotations)
+        self.emulator = PluggyEmulator(
+            CLIENT_ID, CLIENT_SECRET, seed=SEED + 7919 * self.rotations, **emulator_rate_limits()
+        )
         self.emulator.start()
+        self.throttling.emulator = self.emulator
         client = PluggyClient(
-            self.emulator.base_url, lambda: (CLIENT_ID, CLIENT_SECRET), timeout=(2.0, 2.0), sleep=lambda _s: None
+            self.emulator.base_url,
+            lambda: (CLIENT_ID, CLIENT_SECRET),
+            session=self.throttling.session(),
+            timeout=(2.0, 2.0),
+            sleep=self.throttling.sleep,  # no wall time: the windows the wait outlasts end
         )
         self.processor = Processor(
             client,
@@ -162,6 +199,7 @@ class Bench:
         self.since_rotation += 1
         self.writes.clear()
         self.log.finished.clear()
+        self.throttling.new_minute()  # histories are independent: a used-up minute does not reach the next one
         assert self.emulator is not None
         return self.emulator
 
@@ -182,7 +220,25 @@ class Bench:
         delivery = parse_delivery(body.encode())
         self.messages += 1
         attributes = {"eventId": delivery.event_id, "eventType": delivery.event_type, "groupId": delivery.group_id}
-        self.processor.process(QueueMessage(f"m-{self.messages}", body, attributes))
+        self.process(QueueMessage(f"m-{self.messages}", body, attributes))
+
+    def process(self, message: QueueMessage) -> None:
+        """The processor's SQS trigger: a transient failure (e.g. Pluggy's 429 beyond the client's wait)
+        returns the message to the queue, and SQS hands it over again after the visibility timeout, before
+        any later message of its group (FIFO: the group waits for it). Histories deliver one message at a time,
+        so that is now, with Pluggy's windows ended by the timeout. Failing all MAX_RECEIVES receives would
+        park it in the DLQ (redrive policy): a failure of the history here."""
+        for receive in range(1, MAX_RECEIVES + 1):
+            self.throttling.received(message.message_id)
+            if receive > 1:
+                self.redelivered += 1
+            try:
+                self.processor.process(message)
+                return
+            except TransientError as exc:
+                self.throttling.failed(message.message_id, exc)
+                if receive == MAX_RECEIVES:
+                    raise AssertionError(f"{message.message_id} failed {receive} receives: SQS would park it") from exc
 
     def _receive(self, queue_url: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -204,11 +260,11 @@ class Bench:
             self.store.update(item_key(item_id), {"syncedAt": old, "syncSk": old})
         reconcile = json.dumps({"event": "pipeline/reconcile", "eventId": f"reconcile-{uuid.uuid4().hex}"})
         # As the EventBridge schedule sends it: no attributes, the message group "reconcile".
-        self.processor.process(QueueMessage(f"r-{uuid.uuid4().hex}", reconcile, {}, group_id="reconcile"))
+        self.process(QueueMessage(f"r-{uuid.uuid4().hex}", reconcile, {}, group_id="reconcile"))
         queued = self._receive(self.queue_url)
         for message in queued:
             attributes = {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}
-            self.processor.process(QueueMessage(message["MessageId"], message["Body"], attributes))
+            self.process(QueueMessage(message["MessageId"], message["Body"], attributes))
         return len(queued)
 
     def parked(self) -> list[dict[str, Any]]:
@@ -289,6 +345,8 @@ FATES = ("now",) * 5 + ("dup", "dup", "hold", "hold", "hold", "lose")
 # The item's first webhook is never lost: an item none of whose webhooks arrives is unknown to the mirror, and
 # reconciliation only sweeps items it has stored.
 FIRST_FATES = ("now", "now", "dup", "hold")
+# Before a delivery: nothing, or another client uses up the minute of a route the processor calls (1 in 12).
+THROTTLES = (None,) * 22 + RATE_LIMITED_ROUTES
 
 
 SYNC_SHAPES = ("add", "add", "change", "delete", "restate", "mixed", "new-account", "nothing")
@@ -340,14 +398,24 @@ class Tally:
     parked_after_delete: int = 0
     writes_checked: int = 0
     records_compared: int = 0
+    differences: int = 0  # mirror != truth, field by field (each fails its history)
+    rate_limit_used_up: int = 0
+    answers_429: int = 0
+    waited_429: int = 0  # within the call
+    returned_429: int = 0  # messages returned to the queue by a 429, processed on a later receive
+    redelivered: int = 0
+    histories_429: int = 0  # histories that met at least one 429
     seconds: float = 0.0
 
 
 TALLY = Tally()
 
 
-def _settle(bench: Bench, payloads: Iterable[dict[str, Any]], delivered: dict[str, int]) -> None:
+def _settle(bench: Bench, payloads: Iterable[dict[str, Any]], delivered: dict[str, int], draws: Draws) -> None:
     for payload in payloads:
+        route = draws.throttle()
+        if route is not None and bench.throttling.use_up(route):
+            TALLY.rate_limit_used_up += 1
         bench.deliver(payload)
         delivered[payload["eventId"]] = delivered.get(payload["eventId"], 0) + 1
 
@@ -361,7 +429,8 @@ class Draws:
         self.first = data.draw(st.sampled_from(FIRST_FATES), label="fate of the first webhook")
         self.flags = data.draw(st.lists(st.booleans(), min_size=64, max_size=64), label="flags")
         self.order = random.Random(data.draw(st.integers(0, 2**32 - 1), label="late delivery order"))
-        self._fate = self._flag = 0
+        self.throttles = data.draw(st.lists(st.sampled_from(THROTTLES), min_size=48, max_size=48), label="throttles")
+        self._fate = self._flag = self._throttle = 0
 
     def fate(self, first: bool) -> str:
         if first:
@@ -372,6 +441,12 @@ class Draws:
     def flag(self) -> bool:
         self._flag += 1
         return self.flags[(self._flag - 1) % len(self.flags)]
+
+    def throttle(self) -> str | None:
+        """The route whose minute another client uses up before the next delivery, if any."""
+        self._throttle += 1
+        route: str | None = self.throttles[(self._throttle - 1) % len(self.throttles)]
+        return route
 
 
 def history(bench: Bench, data: st.DataObject) -> None:
@@ -416,18 +491,19 @@ def history(bench: Bench, data: st.DataObject) -> None:
                 TALLY.lost += 1
         return now
 
-    _settle(bench, route(bench.take()), delivered)
+    throttled = (bench.throttling.snapshot(), bench.redelivered)
+    _settle(bench, route(bench.take()), delivered, draws)
     for op in ops:
         truth = apply_op(emulator, item_id, op)
         TALLY.steps[op.kind] = TALLY.steps.get(op.kind, 0) + 1
         known_accounts |= accounts_of(truth, item_id)
-        _settle(bench, route(bench.take()), delivered)
+        _settle(bench, route(bench.take()), delivered, draws)
         # Some held webhooks arrive now, after newer ones.
         released = [h for h in held if draws.flag()]
         held = [h for h in held if all(h is not r for r in released)]
-        _settle(bench, released, delivered)
+        _settle(bench, released, delivered, draws)
     draws.order.shuffle(held)
-    _settle(bench, held, delivered)
+    _settle(bench, held, delivered, draws)
 
     problems: list[str] = []
     truth = emulator.truth()
@@ -445,7 +521,9 @@ def history(bench: Bench, data: st.DataObject) -> None:
         TALLY.reconcile_syncs += bench.reconcile(item_id)
     truth = emulator.truth()
     view = read_mirror(bench.store, item_id, known_accounts, by_date=False)
-    problems += mirror_problems(truth, view, item_id)
+    differences = mirror_problems(truth, view, item_id)
+    TALLY.differences += len(differences)
+    problems += differences
     problems += bench.writes.problems()
     problems += [f"event {e} finished {n} times" for e, n in bench.log.finished.items() if n > 1]
     parked = bench.parked()
@@ -469,6 +547,12 @@ def history(bench: Bench, data: st.DataObject) -> None:
     TALLY.deliveries += sum(delivered.values())
     TALLY.writes_checked += bench.writes.count()
     TALLY.records_compared += 1 + len(view.accounts) + sum(len(r) for r in view.transactions.values())
+    met = bench.throttling.snapshot()
+    TALLY.answers_429 += met["answers"] - throttled[0]["answers"]
+    TALLY.waited_429 += met["waited"] - throttled[0]["waited"]
+    TALLY.returned_429 += met["returned"] - throttled[0]["returned"]
+    TALLY.redelivered += bench.redelivered - throttled[1]
+    TALLY.histories_429 += met["answers"] > throttled[0]["answers"]
     TALLY.seconds += time.monotonic() - started
 
 
@@ -534,11 +618,21 @@ def test_processor_histories() -> None:
         parked_after_delete=total["parked_after_delete"],
         writes_checked=total["writes_checked"],
         records_compared=total["records_compared"],
+        differences=total["differences"],
+        rate_limits=RATE_LIMITS,
+        rate_limit_used_up=total["rate_limit_used_up"],
+        answers_429=total["answers_429"],
+        waited_429=total["waited_429"],
+        returned_429=total["returned_429"],
+        redelivered=total["redelivered"],
+        histories_429=total["histories_429"],
         seconds=round(time.monotonic() - started, 1),
     )
     errors = [r["error"] for r in results if r["error"]]
     assert not errors, errors[0]
-    assert total["histories"] >= HISTORIES
+    assert total["histories"] >= HISTORIES and total["differences"] == 0
+    if HISTORIES >= 50 and RATE_LIMITS != "off":
+        assert total["answers_429"] > 0 and total["returned_429"] > 0, "the histories never met Pluggy's 429"
 
 
 # --- what the histories found (docs/reliability.md, findings): regression tests ---------------------------
@@ -619,6 +713,7 @@ def test_parking_the_same_event_again_after_a_redrive_is_not_deduplicated(bench:
 
 STACK_FATES = ("now",) * 10 + ("retry",) * 3 + ("dup",) * 2 + ("hold",) * 2 + ("lose",) * 3
 STACK_FIRST_FATES = ("now", "now", "retry", "dup")
+STACK_THROTTLE = 0.1  # before a step of a history: another client uses up a rate-limited route's minute
 SQS_SEND = ("receiver.sqs", "SendMessage", "sqs-500")  # the receiver's send fails: it answers 503
 
 
@@ -727,10 +822,12 @@ class Deliveries:
 def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """PROOF_STACK_HISTORIES interleaved histories through the whole local stack end with mirror == truth."""
     started = time.monotonic()
-    fast_pluggy_client(monkeypatch)
     probe = StackProbe(local_stack)
+    throttling = Throttling(probe.emulator)
+    fast_pluggy_client(monkeypatch, throttling)
     probe.idle()
     rng = random.Random(SEED)
+    limits_rng = random.Random(f"{SEED}:rate-limits")  # apart from `rng`: the histories stay what they were
     faults = AwsFaults(rng)
     faults.attach(aws.sqs(), "receiver.sqs")
     writes = WriteLog(probe.records.table_name)
@@ -756,6 +853,8 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
         for step in range(max(len(h.ops) for h in histories)):
             for history in histories:
                 if step < len(history.ops):
+                    if limits_rng.random() < STACK_THROTTLE:  # another client uses up a route's minute
+                        throttling.use_up(limits_rng.choice(RATE_LIMITED_ROUTES))
                     op = history.ops[step]
                     routes.run(history, lambda h=history, o=op: apply_op(probe.emulator, h.item_id, o))
                     history.known_accounts |= accounts_of(probe.emulator.truth(), history.item_id)
@@ -766,6 +865,7 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
         probe.idle()
     finally:
         routes.set_webhook(True)
+        throttling.end_used_up()
     before_reconcile = 0
     problems: list[str] = []
     truth = probe.emulator.truth()
@@ -814,6 +914,8 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
             problems.append(f"parked for an unexpected reason: {reason!r}")
     problems += writes.problems()
     problems += [f"{e} finished {n} times" for e, n in finishes.over_once().items()]
+    differences = sum(1 for p in problems if p.startswith("history "))
+    met = throttling.snapshot()
     seconds = time.monotonic() - started
     RESULTS.section("fidelity_stack").update(
         histories=len(histories),
@@ -827,6 +929,12 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
         answers=dict(statuses.most_common()),
         parked_after_delete=len(parked),
         writes_checked=writes.count(),
+        differences=differences,
+        rate_limits=RATE_LIMITS,
+        rate_limit_used_up=met["used_up"],
+        answers_429=met["answers"],
+        waited_429=met["waited"],
+        returned_429=met["returned"],
         seconds=round(seconds, 1),
     )
     failing = sorted({int(m.split()[1].rstrip(":")) for m in problems if m.startswith("history ")})
@@ -842,3 +950,5 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
         for n in failing[:3]
     }
     assert problems == [], (problems[:30], context)
+    if STACK_HISTORIES >= 10 and RATE_LIMITS != "off":
+        assert met["answers"] > 0 and met["returned"] > 0, f"the histories never met Pluggy's 429: {met}"

@@ -87,6 +87,8 @@ class StackOptions:
     # a 3-minute sandbox sync takes 1.75 s), with late rows and Pluggy's rate limits.
     emulator_timed: bool = False
     emulator_seed: int = 0
+    # The emulator's other options (e.g. rate_limit_per_minute="pluggy" in the proof suites).
+    emulator_options: Mapping[str, Any] = field(default_factory=dict)
     retry_delay: float = 1.0  # seconds before a failed message is visible again
     reconcile_every: float | None = None  # seconds; None disables the schedule
     reconcile_after_hours: int | None = None
@@ -373,6 +375,7 @@ class LocalStack:
                 time_scale=options.emulator_time_scale,
                 signing_key=LOCAL_SIGNING_KEY,
                 timed=options.emulator_timed,
+                **options.emulator_options,
             )
             self.emulator.start()
         self._apply_environment()
