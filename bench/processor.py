@@ -460,7 +460,7 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
     small_run, _ = bench.sync_in_child(small_created, name="small", tracemalloc=True)
 
     # Invariants: every run stored the whole item and made the same calls.
-    expected_stored = n + accounts + 1  # transactions, accounts, the item
+    expected_stored = n + 2 * accounts + 1  # transactions, accounts and their refs, the item
     for run in [*processor_runs, traced]:
         if run.stored != expected_stored:
             raise RuntimeError(f"the processor stored {run.stored} records, expected {expected_stored}")
@@ -469,7 +469,7 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
     for run in raw_runs:
         if run.stored != n:
             raise RuntimeError(f"the raw baseline stored {run.stored} records, expected {n}")
-    if small_run.stored != n_small + len(small_shape) + 1:
+    if small_run.stored != n_small + 2 * len(small_shape) + 1:
         raise RuntimeError("the small item was not stored whole")
 
     first = processor_runs[0]

@@ -452,7 +452,7 @@ def _check_corpus_file(
         stored_item = mirror.item(item["id"])
         assert stored_item is not None, name
         assert_same(stored_item["data"], truth["items"][item["id"]])
-        assert mirror.count() - rows_before == 1 + 3 + 6  # item, accounts, transactions: scenarios check data
+        assert mirror.count() - rows_before == 1 + 3 + 3 + 6  # item, accounts, their refs, transactions
     elif name == "item-deleted":
         tombstone = mirror.item(item["id"])
         assert tombstone is not None and (tombstone["deleted"], tombstone["status"]) == (True, "DELETED")

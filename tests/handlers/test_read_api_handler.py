@@ -345,3 +345,15 @@ def test_every_read_api_event_answers_as_expected(seeded: None, name: str) -> No
     body = json.loads(response["body"])
     assert response["statusCode"] == status, body
     assert check(body), body
+
+
+def test_a_known_account_without_transactions_is_an_empty_page_not_a_404(pipeline: Pipeline) -> None:
+    item = pipeline.emulator.create_item(client_user_id="user-8", transactions_per_account=0)
+    pipeline.sync()
+    _, body = pipeline.get(f"/items/{item['id']}", "/items/{itemId}", {"itemId": item["id"]})
+    assert body["accounts"], "the item's accounts are stored"
+    for account in body["accounts"]:
+        status, page = pipeline.page(account["id"])
+        assert (status, page) == (200, {"transactions": [], "nextCursor": None})
+    status, page = pipeline.page("00000000-0000-4000-8000-000000000000")
+    assert status == 404 and "is not in the mirror" in page["message"]

@@ -283,7 +283,7 @@ def test_date_range_is_inclusive_on_pluggy_dates(store: RecordStore, reader: Mir
 
 def test_unknown_account_is_not_found_but_an_empty_range_is_not(store: RecordStore, reader: MirrorReader) -> None:
     store.batch_put(history(3))
-    with pytest.raises(RecordNotFound, match="account a-9 has no transactions") as caught:
+    with pytest.raises(RecordNotFound, match="account a-9 is not in the mirror") as caught:
         reader.transactions("a-9")
     assert caught.value.kind == "account"
     with pytest.raises(RecordNotFound):

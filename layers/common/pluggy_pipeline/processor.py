@@ -29,7 +29,7 @@ from pluggy_pipeline.event_store import ProcessingLog, StartOutcome, iso_now
 from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
 from pluggy_pipeline.observability import logger, metrics
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient, PluggyRequestError
-from pluggy_pipeline.records import JSON, RecordStore, account_key, item_key, transaction_key
+from pluggy_pipeline.records import JSON, RecordStore, account_key, account_ref_key, item_key, transaction_key
 from pluggy_pipeline.secrets import pluggy_credentials
 
 # Execution states after which an item's data can be collected (pluggy-api.md §8).
@@ -185,6 +185,10 @@ def account_record(account: JSON, item_id: str, watermark: str | None, settled: 
         "txSettled": settled,  # rows created up to here were read late enough that none can still appear
         "data": account,
     }
+
+
+def account_ref_record(account_id: str, item_id: str) -> JSON:
+    return {**account_ref_key(account_id), "kind": "accountRef", "accountId": account_id, "itemId": item_id}
 
 
 def transaction_record(tx: JSON, item_id: str | None) -> JSON:
@@ -417,6 +421,8 @@ class Processor:
             previous = stored.get(str(account["id"]))
             watermark = previous.get("txWatermark") if previous else None
             settled = previous.get("txSettled") if previous else None
+            if previous is None:  # before the account's record: a retry after a failure in between writes it again
+                self.records.put(account_ref_record(str(account["id"]), item_id))
             if self.records.put_versioned(account_record(account, item_id, watermark, settled)):
                 counts.add("accounts")
             if transactions:
@@ -500,6 +506,7 @@ class Processor:
             self.records.batch_delete(self.records.transaction_keys_of_account(account_id)).written,
         )
         self.records.delete(account_key(item_id, account_id))
+        self.records.delete(account_ref_key(account_id))
         counts.add("accountsDeleted")
 
     def delete_item(self, item_id: str, counts: Counts) -> None:

@@ -319,12 +319,9 @@ class MirrorReader:
             next_position = by_date_position(rows[-1])
         elif more:  # the call budget ended before a full page (1 MB responses): go on from where DynamoDB stopped
             next_position = more
-        if not rows and after is None and not self.store.has_transactions(account_id):
-            raise RecordNotFound(
-                "account",
-                account_id,
-                f"account {account_id} has no transactions in the mirror (unknown account, or none stored yet)",
-            )
+        empty = not rows and after is None
+        if empty and not self.store.has_transactions(account_id) and not self.store.has_account(account_id):
+            raise RecordNotFound("account", account_id, f"account {account_id} is not in the mirror")
         return {
             "transactions": [transaction_view(r) for r in rows],
             "nextCursor": encode_cursor(query, next_position) if next_position else None,

@@ -2,6 +2,7 @@
 
   item            pk=ITEM#<itemId>            sk=ITEM
   account         pk=ITEM#<itemId>            sk=ACCOUNT#<accountId>     (accounts of an item: one Query)
+  account ref     pk=ACCOUNTREF#<accountId>   sk=ACCOUNT                 (an account by its id alone: its item)
   transaction     pk=ACCOUNT#<accountId>      sk=TX#<transactionId>      (by id: one GetItem)
                   LSI byDate: txDate=<date>#<id>                          (by date range, newest first)
                   GSI byTransactionId: transactionId                      (by id when the account is unknown)
@@ -53,6 +54,11 @@ def account_key(item_id: str, account_id: str) -> dict[str, str]:
 
 def transaction_key(account_id: str, transaction_id: str) -> dict[str, str]:
     return {"pk": f"ACCOUNT#{account_id}", "sk": f"TX#{transaction_id}"}
+
+
+def account_ref_key(account_id: str) -> dict[str, str]:
+    """Where an account is found by its id alone (its record lives under its item)."""
+    return {"pk": f"ACCOUNTREF#{account_id}", "sk": "ACCOUNT"}
 
 
 # The byDate LSI's key (table keys + the index's sort key): where a newest-first page of an account stops.
@@ -131,6 +137,10 @@ class RecordStore:
         except ClientError:
             return False
         return True
+
+    def put(self, record: Mapping[str, Any]) -> None:
+        """An unconditional write (records whose content never changes, such as an account's ref)."""
+        self._call("put_item", Item=to_attributes(record))
 
     def get(self, key: Mapping[str, str], *, consistent: bool = True) -> JSON | None:
         item = self._call("get_item", Key=_typed_key(key), ConsistentRead=consistent).get("Item")
@@ -256,6 +266,10 @@ class RecordStore:
     ) -> tuple[list[JSON], dict[str, str] | None]:
         """One page of an account's transactions, newest first (byDate), from just after a byDate position."""
         return self.query_page(limit, after, **self._by_date(account_id, date_from, date_to, newest_first=True))
+
+    def has_account(self, account_id: str) -> bool:
+        """Whether the mirror knows the account (its ref, written before the account's first record)."""
+        return self.get(account_ref_key(account_id), consistent=False) is not None
 
     def has_transactions(self, account_id: str) -> bool:
         """Whether the mirror holds any transaction of the account (one key-only read of one row)."""
