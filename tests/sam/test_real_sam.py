@@ -521,3 +521,38 @@ def test_every_processor_event_gives_its_documented_outcome(built: Path, tmp_pat
     for name, (ok, happened) in sorted(outcomes.items()):
         SUMMARY.append(f"    {name}: {happened}{'' if ok else '  <-- NOT AS DOCUMENTED'}")
     assert not wrong, wrong
+
+
+# -- the app's side ---------------------------------------------------------------------------------------------
+
+
+def test_the_app_functions_run_in_their_containers(stack: LocalStack, tmp_path: Path) -> None:
+    """PublisherFunction puts its events on moto's bus, ConnectTokenFunction mints a token at the emulator, and
+    ReadApiFunction reads moto's RecordsTable: each from the built template, in the Lambda image, through the
+    env file `make local` writes (so every variable they need reaches them)."""
+    assert stack.aws is not None
+    env_file = _env_file(stack, tmp_path)
+    sqs, events = stack.aws.clients["sqs"], stack.aws.clients["events"]
+    bus = stack.aws.resources.buses["ChangeEventBus"]
+    tap = sqs.create_queue(QueueName=f"sam-tap-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    tap_arn = sqs.get_queue_attributes(QueueUrl=tap, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="sam-tap", EventBusName=bus, EventPattern=json.dumps({"source": ["pluggy-pipeline"]}))
+    events.put_targets(Rule="sam-tap", EventBusName=bus, Targets=[{"Id": "tap", "Arn": tap_arn}])
+    started = time.monotonic()
+
+    published = sam_invoke(stack, env_file, "PublisherFunction", EVENTS_DIR / "publisher" / "transactions-changed.json")
+    assert published == {"batchItemFailures": []}
+    messages = sqs.receive_message(QueueUrl=tap, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
+    (event,) = [json.loads(m["Body"]) for m in messages]
+    assert event["detail-type"] == "Transactions Changed" and len(event["detail"]["added"]) == 2
+
+    minted = sam_invoke(stack, env_file, "ConnectTokenFunction", EVENTS_DIR / "connect_token" / "valid.json")
+    assert minted["statusCode"] == 200, minted
+    assert json.loads(minted["body"])["accessToken"]
+
+    read = sam_invoke(stack, env_file, "ReadApiFunction", EVENTS_DIR / "read_api" / "items-of-unknown-user.json")
+    assert read["statusCode"] == 200 and json.loads(read["body"]) == {"items": []}
+    SUMMARY.append(
+        f"app's side: publisher put its event on moto's bus, a connect token minted at the emulator, the read API "
+        f"answered from moto ({time.monotonic() - started:.0f} s)"
+    )
