@@ -29,8 +29,10 @@ def signed(
     return {**dict(request.headers.items()), "Host": "127.0.0.1:3000"}  # as the client's HTTP library sends it
 
 
-def check(headers: dict[str, str], method: str = "GET", url: str = URL, body: bytes = b"", **kw: object) -> str | None:
-    refusal = verify(method, url, headers, body, access_key=ACCESS, secret_key=SECRET, region=REGION, **kw)  # type: ignore[arg-type]
+def check(
+    headers: dict[str, str], method: str = "GET", url: str = URL, body: bytes = b"", now: datetime | None = None
+) -> str | None:
+    refusal = verify(method, url, headers, body, access_key=ACCESS, secret_key=SECRET, region=REGION, now=now)
     return None if refusal is None else f"{refusal.status} {refusal.message}"
 
 
@@ -60,7 +62,7 @@ def test_a_request_signed_by_the_stack_principal_passes() -> None:
     ],
 )
 def test_what_api_gateway_refuses_is_refused(case: str, expected: str) -> None:
-    headers, body, url, kw = signed(), b"", URL, {}
+    headers, body, url, now = signed(), b"", URL, None
     if case == "unsigned":
         headers = {"Host": "127.0.0.1:3000"}
     elif case == "other key":
@@ -74,6 +76,6 @@ def test_what_api_gateway_refuses_is_refused(case: str, expected: str) -> None:
     elif case == "query changed":
         url = URL.replace("limit=100", "limit=500")
     elif case == "too old":
-        kw = {"now": datetime.now(UTC) + timedelta(minutes=6)}
-    refusal = check(headers, "GET", url, body, **kw)
+        now = datetime.now(UTC) + timedelta(minutes=6)
+    refusal = check(headers, "GET", url, body, now)
     assert refusal is not None and refusal.startswith("403") and expected in refusal, refusal
