@@ -41,12 +41,7 @@ def test_a_request_signed_by_the_stack_principal_passes() -> None:
     body = b'{"clientUserId": "u-1"}'
     post = "http://127.0.0.1:3000/dev/connect-token"
     assert check(signed("POST", post, body), "POST", post, body) is None
-    assert (
-        check(
-            signed(token="session"),
-        )
-        is None
-    )  # temporary credentials sign the token too
+    assert check(signed(token="session")) is None  # temporary credentials sign the token too
 
 
 @pytest.mark.parametrize(
