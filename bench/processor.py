@@ -559,9 +559,9 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
         "process built by `get_processor()` from the template's environment (credentials from Secrets Manager).",
         f"c = {excess} at N = {n} and {small_excess} at N' = {n_small}: the calls beyond ceil(N/{BATCH_SIZE}) "
         f"are {dynamodb_ops({k: v for k, v in single_writes.items() if v})} (the event log's start and finish, the "
-        "item, its accounts, one watermark per account) plus the batches beyond ceil(N/25) that come from each "
-        f"account's stream ending with a partial batch ({batch_calls} BatchWriteItem in all). The goal is met "
-        f"when c at N is not larger than at N'. Reads, not counted as writes: {dynamodb_ops(reads)}.",
+        "item, its accounts and their refs, one watermark per account) plus the batches beyond ceil(N/25) that "
+        f"come from each account's stream ending with a partial batch ({batch_calls} BatchWriteItem in all). The "
+        f"goal is met when c at N is not larger than at N'. Reads, not counted as writes: {dynamodb_ops(reads)}.",
         f"HTTP attempts beyond calls (botocore retries): {retries}. Every run made the same calls "
         f"({len(processor_runs) + 1} runs compared).",
         "POST /auth and GetSecretValue are made once per container (the API key and credentials are cached).",
