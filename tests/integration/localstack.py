@@ -47,7 +47,9 @@ def normal(value: Any) -> Any:
 
 def store_of(local: LocalStack) -> RecordStore:
     assert local.aws is not None
-    return RecordStore(lambda: local.aws.clients["dynamodb"], local.aws.resources.tables["RecordsTable"])  # type: ignore[union-attr]
+    local_aws = local.aws
+    assert local_aws is not None, "the stack is running"
+    return RecordStore(lambda: local_aws.clients["dynamodb"], local_aws.resources.tables["RecordsTable"])
 
 
 def assert_mirror(local: LocalStack, item_id: str, *, timeout: float = 90.0) -> int:

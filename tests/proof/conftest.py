@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -955,6 +956,15 @@ def local_stack() -> Iterator[Any]:
         assert stack.emulator is not None
         assert stack.emulator.rate_limits == (dict(PLUGGY_RATE_LIMITS) if RATE_LIMITS == "pluggy" else None)
         yield stack
+
+
+class Resettable:
+    """A dataclass of figures a worker process zeroes before its histories (each process keeps its own)."""
+
+    def reset(self) -> None:
+        fresh: Any = type(self)()  # the subclass is the dataclass
+        for spec in dataclasses.fields(fresh):
+            setattr(self, spec.name, getattr(fresh, spec.name))
 
 
 class FinishCounter:

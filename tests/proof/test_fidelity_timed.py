@@ -77,6 +77,7 @@ from tests.proof.conftest import (
     SEED,
     TIMED_HISTORIES,
     WORKERS,
+    Resettable,
     WriteLog,
     accounts_of,
     mirror_problems,
@@ -448,7 +449,7 @@ def plan_of(seed: int) -> Plan:
 
 
 @dataclass
-class Tally:
+class Tally(Resettable):
     """What the timed histories covered and measured (RESULTS section fidelity_timed)."""
 
     histories: int = 0
@@ -799,7 +800,7 @@ def run_history(bench: TimedBench, plan: Plan) -> list[str]:
 
 def run_histories(shard: int, count: int) -> dict[str, Any]:
     """`count` histories in this process (a worker of the pool, or the test's own process)."""
-    TALLY.__init__()  # type: ignore[misc]
+    TALLY.reset()
     started = time.monotonic()
     failures: list[str] = []
     with quiet_timed_bench(SEED + shard) as bench:
