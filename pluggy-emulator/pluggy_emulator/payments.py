@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -145,6 +146,22 @@ def _error_detail(error: Mapping[str, Any], keys: tuple[str, ...]) -> JsonDict:
 def _request_error_detail(error: Mapping[str, Any] | None) -> JsonDict:
     detail = _error_detail(error or {}, ("code", "providerMessage"))
     return detail if "code" in detail else {"code": DEFAULT_INTENT_ERROR_CODE, **detail}
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEvent:
+    """What a payment webhook names and says; ids not given are generated. `status` is
+    payment_request/updated's `data.status`."""
+
+    event: str
+    payment_request_id: str | None = None
+    payment_intent_id: str | None = None
+    bulk_payment_id: str | None = None
+    scheduled_payment_id: str | None = None
+    error: Mapping[str, Any] | None = None
+    status: str | None = None
+    end_to_end_id: str | None = None
+    scheduled_date: str | None = None
 
 
 class Payments:
@@ -306,41 +323,32 @@ class Payments:
             request["updatedAt"] = self._now()
         return request
 
-    def record_event(
-        self,
-        event: str,
-        *,
-        payment_request_id: str | None = None,
-        payment_intent_id: str | None = None,
-        bulk_payment_id: str | None = None,
-        scheduled_payment_id: str | None = None,
-        error: Mapping[str, Any] | None = None,
-        status: str | None = None,
-        end_to_end_id: str | None = None,
-        scheduled_date: str | None = None,
-    ) -> JsonDict:
+    def record_event(self, sent: PaymentEvent) -> JsonDict:
         """Apply what `event` says happened and return the webhook's fields (ids not given are generated).
 
         Ids already known keep their owner: an intent or schedule named without a request id is reported
         under the request it belongs to; naming another request raises ValueError.
         """
+        event, error = sent.event, sent.error
         if event not in PAYMENT_EVENTS:
             raise ValueError(f"not a payment event: {event}")
-        if status is not None and event != "payment_request/updated":
+        if sent.status is not None and event != "payment_request/updated":
             raise ValueError("status only applies to payment_request/updated")
         if event in PAYMENT_INTENT_EVENTS:
-            fields = self._intent_event(event, payment_request_id, payment_intent_id, bulk_payment_id, error)
+            fields = self._intent_event(
+                event, sent.payment_request_id, sent.payment_intent_id, sent.bulk_payment_id, error
+            )
         elif event in SCHEDULED_PAYMENT_EVENTS:
             fields = self._schedule_event(
                 event,
-                request_id=payment_request_id,
-                schedule_id=scheduled_payment_id,
+                request_id=sent.payment_request_id,
+                schedule_id=sent.scheduled_payment_id,
                 error=error,
-                end_to_end_id=end_to_end_id,
-                scheduled_date=scheduled_date,
+                end_to_end_id=sent.end_to_end_id,
+                scheduled_date=sent.scheduled_date,
             )
         else:
-            fields = self._request_event(event, payment_request_id, status, error)
+            fields = self._request_event(event, sent.payment_request_id, sent.status, error)
         if error is not None and "error" not in fields:
             fields["error"] = dict(error)
         return fields
@@ -505,39 +513,17 @@ class PaymentsApi:
     def truth(self) -> JsonDict:
         return self._payments.truth()
 
-    def send_event(
-        self,
-        event: str,
-        *,
-        payment_request_id: str | None = None,
-        payment_intent_id: str | None = None,
-        bulk_payment_id: str | None = None,
-        scheduled_payment_id: str | None = None,
-        error: Mapping[str, Any] | None = None,
-        status: str | None = None,
-        end_to_end_id: str | None = None,
-        scheduled_date: str | None = None,
-    ) -> str:
+    def send_event(self, sent: PaymentEvent) -> str:
         """A payment_intent/*, scheduled_payment/* or payment_request/updated event Pluggy really sends.
 
         The resources it names are created or moved first (see payments.py), so the payments API agrees
         with the event; missing ids are generated. `status` is payment_request/updated's `data.status`.
         """
         with self._lock:
-            fields = self._payments.record_event(
-                event,
-                payment_request_id=payment_request_id,
-                payment_intent_id=payment_intent_id,
-                bulk_payment_id=bulk_payment_id,
-                scheduled_payment_id=scheduled_payment_id,
-                error=error,
-                status=status,
-                end_to_end_id=end_to_end_id,
-                scheduled_date=scheduled_date,
-            )
+            fields = self._payments.record_event(sent)
             # The deprecated `id` (typed as required by the SDK): the most specific resource the event names.
             entity = fields.get("paymentIntentId") or fields.get("scheduledPaymentId") or fields.get("paymentRequestId")
-            return self._emit(event, {"id": entity, **fields} if entity else fields)
+            return self._emit(sent.event, {"id": entity, **fields} if entity else fields)
 
     def create_payment_request(
         self,

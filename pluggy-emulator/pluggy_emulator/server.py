@@ -27,7 +27,7 @@ from pydantic.alias_generators import to_camel
 from pluggy_emulator.categories import get_category, list_categories
 from pluggy_emulator.common import JsonDict, PluggyApiError, iso_from_ms
 from pluggy_emulator.connectors import MFA_PARAMETER, SANDBOX_CONNECTOR_ID
-from pluggy_emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION
+from pluggy_emulator.payments import DEFAULT_AMOUNT, DEFAULT_DESCRIPTION, PaymentEvent
 from pluggy_emulator.rate_limits import RateLimiter, RateLimits, resolve_limits
 from pluggy_emulator.state import LEGACY_TRANSACTIONS_LAST_DAY, EmulatorState, KeyInfo
 from pluggy_emulator.timeline import SyncTiming
@@ -604,7 +604,7 @@ class PluggyEmulator:
         nothing). `status` is payment_request/updated's `data.status`. To forge an event Pluggy never
         sent, use `send_event`.
         """
-        return self._state.payments.send_event(
+        sent = PaymentEvent(
             event,
             payment_request_id=payment_request_id,
             payment_intent_id=payment_intent_id,
@@ -615,6 +615,7 @@ class PluggyEmulator:
             end_to_end_id=end_to_end_id,
             scheduled_date=scheduled_date,
         )
+        return self._state.payments.send_event(sent)
 
     def create_payment_request(
         self,
@@ -1206,17 +1207,8 @@ class PluggyEmulator:
 
     def _ctl_payment_event(self, params: dict[str, str], body: Any) -> _Response:
         req = _PaymentEventBody.model_validate(body or {})
-        event_id = self.send_payment_event(
-            req.event,
-            payment_request_id=req.payment_request_id,
-            payment_intent_id=req.payment_intent_id,
-            bulk_payment_id=req.bulk_payment_id,
-            scheduled_payment_id=req.scheduled_payment_id,
-            error=req.error,
-            status=req.status,
-            end_to_end_id=req.end_to_end_id,
-            scheduled_date=req.scheduled_date,
-        )
+        # The body's fields are PaymentEvent's, by name.
+        event_id = self._state.payments.send_event(PaymentEvent(**req.model_dump()))
         return _Response(200, {"eventId": event_id})
 
     def _ctl_create_payment_request(self, params: dict[str, str], body: Any) -> _Response:

@@ -15,6 +15,7 @@ import pytest
 from moto import mock_aws
 from pluggy_pipeline import aws
 from pluggy_pipeline.publisher import get_publisher
+from pluggy_pipeline_cli.commands.watch import subscription
 from pluggy_pipeline_local.template import create_resources, function_environment
 
 from tests.conftest import REGION, REPO_ROOT, TEMPLATE, event_names, load_event
@@ -49,12 +50,7 @@ class Bus:
         self.resources = create_resources(TEMPLATE, **clients)
         self.sqs, self.events = clients["sqs"], clients["events"]
         self.name = self.resources.buses["ChangeEventBus"]
-        self.tap = self.sqs.create_queue(QueueName="tap")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.tap, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.events.put_rule(
-            Name="all", EventBusName=self.name, EventPattern=json.dumps({"source": ["pluggy-pipeline"]})
-        )
-        self.events.put_targets(Rule="all", EventBusName=self.name, Targets=[{"Id": "tap", "Arn": arn}])
+        self.tap = ""  # the subscription's queue, set by the fixture
 
     def received(self) -> list[dict[str, Any]]:
         found = []
@@ -69,12 +65,13 @@ class Bus:
 def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Bus]:
     with mock_aws():
         bus = Bus()
-        for key, value in function_environment(TEMPLATE, "PublisherFunction", bus.resources).items():
-            monkeypatch.setenv(key, value)
-        aws.reset_clients()
-        get_publisher.cache_clear()
-        yield bus
-        get_publisher.cache_clear()
+        with subscription(bus.sqs, bus.events, bus.name, "tap") as bus.tap:
+            for key, value in function_environment(TEMPLATE, "PublisherFunction", bus.resources).items():
+                monkeypatch.setenv(key, value)
+            aws.reset_clients()
+            get_publisher.cache_clear()
+            yield bus
+            get_publisher.cache_clear()
 
 
 def test_every_event_file_is_covered() -> None:

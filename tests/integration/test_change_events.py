@@ -32,6 +32,7 @@ from pluggy_pipeline.processor import Processor, QueueMessage
 from pluggy_pipeline.publisher import Publisher
 from pluggy_pipeline.receiver import parse_delivery
 from pluggy_pipeline.records import RecordStore
+from pluggy_pipeline_cli.commands.watch import subscription
 from pluggy_pipeline_local.moto_server import LocalAws, moto_server
 from pluggy_pipeline_local.stream_poller import StreamPoller
 
@@ -85,14 +86,7 @@ class Bench:
         self.bus = resources.buses["ChangeEventBus"]
         self.stream_arn = resources.streams["RecordsTable"]
         self.store = RecordStore(lambda: self.dynamodb, resources.tables["RecordsTable"], sleep=lambda _s: None)
-        self.tap_url = self.sqs.create_queue(QueueName="change-events-tap")["QueueUrl"]
-        tap_arn = self.sqs.get_queue_attributes(QueueUrl=self.tap_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        self.events.put_rule(
-            Name="tap", EventBusName=self.bus, EventPattern=json.dumps({"source": ["pluggy-pipeline"]})
-        )
-        self.events.put_targets(Rule="tap", EventBusName=self.bus, Targets=[{"Id": "tap", "Arn": tap_arn}])
+        self.tap_url = ""  # the subscription's queue, set by the fixture
         self.emulator = PluggyEmulator(CLIENT_ID, CLIENT_SECRET, seed=11)
         self.emulator.start()
         self.processor = Processor(
@@ -147,7 +141,8 @@ def bench() -> Iterator[Bench]:
     with moto_server() as local:
         bench = Bench(local)
         try:
-            yield bench
+            with subscription(bench.sqs, bench.events, bench.bus, "change-events-tap") as bench.tap_url:
+                yield bench
         finally:
             bench.emulator.stop()
 

@@ -46,21 +46,18 @@ class Tap:
 
 
 @contextmanager
-def tap(target: Target, detail_types: list[str] | None = None) -> Iterator[Tap]:
-    """A temporary queue subscribed to the stack's bus; removed on exit, whatever happens."""
-    if not target.event_bus:
-        raise CliError(f"{target.label} has no change event bus (deployed before the app's side? redeploy)")
-    name = f"pluggy-pipeline-watch-{uuid.uuid4().hex[:10]}"
-    sqs, events = target.sqs(), target.events()
-    queue_url = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "3600"})["QueueUrl"]
+def subscription(sqs: Any, events: Any, bus: str, name: str, detail_types: list[str] | None = None) -> Iterator[str]:
+    """A queue named `name` that a rule of the same name on `bus` fills with the pipeline's change events; its
+    URL. Rule, target and queue are removed on exit, and whatever was created before a failure too."""
+    queue_url: str = sqs.create_queue(QueueName=name, Attributes={"MessageRetentionPeriod": "3600"})["QueueUrl"]
     try:
-        queue_arn = target.queue_arn(queue_url)
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         pattern: dict[str, Any] = {"source": [SOURCE]}
         if detail_types:
             pattern["detail-type"] = detail_types
-        rule_arn = events.put_rule(
-            Name=name, EventBusName=target.event_bus, EventPattern=json.dumps(pattern), State="ENABLED"
-        )["RuleArn"]
+        rule_arn = events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED")[
+            "RuleArn"
+        ]
         try:
             policy = {
                 "Version": "2012-10-17",
@@ -75,15 +72,25 @@ def tap(target: Target, detail_types: list[str] | None = None) -> Iterator[Tap]:
                 ],
             }
             sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-            events.put_targets(Rule=name, EventBusName=target.event_bus, Targets=[{"Id": "watch", "Arn": queue_arn}])
+            events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "watch", "Arn": queue_arn}])
             try:
-                yield Tap(target, name, queue_url)
+                yield queue_url
             finally:
-                events.remove_targets(Rule=name, EventBusName=target.event_bus, Ids=["watch"])
+                events.remove_targets(Rule=name, EventBusName=bus, Ids=["watch"])
         finally:
-            events.delete_rule(Name=name, EventBusName=target.event_bus)
+            events.delete_rule(Name=name, EventBusName=bus)
     finally:
         sqs.delete_queue(QueueUrl=queue_url)
+
+
+@contextmanager
+def tap(target: Target, detail_types: list[str] | None = None) -> Iterator[Tap]:
+    """A temporary queue subscribed to the stack's bus; removed on exit, whatever happens."""
+    if not target.event_bus:
+        raise CliError(f"{target.label} has no change event bus (deployed before the app's side? redeploy)")
+    name = f"pluggy-pipeline-watch-{uuid.uuid4().hex[:10]}"
+    with subscription(target.sqs(), target.events(), target.event_bus, name, detail_types) as queue_url:
+        yield Tap(target, name, queue_url)
 
 
 def summary(event: dict[str, Any]) -> str:
