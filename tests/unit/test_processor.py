@@ -172,16 +172,26 @@ class FakeLog:
         self.start_error: Exception | None = None
         self.held: set[str] = set()  # eventIds whose lease another invocation holds
 
-    def start(self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True) -> StartOutcome:
+    def start_attempt(
+        self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True
+    ) -> tuple[StartOutcome, int]:
         if self.start_error is not None:
             raise self.start_error
         record = self.records.setdefault(event_id, {"eventType": event_type, "payload": payload, "attempts": 0})
         if record.get("status") == "PROCESSED":
-            return StartOutcome.ALREADY_PROCESSED
+            return StartOutcome.ALREADY_PROCESSED, 0
         if event_id in self.held:
-            return StartOutcome.IN_PROGRESS
+            return StartOutcome.IN_PROGRESS, 0
         record.update(status="PROCESSING", attempts=record["attempts"] + 1)
-        return StartOutcome.STARTED
+        return StartOutcome.STARTED, record["attempts"]
+
+    def start(self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True) -> StartOutcome:
+        return self.start_attempt(event_id, event_type, payload, copy_payload=copy_payload)[0]
+
+    def hold(self, event_id: str, reason: str) -> None:
+        record = self.records[event_id]
+        record.update(status="FAILED", error=reason, permanent=False, attempts=record["attempts"] - 1)
+        record["holds"] = record.get("holds", 0) + 1
 
     def stored_payload(self, event_id: str) -> str:
         record = self.records.get(event_id)
@@ -199,10 +209,14 @@ class FakeLog:
 class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.held: list[tuple[str, float]] = []
 
     def send(self, **message: Any) -> str:
         self.sent.append(message)
         return f"m-{len(self.sent)}"
+
+    def hold(self, messages: list[tuple[str, float]]) -> None:
+        self.held.extend(messages)
 
 
 class Clock:

@@ -164,6 +164,9 @@ class ProcessorSettings:
     event_ttl_days: int
     lease_seconds: float = 120.0
     tx_overlap_minutes: int = 30
+    pluggy_calls_per_minute: int = 342
+    pluggy_rate_window_seconds: float = 60.0
+    max_attempts: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -183,6 +186,12 @@ class ProcessorSettings:
             lease_seconds=_float(source, "PROCESSING_LEASE_SECONDS", 120.0),
             # How far before the newest createdAt seen an incremental read starts again (late rows).
             tx_overlap_minutes=_int(source, "TX_OVERLAP_MINUTES", 30, minimum=0),
+            # Calls per rate window on each route Pluggy limits to 360/min per source IP, shared by every
+            # container (pacing.py): 95% of it leaves room for the connect-token function and retries. 0: off.
+            pluggy_calls_per_minute=_int(source, "PLUGGY_CALLS_PER_MINUTE", 342, minimum=0),
+            # Pluggy's window is a minute; an emulator with compressed time has a shorter one.
+            pluggy_rate_window_seconds=_float(source, "PLUGGY_RATE_WINDOW_SECONDS", 60.0),
+            max_attempts=_int(source, "PROCESSOR_MAX_ATTEMPTS", 5, minimum=1),
         )
         has_env_pair = settings.env_pluggy_client_id and settings.env_pluggy_client_secret
         if not (settings.pluggy_credentials_secret_arn or has_env_pair):

@@ -19,6 +19,14 @@ class TransientError(PipelineError):
     """A dependency failed in a way that may succeed on retry (throttling, 5XX, timeout, network)."""
 
 
+class RetryLater(TransientError):
+    """A dependency asked us to come back later (a rate limit): the message waits `retry_after` s, unharmed."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class PermanentError(PipelineError):
     """Retrying cannot help (malformed message, 4XX from a dependency other than 404/429)."""
 

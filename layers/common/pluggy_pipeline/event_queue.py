@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pluggy_pipeline.aws import translate
+from pluggy_pipeline.observability import logger
 
 # What SQS accepts in MessageGroupId / MessageDeduplicationId: up to 128 of these characters.
+_MAX_VISIBILITY = 43_200  # SQS's ceiling: 12 hours
 _SQS_ID = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}$")
 
 
@@ -60,3 +63,23 @@ class EventQueue:
         except Exception as exc:
             raise translate(exc, "queueing the event") from None
         return str(response["MessageId"])
+
+    def hold(self, messages: Sequence[tuple[str, float]]) -> None:
+        """Make received messages (receipt handle, seconds) visible again after `seconds`, not after the
+        queue's visibility timeout. Best effort: a message not changed still returns after the timeout."""
+        entries = [
+            {"Id": str(index), "ReceiptHandle": receipt, "VisibilityTimeout": min(_MAX_VISIBILITY, math.ceil(seconds))}
+            for index, (receipt, seconds) in enumerate(messages)
+        ]
+        for start in range(0, len(entries), 10):  # SQS's batch limit
+            try:
+                answer = self._client_factory().change_message_visibility_batch(
+                    QueueUrl=self._queue_url, Entries=entries[start : start + 10]
+                )
+            except Exception as exc:
+                logger.warning(
+                    "could not change the messages' visibility", extra={"error": str(translate(exc, "hold"))}
+                )
+                continue
+            if answer.get("Failed"):
+                logger.warning("some messages' visibility was not changed", extra={"failed": len(answer["Failed"])})

@@ -191,7 +191,13 @@ class ProcessingLog(_EventsTable):
         self._lease_seconds = lease_seconds
 
     def start(self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True) -> StartOutcome:
-        """Mark the event PROCESSING under a lease, unless it was PROCESSED or another invocation holds it.
+        return self.start_attempt(event_id, event_type, payload, copy_payload=copy_payload)[0]
+
+    def start_attempt(
+        self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True
+    ) -> tuple[StartOutcome, int]:
+        """Mark the event PROCESSING under a lease, unless it was PROCESSED or another invocation holds it;
+        with the attempts made so far, this one included (holds for a rate limit do not count).
 
         Creates the record when missing: the processor's own messages (reconciliation) never
         passed through the receiver, and a record may have expired while its message waited in a DLQ.
@@ -218,7 +224,7 @@ class ProcessingLog(_EventsTable):
         if copy:
             values[":payload"] = {"S": payload}
         try:
-            self._client_factory().update_item(
+            answer = self._client_factory().update_item(
                 TableName=self._table,
                 Key={"eventId": {"S": event_id}},
                 UpdateExpression=(
@@ -232,18 +238,20 @@ class ProcessingLog(_EventsTable):
                 ),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 existing: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
                 if _string(existing, "status") == EventStatus.PROCESSING:
-                    return StartOutcome.IN_PROGRESS
-                return StartOutcome.ALREADY_PROCESSED
+                    return StartOutcome.IN_PROGRESS, 0
+                return StartOutcome.ALREADY_PROCESSED, 0
             raise translate(exc, "starting the event") from None
         except Exception as exc:
             raise translate(exc, "starting the event") from None
-        return StartOutcome.STARTED
+        attempts = ((answer.get("Attributes") or {}).get("attempts") or {}).get("N", "1")
+        return StartOutcome.STARTED, int(attempts)
 
     def stored_payload(self, event_id: str) -> str:
         """The body the receiver stored (large deliveries travel through SQS as a pointer to it)."""
@@ -279,6 +287,21 @@ class ProcessingLog(_EventsTable):
                 ":s": {"S": EventStatus.FAILED.value},
                 ":error": {"S": error[:1000]},
                 ":permanent": {"BOOL": permanent},
+            },
+        )
+
+    def hold(self, event_id: str, reason: str) -> None:
+        """A started attempt handed back unharmed (a rate limit): it does not count as an attempt."""
+        self._set(
+            event_id,
+            "SET #status = :s, failedAt = :now, #error = :error, permanent = :false REMOVE leaseUntilMs"
+            " ADD attempts :minusOne, holds :one",
+            {
+                ":s": {"S": EventStatus.FAILED.value},
+                ":error": {"S": reason[:1000]},
+                ":false": {"BOOL": False},
+                ":minusOne": {"N": "-1"},
+                ":one": {"N": "1"},
             },
         )
 

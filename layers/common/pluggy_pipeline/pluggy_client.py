@@ -21,7 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from pluggy_pipeline import __version__
-from pluggy_pipeline.errors import ConfigurationError, NotFoundError, PermanentError, TransientError
+from pluggy_pipeline.errors import ConfigurationError, NotFoundError, PermanentError, RetryLater, TransientError
 from pluggy_pipeline.observability import logger
 
 JSON = dict[str, Any]
@@ -92,15 +92,11 @@ class PluggyNotFoundError(NotFoundError):
         self.pluggy_message = pluggy_message
 
 
-class RateLimitedError(TransientError):
+class RateLimitedError(RetryLater):
     """Pluggy answered 429 and asked for a wait too long to sleep through in a Lambda.
 
     `retry_after` (seconds) lets the caller hand the message back to the queue with that delay.
     """
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class _Unauthorized(Exception):
@@ -224,7 +220,9 @@ class PluggyClient:
         max_retry_wait: float = 10.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        pacer: Callable[[str], None] | None = None,
     ) -> None:
+        """`pacer(route)` runs before every request ("GET /v2/transactions"): it may wait for the route's turn."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         base = urlsplit(base_url.strip().rstrip("/"))
@@ -249,6 +247,7 @@ class PluggyClient:
         self._max_retry_wait = max_retry_wait
         self._clock = clock
         self._sleep = sleep
+        self._pacer = pacer
         self._api_key: str | None = None
         self._api_key_expires_at = 0.0
         self.request_count: dict[str, int] = {}
@@ -593,6 +592,8 @@ class PluggyClient:
             headers = {"Accept": "application/json", "User-Agent": f"pluggy-pipeline/{__version__}"}
             if with_key:
                 headers["X-API-KEY"] = self._current_key()
+            if self._pacer is not None:
+                self._pacer(label)
             self.request_count[label] = self.request_count.get(label, 0) + 1
             started = time.monotonic()
             try:

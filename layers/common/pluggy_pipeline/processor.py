@@ -14,20 +14,21 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from pluggy_pipeline import aws
+from pluggy_pipeline import aws, coalesce
 from pluggy_pipeline.config import ProcessorSettings
-from pluggy_pipeline.errors import NotFoundError, PermanentError, TransientError
+from pluggy_pipeline.errors import NotFoundError, PermanentError, RetryLater, TransientError
 from pluggy_pipeline.event_queue import EventQueue
 from pluggy_pipeline.event_store import ProcessingLog, StartOutcome, iso_now
 from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
 from pluggy_pipeline.observability import logger, metrics
+from pluggy_pipeline.pacing import SharedPacer, parse_limits
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient, PluggyRequestError
 from pluggy_pipeline.records import JSON, RecordStore, account_key, account_ref_key, item_key, transaction_key
 from pluggy_pipeline.secrets import pluggy_credentials
@@ -52,6 +53,7 @@ class QueueMessage:
     body: str
     attributes: Mapping[str, str] = field(default_factory=dict)
     group_id: str | None = None  # SQS's MessageGroupId (a system attribute nobody but the sender sets)
+    receipt_handle: str = ""
 
     @classmethod
     def from_sqs_record(cls, record: Mapping[str, Any]) -> QueueMessage:
@@ -67,7 +69,13 @@ class QueueMessage:
             str(record.get("body", "")),
             attributes,
             str(group) if group else None,
+            str(record.get("receiptHandle") or ""),
         )
+
+    @property
+    def group(self) -> str:
+        """What orders this message: its SQS message group (one item's events), else itself."""
+        return self.group_id or self.attributes.get("groupId") or self.message_id
 
     @property
     def internal(self) -> bool:
@@ -254,8 +262,12 @@ class Processor:
         reconcile_after_hours: int = 26,
         reconcile_batch_limit: int = 500,
         tx_overlap_minutes: int = 30,
+        max_attempts: int = 5,
+        group_budget_seconds: float = 20.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`max_attempts`: failed attempts before an event is parked (rate-limit holds do not count);
+        `group_budget_seconds`: the time left below which a batch's remaining groups go back unstarted."""
         self.pluggy = pluggy
         self.records = records
         self._log = log
@@ -265,17 +277,71 @@ class Processor:
         self._reconcile_limit = reconcile_batch_limit
         self._tx_overlap = timedelta(minutes=tx_overlap_minutes)
         self.overlap_rows_read = 0
+        self._max_attempts = max_attempts
+        self._group_budget = group_budget_seconds
         self._clock = clock
 
-    # -- one message ----------------------------------------------------------------------------------
+    # -- a batch: each message group's events coalesced ------------------------------------------------
+
+    def process_batch(
+        self, messages: Sequence[QueueMessage], *, time_left: Callable[[], float] | None = None
+    ) -> list[str]:
+        """Handle an SQS batch group by group; the message ids to hand back to SQS (batchItemFailures).
+
+        A group's events run as one unit (coalesce.plan). A failure hands back the group's messages from the
+        failing one on, so its order holds, while other groups go on. Messages handed back for a rate limit,
+        or not started for lack of time, are made visible again when they can run (`_hold`), and their
+        attempts do not count towards parking them.
+        """
+        back: list[str] = []
+        holds: list[tuple[QueueMessage, float]] = []
+        for group in coalesce.groups(messages, lambda message: message.group):
+            if time_left is not None and time_left() < self._group_budget:
+                holds.extend((message, 0.0) for message in group)  # never started: back at once
+                back.extend(message.message_id for message in group)
+                continue
+            failed, error = self._process_group(group)
+            back.extend(message.message_id for message in failed)
+            if isinstance(error, RetryLater):
+                holds.extend((message, error.retry_after) for message in failed)
+        if holds:
+            _count("MessagesHeld", len(holds))
+            self._queue.hold(
+                [(message.receipt_handle, seconds) for message, seconds in holds if message.receipt_handle]
+            )
+        return back
 
     def process(self, message: QueueMessage) -> None:
         """Handle one message. Transient errors propagate (the message returns to the queue); permanent
         ones are recorded and the message is parked in the dead-letter queue at once."""
+        _, error = self._process_group([message])
+        if error is not None:
+            raise error
+
+    def _process_group(self, group: Sequence[QueueMessage]) -> tuple[list[QueueMessage], BaseException | None]:
+        """(messages to hand back, why): the events that could start run as one unit, in order."""
+        prepared: list[tuple[QueueMessage, coalesce.Event]] = []
+        rest: list[QueueMessage] = []
+        rest_error: BaseException | None = None
+        for index, message in enumerate(group):
+            try:
+                event = self._prepare(message)
+            except Exception as exc:  # it cannot start now: it and its group's later messages wait
+                rest, rest_error = list(group[index:]), exc
+                break
+            if event is not None:
+                prepared.append((message, event))
+        if prepared:
+            failed, error = self._run_unit(prepared)
+            if error is not None:
+                return failed + rest, error
+        return rest, rest_error
+
+    def _prepare(self, message: QueueMessage) -> coalesce.Event | None:
+        """Parse the message and start its event; None when there is nothing left to do (done or parked)."""
         event_id = message.attributes.get("eventId") or f"sqs-{message.message_id}"
         event_type = message.attributes.get("eventType") or "unknown"
         started = False
-        counts = Counts()
         try:
             body = message.body
             if message.attributes.get("payload") == "eventsTable":
@@ -286,35 +352,89 @@ class Processor:
             if event_type.startswith("pipeline/") and not message.internal:
                 raise PermanentError(f"{event_type} is reserved for the pipeline's own messages")
             from_delivery = message.attributes.get("origin") == "webhook"
-            outcome = self._log.start(event_id, event_type, message.body, copy_payload=not from_delivery)
+            outcome, attempts = self._log.start_attempt(
+                event_id, event_type, message.body, copy_payload=not from_delivery
+            )
             if outcome is StartOutcome.ALREADY_PROCESSED:
                 logger.info("already processed; skipping redelivered message")
-                return
+                return None
             if outcome is StartOutcome.IN_PROGRESS:
                 raise EventInProgress(f"event {event_id} is being processed by another invocation")
             started = True
-            handled = self.dispatch(event_type, payload, counts, received_at=message.attributes.get("receivedAt"))
+            if attempts > self._max_attempts:
+                # Holds (rate limits, a group waiting) are not attempts: only real failures get here.
+                raise PermanentError(f"gave up after {attempts - 1} failed attempts")
         except EventInProgress:
             _count("EventsFailed")
             raise  # not ours to mark FAILED: the holder of the lease finishes it
-        except PluggyAuthError as exc:
-            # Our credentials, not the message: keep it queued (SQS retries, then its redrive policy parks it).
-            self._record_failure(event_id, event_type, message.body, exc, permanent=False, started=started)
-            _count("PluggyAuthFailed")
-            _count("EventsFailed")
-            raise
         except PermanentError as exc:
             self._record_failure(event_id, event_type, message.body, exc, permanent=True, started=started)
             self._park(message, event_id, str(exc))
             _count("EventsParked")
-            return
+            return None
         except Exception as exc:
             self._record_failure(event_id, event_type, message.body, exc, permanent=False, started=started)
             _count("EventsFailed")
             raise
-        self._log.finish(event_id, counts.values, handled=handled)
-        _count("EventsProcessed")
-        logger.info("event processed", extra={"counts": counts.values, "handled": handled})
+        return coalesce.Event(event_id, event_type, payload, message.attributes.get("receivedAt"))
+
+    def _run_unit(
+        self, prepared: Sequence[tuple[QueueMessage, coalesce.Event]]
+    ) -> tuple[list[QueueMessage], BaseException | None]:
+        """Run started events together; (messages to hand back, why), every event recorded either way."""
+        events = [event for _, event in prepared]
+        messages = [message for message, _ in prepared]
+        counts = Counts()
+        if len(events) > 1:
+            logger.append_keys(eventId=events[0].event_id, event=events[0].name, coalescedEvents=len(events))
+        try:
+            handled = self._execute(events, counts)
+        except RetryLater as exc:
+            for event in events:
+                self._release(event.event_id, f"{type(exc).__name__}: {exc}")
+            return messages, exc
+        except PluggyAuthError as exc:
+            # Our credentials, not the messages: they stay queued and count as attempts.
+            self._fail_all(events, exc)
+            _count("PluggyAuthFailed")
+            return messages, exc
+        except PermanentError as exc:
+            if len(prepared) == 1:
+                message, event = prepared[0]
+                self._record_failure(event.event_id, event.name, message.body, exc, permanent=True, started=True)
+                self._park(message, event.event_id, str(exc))
+                _count("EventsParked")
+                return [], None
+            # Which event is at fault is not known: each on its own, as if never coalesced.
+            logger.warning("coalesced events failed together; handling them one by one", extra={"error": str(exc)})
+            for index in range(len(prepared)):
+                failed, error = self._run_unit(prepared[index : index + 1])
+                if error is not None:
+                    for event in events[index + 1 :]:
+                        self._release(event.event_id, "an earlier event of its message group failed")
+                    return failed + messages[index + 1 :], error
+            return [], None
+        except Exception as exc:
+            self._fail_all(events, exc)
+            return messages, exc
+        shared = {**counts.values, "coalesced": len(events)} if len(events) > 1 else counts.values
+        for event in events:
+            self._log.finish(event.event_id, shared, handled=handled.get(event.event_id, True))
+        _count("EventsProcessed", len(events))
+        logger.info("event processed", extra={"counts": shared, "handled": all(handled.values())})
+        return [], None
+
+    def _fail_all(self, events: Sequence[coalesce.Event], exc: BaseException) -> None:
+        for event in events:
+            self._record_failure(event.event_id, event.name, "", exc, permanent=False, started=True)
+        _count("EventsFailed", len(events))
+
+    def _release(self, event_id: str, reason: str) -> None:
+        """A started event handed back unharmed (not its failure): best effort, it then starts again anyway."""
+        try:
+            self._log.hold(event_id, reason)
+        except Exception as log_error:
+            logger.error("could not record the hold in the event log", extra={"error": str(log_error)})
 
     def _record_failure(
         self, event_id: str, event_type: str, body: str, exc: BaseException, *, permanent: bool, started: bool
@@ -337,6 +457,26 @@ class Processor:
             dedup_id=f"{event_id}#park-{message.message_id}",
             extra_attributes={"failureReason": reason[:256]},
         )
+
+    def _execute(self, events: Sequence[coalesce.Event], counts: Counts) -> dict[str, bool]:
+        """Run the plan of `events`; {eventId: handled} (False for an event name this version does not know)."""
+        handled = {event.event_id: True for event in events}
+        gone: set[str] = set()  # items Pluggy answered 404 for: nothing of theirs is read again
+        for step in coalesce.plan(events, usable_client_user_id):
+            if isinstance(step, coalesce.ItemSync):
+                if not self.sync_item(
+                    step.item_id, counts, full=step.full, client_user_id=step.client_user_id, tx_from=step.tx_from
+                ):
+                    gone.add(step.item_id)
+            elif isinstance(step, coalesce.IdsCheck):
+                if step.item_id not in gone and not self._item_unknown(step.item_id, counts):
+                    self._check_ids(step, counts)
+            else:
+                event = step.event
+                handled[event.event_id] = self.dispatch(
+                    event.name, event.payload, counts, received_at=event.received_at
+                )
+        return handled
 
     def dispatch(self, event: str, payload: JSON, counts: Counts, *, received_at: str | None = None) -> bool:
         """Run the event's handler; False when the event is unknown (recorded, not failed).
@@ -374,16 +514,28 @@ class Processor:
 
     # -- items ----------------------------------------------------------------------------------------
 
-    def sync_item(self, item_id: str, counts: Counts, *, full: bool = False, client_user_id: str | None = None) -> None:
+    def sync_item(
+        self,
+        item_id: str,
+        counts: Counts,
+        *,
+        full: bool = False,
+        client_user_id: str | None = None,
+        tx_from: Mapping[str, str] | None = None,
+    ) -> bool:
         """Re-fetch the item; when its execution finished with data, refresh accounts and transactions.
+        False when Pluggy no longer has the item (it is then deleted here too).
 
-        `client_user_id` is the event's word for the item's user, used only as bind_user allows.
+        `client_user_id` is the event's word for the item's user, used only as bind_user allows. `tx_from`
+        names accounts whose transactions must be read from at least that createdAt whatever the item's
+        state (the `transactions/created` events this sync serves).
         """
         try:
             item = self.pluggy.get_item(item_id)
         except NotFoundError:
             self.delete_item(item_id, counts)  # Pluggy says it is gone: that is the truth to mirror
-            return
+            return False
+        tx_from = tx_from or {}
         now = iso_now(self._clock())
         stored = self.records.get(item_key(item_id))
         ready = item.get("executionStatus") in DATA_READY
@@ -394,40 +546,44 @@ class Processor:
             full_sync_at=now if (full and ready) else previous_full,
             user=bind_user(item, stored, client_user_id),
         )
-        if not self.records.put_versioned(record):
-            counts.add("staleItem")  # a newer copy is stored already (a replay); it was synced then
-            return
-        counts.add("items")
-        if not ready and not (full and item.get("lastUpdatedAt")):
-            # Error / waiting for the user: status and error are stored, there is no new data. A full
-            # (reconciliation) sync still re-reads what Pluggy serves from the item's last good sync, so a
-            # webhook lost before the item failed is healed while it stays failed.
-            return
+        fresh = self.records.put_versioned(record)
+        counts.add("items" if fresh else "staleItem")  # stale: a newer copy is stored already (a replay)
         detail = item.get("statusDetail") or {}
 
         def updated(*products: str) -> bool:
             # statusDetail is null on SUCCESS; on PARTIAL_SUCCESS only products with isUpdated true changed.
             return any((detail.get(p) or {}).get("isUpdated", True) is not False for p in products)
 
-        if not ready:
+        if not fresh or not (ready or (full and item.get("lastUpdatedAt"))):
+            # A replay, or error / waiting for the user: status and error are stored, there is no new data. A
+            # full (reconciliation) sync still re-reads what Pluggy serves from the item's last good sync, so a
+            # webhook lost before the item failed is healed while it stays failed.
+            if tx_from:
+                self._sync_accounts(item_id, counts, full=False, transactions=False, tx_from=tx_from)
+        elif not ready:
             self._sync_accounts(item_id, counts, full=True, transactions=True)
-        elif updated("accounts", "creditCards") or updated("transactions"):
-            self._sync_accounts(item_id, counts, full=full, transactions=updated("transactions"))
+        elif updated("accounts", "creditCards") or updated("transactions") or tx_from:
+            self._sync_accounts(item_id, counts, full=full, transactions=updated("transactions"), tx_from=tx_from)
+        return True
 
-    def _sync_accounts(self, item_id: str, counts: Counts, *, full: bool, transactions: bool) -> None:
+    def _sync_accounts(
+        self, item_id: str, counts: Counts, *, full: bool, transactions: bool, tx_from: Mapping[str, str] | None = None
+    ) -> None:
+        tx_from = tx_from or {}
         accounts = self.pluggy.list_accounts(item_id)
         stored = {str(a["accountId"]): a for a in self.records.accounts_of_item(item_id)}
         for account in accounts:
-            previous = stored.get(str(account["id"]))
+            account_id = str(account["id"])
+            previous = stored.get(account_id)
             watermark = previous.get("txWatermark") if previous else None
             settled = previous.get("txSettled") if previous else None
             if previous is None:  # before the account's record: a retry after a failure in between writes it again
-                self.records.put(account_ref_record(str(account["id"]), item_id))
+                self.records.put(account_ref_record(account_id, item_id))
             if self.records.put_versioned(account_record(account, item_id, watermark, settled)):
                 counts.add("accounts")
-            if transactions:
+            if transactions or account_id in tx_from:
                 marks = (None, None) if full else (watermark, settled)
-                self._sync_transactions(item_id, str(account["id"]), *marks, counts, full=full)
+                self._sync_transactions(item_id, account_id, *marks, counts, full=full, floor=tx_from.get(account_id))
         current = {str(a["id"]) for a in accounts}
         for account_id in set(stored) - current:  # the account is gone from Pluggy
             self._drop_account(item_id, account_id, counts)
@@ -441,8 +597,10 @@ class Processor:
         counts: Counts,
         *,
         full: bool,
+        floor: str | None = None,
     ) -> None:
-        """Pull what was created since the watermark (all history the first time) and advance it.
+        """Pull what was created since the watermark (all history the first time) and advance it; from
+        `floor` at the latest (a transactions/created event's createdAtFrom).
 
         Rows can become visible after we read with a createdAt older than the watermark (out-of-order
         ingestion, rows after UPDATED), at most `overlap` after their createdAt. Everything up to `settled` was
@@ -457,6 +615,8 @@ class Processor:
         if watermark and self._tx_overlap and horizon >= watermark and (not settled or settled < watermark):
             # The window is complete now: re-read it once, from where completeness was last established.
             created_from = after(settled) if settled else overlap_start(watermark, self._tx_overlap)
+        if floor and created_from and _iso(_instant(floor)) < created_from:
+            created_from = _iso(_instant(floor))
         # Contiguous with what was complete before: this read can extend it up to its horizon.
         contiguous = created_from is None or (
             after(settled) >= created_from if settled else created_from < after(watermark or "")
@@ -572,42 +732,39 @@ class Processor:
             self.records.update(account_key(item_id, account_id), {"txWatermark": newest})
 
     def transactions_updated(self, payload: JSON, counts: Counts) -> None:
-        account_id = _required_str(payload, "accountId")
-        ids = [str(i) for i in payload.get("transactionIds") or []]
-        item_id = payload.get("itemId") if isinstance(payload.get("itemId"), str) else None
-        if self._item_unknown(item_id, counts):
-            return
-        fresh = self.pluggy.get_transactions_by_ids(account_id, ids)
-        counts.add("transactions", self.records.batch_put(transaction_record(tx, item_id) for tx in fresh).written)
-        gone = set(ids) - {str(tx["id"]) for tx in fresh}
-        # An id Pluggy no longer returns was deleted since the event was sent: mirror that.
-        counts.add(
-            "transactionsDeleted", self.records.batch_delete(transaction_key(account_id, i) for i in gone).written
-        )
+        check = coalesce.IdsCheck(_required_str(payload, "accountId"), item_id=coalesce.str_field(payload, "itemId"))
+        check.updated.update(dict.fromkeys(str(i) for i in payload.get("transactionIds") or []))
+        if not self._item_unknown(check.item_id, counts):
+            self._check_ids(check, counts)
 
     def transactions_deleted(self, payload: JSON, counts: Counts) -> None:
         """Delete only the ids Pluggy no longer returns: the payload names candidates, Pluggy decides."""
-        # Unique: BatchWriteItem refuses a chunk that names one key twice (ValidationException).
-        ids = list(dict.fromkeys(str(i) for i in payload.get("transactionIds") or []))
-        account_id = payload.get("accountId")
-        by_account: dict[str, list[str]] = {}
-        if isinstance(account_id, str) and account_id:
-            by_account[account_id] = ids
-        else:
+        ids = dict.fromkeys(str(i) for i in payload.get("transactionIds") or [])
+        account_id = coalesce.str_field(payload, "accountId")
+        checks: dict[str, coalesce.IdsCheck] = {}
+        if account_id:
+            checks[account_id] = coalesce.IdsCheck(account_id, deleted=ids)
+        else:  # which account holds each id: our own copy says
             for row in filter(None, (self.records.find_transaction(i) for i in ids)):
-                by_account.setdefault(str(row["accountId"]), []).append(str(row["transactionId"]))
-        for account, candidates in by_account.items():
-            try:
-                still_there = {str(tx["id"]) for tx in self.pluggy.get_transactions_by_ids(account, candidates)}
-            except NotFoundError:
-                still_there = set()  # Pluggy no longer knows the account: none of its rows exist
-            if still_there:
-                counts.add("transactionsKept", len(still_there))
-            gone = [i for i in candidates if i not in still_there]
-            counts.add(
-                "transactionsDeleted",
-                self.records.batch_delete(transaction_key(account, i) for i in gone).written,
-            )
+                account = str(row["accountId"])
+                checks.setdefault(account, coalesce.IdsCheck(account)).deleted[str(row["transactionId"])] = None
+        for check in checks.values():
+            self._check_ids(check, counts)
+
+    def _check_ids(self, check: coalesce.IdsCheck, counts: Counts) -> None:
+        """Ask Pluggy for every id at once: rows it returns for updated ids are written, ids it no longer
+        returns are deleted (they were deleted since the events were sent)."""
+        ids = list({**check.updated, **check.deleted})
+        try:
+            found = self.pluggy.get_transactions_by_ids(check.account_id, ids)
+        except NotFoundError:
+            found = []  # Pluggy no longer knows the account: none of its rows exist
+        there = {str(tx["id"]) for tx in found}
+        fresh = (transaction_record(tx, check.item_id) for tx in found if str(tx["id"]) in check.updated)
+        counts.add("transactions", self.records.batch_put(fresh).written)
+        counts.add("transactionsKept", sum(1 for i in check.deleted if i in there and i not in check.updated))
+        gone = (transaction_key(check.account_id, i) for i in ids if i not in there)
+        counts.add("transactionsDeleted", self.records.batch_delete(gone).written)
 
     # -- connectors and payments (never re-fetched: the event is the data) ----------------------------
 
@@ -738,8 +895,14 @@ def get_processor() -> Processor:
     settings = ProcessorSettings.from_env()
     dynamodb = functools.partial(aws.dynamodb, aws.PROCESSOR_CONFIG)
     sqs = functools.partial(aws.sqs, aws.PROCESSOR_CONFIG)
+    pacer = SharedPacer(
+        dynamodb,
+        settings.events_table,
+        parse_limits(settings.pluggy_calls_per_minute),
+        window_seconds=settings.pluggy_rate_window_seconds,
+    )
     return Processor(
-        PluggyClient(settings.pluggy_base_url, pluggy_credentials(settings)),
+        PluggyClient(settings.pluggy_base_url, pluggy_credentials(settings), pacer=pacer.acquire),
         RecordStore(dynamodb, settings.records_table),
         ProcessingLog(
             dynamodb, settings.events_table, ttl_days=settings.event_ttl_days, lease_seconds=settings.lease_seconds
@@ -749,4 +912,5 @@ def get_processor() -> Processor:
         reconcile_after_hours=settings.reconcile_after_hours,
         reconcile_batch_limit=settings.reconcile_batch_limit,
         tx_overlap_minutes=settings.tx_overlap_minutes,
+        max_attempts=settings.max_attempts,
     )
