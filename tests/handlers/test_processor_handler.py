@@ -1012,6 +1012,63 @@ def test_transient_pluggy_failure_returns_only_that_record(
     assert stored is not None and stored["data"] == as_stored(emulator.truth()["items"][item["id"]])
 
 
+def test_a_rate_limit_holds_the_messages_in_sqs_until_the_reset_without_counting_an_attempt(
+    emulator: PluggyEmulator, feed: Feed, invoke: Any, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On moto's SQS: the held group comes back after Pluggy's reset (2 s here), not the 540 s timeout."""
+    short = functools.partial(PluggyClient, sleep=_no_sleep, max_retry_wait=0.5)  # 2 s is too long to sleep
+    monkeypatch.setattr(processor_module, "PluggyClient", short)
+    processor_module.get_processor.cache_clear()
+    emulator.create_item(transactions_per_account=1)
+    # One message: moto hands a FIFO group's messages back out of order after a visibility change (it skips
+    # the first while the second is still in flight), which real SQS does not.
+    payloads = feed.take()[:1]
+    for n, payload in enumerate(payloads):
+        record = record_of(payload, n + 1)
+        stack.sqs.send_message(
+            QueueUrl=stack.queue_url,
+            MessageBody=record["body"],
+            MessageGroupId=record["attributes"]["MessageGroupId"],
+            MessageDeduplicationId=record["attributes"]["MessageDeduplicationId"],
+            MessageAttributes={
+                k: {"DataType": "String", "StringValue": v["stringValue"]}
+                for k, v in record["messageAttributes"].items()
+            },
+        )
+
+    def receive() -> dict[str, Any]:
+        received = stack.sqs.receive_message(
+            QueueUrl=stack.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], AttributeNames=["All"]
+        ).get("Messages", [])
+        return sqs_event(
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {
+                    k: {"stringValue": v["StringValue"], "dataType": "String"}
+                    for k, v in m["MessageAttributes"].items()
+                },
+            }
+            for m in received
+        )
+
+    emulator.fault(ITEM_ROUTE, "429", 1, retry_after_seconds=2)
+    held = receive()
+    assert len(held["Records"]) == len(payloads) == 1
+    assert len(invoke(held)["batchItemFailures"]) == 1
+    assert receive()["Records"] == []  # held: invisible until Pluggy's reset
+    time.sleep(2.5)
+    again = receive()
+    assert [r["messageId"] for r in again["Records"]] == [r["messageId"] for r in held["Records"]]
+    assert invoke(again) == {"batchItemFailures": []}
+    for payload in payloads:
+        log = log_of(stack, payload["eventId"])
+        assert (log["status"], log["attempts"], log["holds"]) == ("PROCESSED", 1, 1)
+    assert dlq_messages(stack) == []
+
+
 def test_a_500_within_the_retries_is_absorbed(
     emulator: PluggyEmulator, feed: Feed, invoke: Any, mirror: Mirror
 ) -> None:
