@@ -418,8 +418,12 @@ class Processor:
             self._fail_all(events, exc)
             return messages, exc
         shared = {**counts.values, "coalesced": len(events)} if len(events) > 1 else counts.values
-        for event in events:
-            self._log.finish(event.event_id, shared, handled=handled.get(event.event_id, True))
+        for index, event in enumerate(events):
+            try:
+                self._log.finish(event.event_id, shared, handled=handled.get(event.event_id, True))
+            except Exception as exc:  # the work is done; the unfinished records' leases lapse and they rerun
+                _count("EventsFailed", len(events) - index)
+                return messages[index:], exc
         _count("EventsProcessed", len(events))
         logger.info("event processed", extra={"counts": shared, "handled": all(handled.values())})
         return [], None
