@@ -104,7 +104,7 @@ class Env:
             TEMPLATE, "ProcessorFunction", self.stack.resources, parameters={"PluggyApiBaseUrl": emulator.base_url}
         )
         env.update(PLUGGY_CREDENTIALS_SECRET_ARN="", PLUGGY_CLIENT_ID=CLIENT_ID, PLUGGY_CLIENT_SECRET=CLIENT_SECRET)
-        # The shared pacer runs (its slot counter in EventsTable), on a 0.6 s window instead of Pluggy's minute.
+        # The shared pacer runs (its slot counters in PacerTable), on a 0.6 s window instead of Pluggy's minute.
         env["PLUGGY_RATE_WINDOW_SECONDS"] = "0.6"
         for key, value in env.items():
             self.monkeypatch.setenv(key, value)

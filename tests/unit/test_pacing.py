@@ -1,4 +1,4 @@
-"""SharedPacer: one slot counter per Pluggy route in EventsTable (moto), shared by every container."""
+"""SharedPacer: one slot counter per Pluggy route in PacerTable (moto), shared by every container."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ class Clock:
 def table() -> Iterator[tuple[Any, str]]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
-        events = {"Resources": {"EventsTable": TEMPLATE["Resources"]["EventsTable"]}}
-        yield client, create_resources(events, dynamodb=client, sqs=None).tables["EventsTable"]
+        pacer_only = {"Resources": {"PacerTable": TEMPLATE["Resources"]["PacerTable"]}}
+        yield client, create_resources(pacer_only, dynamodb=client, sqs=None).tables["PacerTable"]
 
 
 def pacer(table: tuple[Any, str], clock: Clock, per_minute: int = 360, **kwargs: Any) -> SharedPacer:

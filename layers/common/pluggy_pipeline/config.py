@@ -164,6 +164,7 @@ class ProcessorSettings:
     event_ttl_days: int
     lease_seconds: float = 120.0
     tx_overlap_minutes: int = 30
+    pacer_table: str = ""
     pluggy_calls_per_minute: int = 342
     pluggy_rate_window_seconds: float = 60.0
     max_attempts: int = 5
@@ -189,6 +190,7 @@ class ProcessorSettings:
             # Calls per rate window on each route Pluggy limits to 360/min per source IP, shared by every
             # container (pacing.py): 95% of it leaves room for the connect-token function and retries. 0: off.
             pluggy_calls_per_minute=_int(source, "PLUGGY_CALLS_PER_MINUTE", 342, minimum=0),
+            pacer_table=_get(source, "PACER_TABLE_NAME"),
             # Pluggy's window is a minute; an emulator with compressed time has a shorter one.
             pluggy_rate_window_seconds=_float(source, "PLUGGY_RATE_WINDOW_SECONDS", 60.0),
             max_attempts=_int(source, "PROCESSOR_MAX_ATTEMPTS", 5, minimum=1),

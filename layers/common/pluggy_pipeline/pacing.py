@@ -1,4 +1,4 @@
-"""Pacing Pluggy calls across every processor container: one slot counter per route in EventsTable.
+"""Pacing Pluggy calls across every processor container: one slot counter per route in PacerTable.
 
 Pluggy limits each endpoint per source IP per minute (pluggy-api.md section 7), and every Lambda behind one
 NAT shares that budget, so a per-container limiter cannot keep a storm inside it. Each paced call reserves
@@ -21,7 +21,6 @@ from pluggy_pipeline.errors import RetryLater, TransientError
 
 # The routes the processor calls that Pluggy documents a limit for (360/min each), as "METHOD path".
 PACED_ROUTES = ("POST /auth", "GET /accounts", "GET /v2/transactions")
-_KEY_PREFIX = "pacer#"  # EventsTable items that are slot counters, not events
 _TTL_SECONDS = 86_400
 
 
@@ -73,7 +72,7 @@ class SharedPacer:
 
     def _reserve(self, route: str, interval: int, now_ms: int) -> int:
         """The slot (epoch ms) this call may start at; the counter then points one interval past it."""
-        key = {"eventId": {"S": _KEY_PREFIX + route}}
+        key = {"route": {"S": route}}
         # A counter behind `now` (an idle route) restarts at now: idle time is not saved up as a burst.
         values = {":floor": {"N": str(now_ms)}, ":ttl": {"N": str(now_ms // 1000 + _TTL_SECONDS)}}
         client = self._client_factory()

@@ -899,12 +899,9 @@ def get_processor() -> Processor:
     settings = ProcessorSettings.from_env()
     dynamodb = functools.partial(aws.dynamodb, aws.PROCESSOR_CONFIG)
     sqs = functools.partial(aws.sqs, aws.PROCESSOR_CONFIG)
-    pacer = SharedPacer(
-        dynamodb,
-        settings.events_table,
-        parse_limits(settings.pluggy_calls_per_minute),
-        window_seconds=settings.pluggy_rate_window_seconds,
-    )
+    # Without a table (an older template, a hand-made environment) calls are not paced.
+    limits = parse_limits(settings.pluggy_calls_per_minute) if settings.pacer_table else {}
+    pacer = SharedPacer(dynamodb, settings.pacer_table, limits, window_seconds=settings.pluggy_rate_window_seconds)
     return Processor(
         PluggyClient(settings.pluggy_base_url, pluggy_credentials(settings), pacer=pacer.acquire),
         RecordStore(dynamodb, settings.records_table),
