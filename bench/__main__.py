@@ -28,7 +28,7 @@ from bench import Section, Table
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "docs" / "benchmarks.md"
 # Sections appear in this order; modules not listed follow alphabetically.
-ORDER = ("receiver", "processor", "pipeline")
+ORDER = ("receiver", "coldstart", "processor", "pipeline")
 _BLOCK = re.compile(r"<!-- bench:(?P<name>[\w-]+) start -->\n.*?<!-- bench:(?P=name) end -->\n", re.DOTALL)
 PACKAGES = ("boto3", "botocore", "aws-lambda-powertools", "moto")
 
