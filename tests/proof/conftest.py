@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -885,19 +885,22 @@ class Throttling:
 
 
 def throttle_processor(monkeypatch: pytest.MonkeyPatch, throttling: Throttling) -> None:
-    """Processor.process tells `throttling` when a message fails and when it is received again (the stack's
-    SQS trigger redelivers it; SQS message ids are stable across receives)."""
-    original = Processor.process
+    """The processor tells `throttling` when a message fails and when it is received again (the stack's
+    SQS trigger redelivers it; SQS message ids are stable across receives). Every message goes through
+    `_process_group` (a batch's groups, or `process` of one message)."""
+    original = Processor._process_group
 
-    def process(processor: Processor, message: QueueMessage) -> None:
-        throttling.received(message.message_id)
-        try:
-            original(processor, message)
-        except Exception as exc:
-            throttling.failed(message.message_id, exc)
-            raise
+    def process_group(
+        processor: Processor, group: Sequence[QueueMessage]
+    ) -> tuple[list[QueueMessage], BaseException | None]:
+        for message in group:
+            throttling.received(message.message_id)
+        failed, error = original(processor, group)
+        for message in failed:
+            throttling.failed(message.message_id, error or RuntimeError("handed back"))
+        return failed, error
 
-    monkeypatch.setattr(Processor, "process", process)
+    monkeypatch.setattr(Processor, "_process_group", process_group)
 
 
 # --- the local stack --------------------------------------------------------------------------------------

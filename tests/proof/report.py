@@ -417,14 +417,13 @@ def render(results: Mapping[str, Any]) -> str:
     behind = sum(int(r.get("behind") or 0) for r in fault_rows)
     number += 1
     lines += [
-        f"{number}. **Messages queued behind a failing one can reach the DLQ without a failure of their own** "
-        f"(observed {behind} times on moto in this run's fault scenarios; it follows from SQS FIFO batches). With "
-        "`skip_group_on_error`, the records of a group after a failing record are reported as failures too, so "
-        "when SQS hands them over in the same batch as the failing one their receive count grows with it; "
-        "after 5 receives the redrive policy moves them as well, with EventsTable still RECEIVED and no error. "
-        "Nothing is lost (the operator's redrive, in order, replays them; the fault checks accept such messages "
-        "only as 'moved with them'), but the runbook should say that DLQ messages without an error belong with "
-        "the failed message of their group.",
+        f"{number}. **Messages queued behind a failing one no longer reach the DLQ without a failure of their "
+        f"own** (observed {behind} times in this run's fault scenarios). Before, a group's later records were "
+        "reported as failures with the failing one and SQS's redrive (5 receives) moved them too, with EventsTable "
+        "still RECEIVED. Now the processor counts attempts itself (EventsTable `attempts`; a hold for a rate limit, "
+        "or a message handed back unstarted, is not one), parks an event after 5 failed attempts with "
+        "`failureKind: attempts`, and SQS's redrive (100 receives) is only a backstop for what never reaches the "
+        "processor's code.",
         "",
     ]
     lines += ["## Reproduce", ""]

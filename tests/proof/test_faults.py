@@ -166,7 +166,7 @@ class Outcome:
     dropped: list[str]
     redelivered: int  # events the processor started more than once
     parked: int  # parked by the processor itself (permanent failure), with failureReason
-    exhausted: int  # moved to the DLQ by SQS's redrive policy after 5 receives, the event log has the error
+    exhausted: int  # parked after 5 failed attempts (failureKind attempts), the event log has the error
     behind: int  # moved with them: never attempted, held behind a failing message of their group
     redriven: int
     reconciled: bool
@@ -197,7 +197,7 @@ class Outcome:
         if self.parked:
             parts.append(f"{_n(self.parked, 'message')} parked in the DLQ by the processor with failureReason")
         if self.exhausted:
-            parts.append(f"{_n(self.exhausted, 'message')} moved to the DLQ after 5 receives, error in the event log")
+            parts.append(f"{_n(self.exhausted, 'message')} parked after 5 failed attempts, error in the event log")
         if self.behind:
             parts.append(f"{_n(self.behind, 'message')} moved with them, never attempted (no error of their own)")
         if self.redriven:
@@ -233,10 +233,13 @@ def check(
         attributes = message.get("MessageAttributes") or {}
         event_id = attributes.get("eventId", {}).get("StringValue", "")
         log = probe.event_log(event_id) or {}
-        if attributes.get("failureReason", {}).get("StringValue"):
+        kind = attributes.get("failureKind", {}).get("StringValue")
+        if kind == "attempts" or (kind is None and log.get("error")):
+            # The processor gave up after PROCESSOR_MAX_ATTEMPTS failures (or SQS's redrive backstop moved it);
+            # the event log says why.
+            exhausted.append(message)
+        elif attributes.get("failureReason", {}).get("StringValue"):
             parked.append(message)  # the processor parked it itself: a permanent failure, with its reason
-        elif log.get("error"):
-            exhausted.append(message)  # failed 5 receives in a row; the event log says why
         elif log.get("status") == "RECEIVED":
             behind.append(message)  # a message of the same group failed ahead of it
         else:
@@ -556,7 +559,7 @@ SCENARIOS = [
     Scenario("Pluggy API key expired between two calls", "processor", expiring_keys),
     Scenario("Pluggy refuses every API key (credentials broken)", "processor", cold_start(key_ttl(0.001)),
              step=Op("sync")),
-    Scenario("Pluggy down for longer than 5 receives", "processor", pluggy_fault(ITEM_ROUTE, "500", 60)),
+    Scenario("Pluggy down for longer than 5 attempts", "processor", pluggy_fault(ITEM_ROUTE, "500", 60)),
     # processor: its AWS calls
     Scenario("processor PutItem throttled", "processor", aws_fault("processor.dynamodb", "PutItem", "throttle")),
     Scenario("processor UpdateItem (event log start) throttled", "processor",

@@ -188,6 +188,10 @@ class FakeLog:
     def start(self, event_id: str, event_type: str, payload: str, *, copy_payload: bool = True) -> StartOutcome:
         return self.start_attempt(event_id, event_type, payload, copy_payload=copy_payload)[0]
 
+    def give_up(self, event_id: str) -> None:
+        record = self.records[event_id]
+        record.update(status="FAILED", parkedAfterAttempts=record["attempts"] - 1, attempts=0)
+
     def hold(self, event_id: str, reason: str) -> None:
         record = self.records[event_id]
         record.update(status="FAILED", error=reason, permanent=False, attempts=record["attempts"] - 1)

@@ -10,6 +10,7 @@ import pytest
 from moto import mock_aws
 from pluggy_pipeline import coalesce
 from pluggy_pipeline.errors import TransientError
+from pluggy_pipeline.event_store import ProcessingLog, StartOutcome
 from pluggy_pipeline.pluggy_client import RateLimitedError
 from pluggy_pipeline.processor import QueueMessage, usable_client_user_id
 from pluggy_pipeline_local.template import create_resources
@@ -131,10 +132,34 @@ def test_real_failures_park_the_event_after_max_attempts(h: Harness) -> None:
     assert h.queue.held == []  # a real failure waits out the visibility timeout
     assert processor.process_batch(failing) == []  # the 4th receive parks it instead of trying again
     [parked] = h.dlq.sent
-    assert (
-        parked["event_id"] == "evt-1"
-        and "gave up after 3 failed attempts" in parked["extra_attributes"]["failureReason"]
-    )
+    assert parked["event_id"] == "evt-1" and parked["extra_attributes"] == {
+        "failureReason": "gave up after 3 failed attempts",
+        "failureKind": "attempts",
+    }
+    assert h.log.records["evt-1"]["error"] == "TransientError: Pluggy 503"  # the last error stays
+    h.pluggy.error = None
+    assert processor.process_batch(failing) == []  # redriven once Pluggy is back: the count started again
+    assert h.log.records["evt-1"]["status"] == "PROCESSED"
+
+
+def test_the_event_log_counts_attempts_not_holds_and_restarts_the_count_after_giving_up() -> None:
+    with mock_aws():
+        client = SESSION.client("dynamodb", region_name=REGION)
+        events = {"Resources": {"EventsTable": TEMPLATE["Resources"]["EventsTable"]}}
+        log = ProcessingLog(lambda: client, create_resources(events, dynamodb=client, sqs=None).tables["EventsTable"])
+        assert log.start_attempt("e-1", "item/updated", "{}") == (StartOutcome.STARTED, 1)
+        log.hold("e-1", "RateLimitedError: 429")
+        assert log.start_attempt("e-1", "item/updated", "{}") == (StartOutcome.STARTED, 1)
+        log.fail("e-1", "TransientError: 503", permanent=False)
+        assert log.start_attempt("e-1", "item/updated", "{}") == (StartOutcome.STARTED, 2)
+        log.give_up("e-1")
+        record = client.get_item(TableName=log._table, Key={"eventId": {"S": "e-1"}})["Item"]
+        assert (record["error"]["S"], record["parkedAfterAttempts"]["N"], record["holds"]["N"]) == (
+            "TransientError: 503",
+            "1",
+            "1",
+        )
+        assert log.start_attempt("e-1", "item/updated", "{}") == (StartOutcome.STARTED, 1)
 
 
 def test_a_bad_event_in_a_unit_parks_alone_and_the_rest_are_processed(h: Harness) -> None:

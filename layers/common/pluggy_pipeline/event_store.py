@@ -175,6 +175,9 @@ class StartOutcome(StrEnum):
 PAYLOAD_COPY_LIMIT = 16 * 1024
 
 
+_NAMES = {"#status": "status", "#error": "error"}
+
+
 class ProcessingLog(_EventsTable):
     """The processor's side of EventsTable: PROCESSING -> PROCESSED (with counts) or FAILED (with the error)."""
 
@@ -290,6 +293,20 @@ class ProcessingLog(_EventsTable):
             },
         )
 
+    def give_up(self, event_id: str) -> None:
+        """Parked after too many failed attempts: the last error stays, the count starts again for a redrive."""
+        self._set(
+            event_id,
+            "SET #status = :s, failedAt = :now, permanent = :false, parkedAfterAttempts = attempts - :one,"
+            " attempts = :zero REMOVE leaseUntilMs",
+            {
+                ":s": {"S": EventStatus.FAILED.value},
+                ":false": {"BOOL": False},
+                ":one": {"N": "1"},
+                ":zero": {"N": "0"},
+            },
+        )
+
     def hold(self, event_id: str, reason: str) -> None:
         """A started attempt handed back unharmed (a rate limit): it does not count as an attempt."""
         self._set(
@@ -311,7 +328,8 @@ class ProcessingLog(_EventsTable):
                 TableName=self._table,
                 Key={"eventId": {"S": event_id}},
                 UpdateExpression=expression,
-                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                # Only the names the expression uses: DynamoDB refuses unused ones.
+                ExpressionAttributeNames={k: v for k, v in _NAMES.items() if k in expression},
                 ExpressionAttributeValues={":now": {"S": iso_now(self._clock())}, **values},
             )
         except Exception as exc:

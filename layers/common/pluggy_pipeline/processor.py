@@ -43,6 +43,10 @@ RECONCILE_GROUP = "reconcile"
 CLIENT_USER_ID_MAX_LENGTH = 256
 
 
+class AttemptsExhausted(PermanentError):
+    """The event failed PROCESSOR_MAX_ATTEMPTS times: parked, to be redriven once the cause is fixed."""
+
+
 class EventInProgress(TransientError):
     """Another invocation holds this eventId's lease: the message returns to the queue, untouched."""
 
@@ -363,10 +367,15 @@ class Processor:
             started = True
             if attempts > self._max_attempts:
                 # Holds (rate limits, a group waiting) are not attempts: only real failures get here.
-                raise PermanentError(f"gave up after {attempts - 1} failed attempts")
+                raise AttemptsExhausted(f"gave up after {attempts - 1} failed attempts")
         except EventInProgress:
             _count("EventsFailed")
             raise  # not ours to mark FAILED: the holder of the lease finishes it
+        except AttemptsExhausted as exc:
+            self._log.give_up(event_id)
+            self._park(message, event_id, str(exc), exhausted=True)
+            _count("EventsParked")
+            return None
         except PermanentError as exc:
             self._record_failure(event_id, event_type, message.body, exc, permanent=True, started=started)
             self._park(message, event_id, str(exc))
@@ -450,8 +459,10 @@ class Processor:
         except Exception as log_error:
             logger.error("could not record the failure in the event log", extra={"error": str(log_error)})
 
-    def _park(self, message: QueueMessage, event_id: str, reason: str) -> None:
-        logger.error("permanent failure: parking message in the dead-letter queue", extra={"reason": reason})
+    def _park(self, message: QueueMessage, event_id: str, reason: str, *, exhausted: bool = False) -> None:
+        """`failureKind` tells the operator what to do: `permanent` needs a fix or nothing (a malformed
+        message), `attempts` (transient failures, e.g. a Pluggy outage) is redriven once the cause is gone."""
+        logger.error("parking message in the dead-letter queue", extra={"reason": reason})
         self._dead_letters.send(
             event_id=event_id,
             event_type=message.attributes.get("eventType", "unknown"),
@@ -459,7 +470,7 @@ class Processor:
             group_id=message.attributes.get("groupId") or event_id,
             # Unique per SQS message: parking the same event again (after a redrive) must not be deduplicated.
             dedup_id=f"{event_id}#park-{message.message_id}",
-            extra_attributes={"failureReason": reason[:256]},
+            extra_attributes={"failureReason": reason[:256], "failureKind": "attempts" if exhausted else "permanent"},
         )
 
     def _execute(self, events: Sequence[coalesce.Event], counts: Counts) -> dict[str, bool]:

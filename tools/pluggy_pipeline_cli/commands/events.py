@@ -312,6 +312,8 @@ def _dlq_row(message: Mapping[str, Any]) -> dict[str, Any]:
         "eventId": _attribute(message, "eventId"),
         "eventType": _attribute(message, "eventType"),
         "failureReason": _attribute(message, "failureReason"),
+        # attempts: transient failures, redrive once the cause is fixed; permanent: the message itself is bad
+        "failureKind": _attribute(message, "failureKind"),
         "receiveCount": int(attributes.get("ApproximateReceiveCount", 0)),
         "sentAt": iso_now(int(sent) / 1000) if sent else None,
         "messageGroupId": attributes.get("MessageGroupId"),
@@ -339,14 +341,15 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
         return 0
     print(
         table(
-            ["SENT", "EVENT ID", "TYPE", "RECEIVES", "FAILURE REASON"],
+            ["SENT", "EVENT ID", "TYPE", "KIND", "RECEIVES", "FAILURE REASON"],
             [
                 [
                     r["sentAt"],
                     r["eventId"] or "-",
                     r["eventType"] or "-",
+                    r["failureKind"] or "-",
                     r["receiveCount"],
-                    truncate(r["failureReason"], 70),
+                    truncate(r["failureReason"], 60),
                 ]
                 for r in rows
             ],
