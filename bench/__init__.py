@@ -1,8 +1,10 @@
 """Benchmarks of pluggy-pipeline: `python -m bench` runs every module here and writes docs/benchmarks.md.
 
-A benchmark module (bench/receiver.py, later bench/processor.py, bench/pipeline.py) exposes
-`run(quick: bool) -> Section`. Everything a section says comes from the run that produced it: goals are
-the only constants, every measured figure and every baseline is measured in the same run.
+A benchmark module (bench/receiver.py, bench/processor.py, ...) exposes `run(quick: bool) -> Section`.
+Everything a section says comes from the run that produced it: goals are the only constants, every measured
+figure and every baseline is measured in the same run. What the modules share is in the underscored ones
+(not benchmarks): bench/_harness.py (environment, handlers, call counters, stdout, child processes),
+bench/_fakes.py (in-memory DynamoDB and SQS) and bench/_plot.py (figures in docs/img/).
 """
 
 from __future__ import annotations

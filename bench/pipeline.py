@@ -16,7 +16,6 @@ import math
 import os
 import queue
 import random
-import sys
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -36,7 +36,9 @@ from pluggy_pipeline_local.devsecrets import LOCAL_PLUGGY_CLIENT_ID, LOCAL_SIGNI
 from pluggy_pipeline_local.events_corpus import SECRET_HEADER, SIGNATURE_HEADER
 from pluggy_pipeline_local.stack import LocalStack, StackOptions, _Front
 
-from bench import Measure, Section, Stats, Table, fmt, ratio, verdict
+from bench import Measure, Section, Stats, Table, fmt, percentile, ratio, verdict
+from bench._harness import latency_cells, progress_of, rotated
+from bench._plot import figure, link, save_png
 
 # The goals (the only figures written here; everything else is measured).
 GOAL_MAX_ANSWER_MS = 5000.0  # Pluggy waits 5 s for the 2XX (the receiver's budget, pluggy_pipeline/aws.py)
@@ -59,13 +61,8 @@ QUICK = Sizes(100, 20, 8, 2, 10, 2, 300.0)
 TINY = Sizes(24, 6, 8, 1, 4, 2, 120.0)  # for the smoke test: exercises everything, measures nothing
 
 
-def progress(message: str) -> None:
-    print(f"bench.pipeline: {message}", file=sys.stderr, flush=True)
-
-
-def nearest_rank(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+progress = progress_of("pipeline")
+PLOT_NAME = "pipeline-ack-latency"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,27 +148,23 @@ def build_schedule(
 ) -> tuple[list[Delivery], list[str]]:
     """The send order (originals in order, each duplicate somewhere after its original) and the distinct ids."""
     originals = []
-    for i, (kind, payload) in enumerate(distinct_payloads(sizes.distinct, items, rng)):
+    for kind, payload in distinct_payloads(sizes.distinct, items, rng):
         body = json.dumps(payload, separators=(",", ":")).encode()
         event_id = parse_delivery(body).event_id  # the receiver's own keying (body hash when keyless)
-        originals.append((i, kind, event_id, body))
-    order: list[tuple[int, bool]] = [(i, False) for i in range(len(originals))]
+        originals.append((kind, event_id, body))
+    order = list(range(len(originals)))
     for original in rng.sample(range(len(originals)), sizes.duplicates):
-        at = order.index((original, False))
-        order.insert(rng.randint(at + 1, len(order)), (original, True))
-    schedule = []
-    for index, (original, _) in enumerate(order):
-        i, kind, event_id, body = originals[original]
-        schedule.append(Delivery(index, index, kind, event_id, body, signed_headers(body)))
+        order.insert(rng.randint(order.index(original) + 1, len(order)), original)  # after its original
+    schedule: list[Delivery] = []
     first_index: dict[str, int] = {}
-    fixed = []
-    for delivery in schedule:
-        first = first_index.setdefault(delivery.event_id, delivery.index)
-        fixed.append(Delivery(delivery.index, first, delivery.kind, delivery.event_id, delivery.body, delivery.headers))
-    ids = [d.event_id for d in fixed if not d.duplicate]
-    if len(set(ids)) != sizes.distinct or len(fixed) != sizes.distinct + sizes.duplicates:
+    for index, original in enumerate(order):
+        kind, event_id, body = originals[original]
+        first = first_index.setdefault(event_id, index)
+        schedule.append(Delivery(index, first, kind, event_id, body, signed_headers(body)))
+    ids = [d.event_id for d in schedule if not d.duplicate]
+    if len(set(ids)) != sizes.distinct or len(schedule) != sizes.distinct + sizes.duplicates:
         raise RuntimeError("the schedule does not hold the expected distinct events and duplicates")
-    return fixed, ids
+    return schedule, ids
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,36 +336,42 @@ def run_baselines(
 
 @dataclass
 class ProcessCounter:
-    """Counts `Processor.process` calls per eventId on the stack's processor (the container's instance)."""
+    """Counts the messages handed to `Processor.process_batch` per eventId, on the stack's processor (the
+    container's instance, which functions/processor/app.py hands each SQS batch to)."""
 
     processor: Processor
     calls: Counter[str] = field(default_factory=Counter)
-    seconds: list[float] = field(default_factory=list)  # wall time of each call
-    done: dict[str, float] = field(default_factory=dict)  # eventId -> perf_counter when its call returned
+    seconds: list[float] = field(default_factory=list)  # per message: its batch's wall time / the batch's messages
+    batch_seconds: list[float] = field(default_factory=list)
+    done: dict[str, float] = field(default_factory=dict)  # eventId -> perf_counter when its batch returned
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> ProcessCounter:
-        original = self.processor.process
+        original = self.processor.process_batch
 
-        def counted(message: QueueMessage) -> None:
-            event_id = message.attributes.get("eventId") or f"sqs-{message.message_id}"
+        def counted(messages: Sequence[QueueMessage], **kwargs: Any) -> list[str]:
+            ids = {m.message_id: m.attributes.get("eventId") or f"sqs-{m.message_id}" for m in messages}
             with self.lock:
-                self.calls[event_id] += 1
+                self.calls.update(ids.values())
             started = time.perf_counter()
+            handed_back = list(ids)  # all of them if the batch raised
             try:
-                original(message)
+                handed_back = original(messages, **kwargs)
+                return handed_back
             finally:
                 finished = time.perf_counter()
                 with self.lock:
-                    self.seconds.append(finished - started)
-            with self.lock:  # only when process() returned: the event is PROCESSED (or parked, checked after)
-                self.done.setdefault(event_id, finished)
+                    self.batch_seconds.append(finished - started)
+                    self.seconds += [(finished - started) / len(ids)] * len(ids) if ids else []
+                    for message_id, event_id in ids.items():  # done: PROCESSED (or parked, checked after)
+                        if message_id not in handed_back:
+                            self.done.setdefault(event_id, finished)
 
-        self.processor.__dict__["process"] = counted  # an instance attribute shadows the method
+        self.processor.__dict__["process_batch"] = counted  # an instance attribute shadows the method
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.processor.__dict__.pop("process", None)
+        self.processor.__dict__.pop("process_batch", None)
 
     def wait_for(self, ids: Sequence[str], deadline_s: float) -> float | None:
         """perf_counter when the last of `ids` was processed; None if the deadline came first."""
@@ -446,9 +445,25 @@ def statuses(run: SendRun, predicate: Callable[[Answer], bool] = lambda a: True)
     return ", ".join(f"{status if status >= 0 else 'no answer'} x {n}" for status, n in sorted(counts.items()))
 
 
-def latency_cells(samples: Sequence[float]) -> tuple[str, str, str, str]:
-    s = Stats.of(samples)
-    return fmt(s.median), fmt(s.p95), fmt(nearest_rank(samples, 0.99)), fmt(s.maximum)
+def ack_latency_plot(pipeline: Sequence[float], baseline: Sequence[float], senders: int) -> Path:
+    """Time to 2XX of every delivery: histogram and cumulative share, against Pluggy's 5 s budget."""
+    fig, (histogram, cdf) = figure(height=4.2, columns=2)
+    budget: dict[str, Any] = {"color": "tab:red", "linestyle": "--", "linewidth": 1.2, "label": "Pluggy's budget: 5 s"}
+    top = max(GOAL_MAX_ANSWER_MS * 1.1, max(pipeline) * 1.05)
+    histogram.hist(pipeline, bins=[top * i / 100 for i in range(101)], color="tab:blue")
+    histogram.axvline(GOAL_MAX_ANSWER_MS, **budget)
+    p50, p99 = Stats.of(pipeline).median, percentile(pipeline, 0.99)
+    title = f"Pipeline: {len(pipeline)} deliveries, {senders} senders\np50 {fmt(p50)} ms, p99 {fmt(p99)} ms"
+    histogram.set(xlabel="time to 2XX (ms)", ylabel="deliveries", title=f"{title}, max {fmt(max(pipeline))} ms")
+    histogram.legend(loc="upper right")
+    cdf.ecdf(pipeline, label="pipeline", color="tab:blue")
+    cdf.ecdf(baseline, label="baseline: trivial HTTP server", color="tab:gray")
+    cdf.axvline(GOAL_MAX_ANSWER_MS, **budget)
+    cdf.set_xscale("log")
+    cdf.set(xlabel="time to 2XX (ms, log scale)", ylabel="share answered", title="Cumulative share", ylim=(0, 1.02))
+    cdf.grid(True, which="both", alpha=0.3)
+    cdf.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="small", frameon=False)
+    return save_png(fig, PLOT_NAME)
 
 
 @contextlib.contextmanager
@@ -495,7 +510,7 @@ def measure(sizes: Sizes) -> Section:
         before = max(1, sizes.baseline_runs // 2)
         after = sizes.baseline_runs - before
         for i in range(before):
-            run_baselines(schedule, sizes, deadline, ("one", "split") if i % 2 == 0 else ("split", "one"), baselines)
+            run_baselines(schedule, sizes, deadline, rotated(list(BASELINE_VARIANTS), i), baselines)
         progress(f"pipeline: {len(schedule)} deliveries from {sizes.senders} senders")
         processor = get_processor()  # the instance the stack's ProcessorFunction uses (one per container)
         stack.emulator.reset_stats()
@@ -511,7 +526,7 @@ def measure(sizes: Sizes) -> Section:
         dlq = stack.queue_depth("EventDeadLetterQueue")
         queued = stack.queue_depth("EventQueue")
         for i in range(after):
-            run_baselines(schedule, sizes, deadline, ("split", "one") if i % 2 == 0 else ("one", "split"), baselines)
+            run_baselines(schedule, sizes, deadline, rotated(list(BASELINE_VARIANTS), before + i), baselines)
     finally:
         stack.stop()
     gc.collect()  # closes the connection pools of the clients the stack dropped
@@ -555,9 +570,10 @@ def measure(sizes: Sizes) -> Section:
     rates = {v: Stats.of([len(b.answers) / b.seconds for b in runs]) for v, runs in baselines.items()}
     baseline_samples, baseline_rate = pooled["one"], rates["one"]
     pipeline_rate = len(pipeline.answers) / pipeline.seconds
-    p50, p99 = Stats.of(pipeline.latency()).median, nearest_rank(pipeline.latency(), 0.99)
-    b50, b99 = Stats.of(baseline_samples).median, nearest_rank(baseline_samples, 0.99)
+    p50, p99 = Stats.of(pipeline.latency()).median, percentile(pipeline.latency(), 0.99)
+    b50, b99 = Stats.of(baseline_samples).median, percentile(baseline_samples, 0.99)
     split50 = Stats.of(pooled["split"]).median
+    plot = ack_latency_plot(pipeline.latency(), baseline_samples, sizes.senders)
 
     data.update(
         statuses=Counter(a.status for a in pipeline.answers),
@@ -591,6 +607,7 @@ def measure(sizes: Sizes) -> Section:
         pluggy_calls=pluggy_calls,
         answers_met=answers_met,
         processing_met=processing_met,
+        plot=plot,
     )
 
     # -- measure 1: deliveries ------------------------------------------------------------------------------
@@ -686,6 +703,9 @@ def measure(sizes: Sizes) -> Section:
         "(the receiver keys it on the body's hash, as for Pluggy's own).",
         "Time to 2XX is `perf_counter` around `session.post` in the sender; throughput is deliveries / (last "
         "answer - start of the senders). Percentiles are nearest-rank.",
+        "Time to 2XX of every pipeline delivery (left), and its cumulative share against the baseline's (one "
+        "write, runs pooled), with Pluggy's 5 s budget dashed: "
+        + link(plot, f"Ack latency distribution: {len(pipeline.answers)} deliveries, {sizes.senders} senders"),
         f"Baseline: the same requests, same schedule, same {sizes.senders} senders against a stdlib "
         "`ThreadingHTTPServer` on 127.0.0.1 that reads the body and answers 200 at once: what this machine's HTTP "
         f"stack and threads cost without the pipeline. Each variant ran {sizes.baseline_runs} time(s), half "
@@ -739,9 +759,9 @@ def measure(sizes: Sizes) -> Section:
             verdict(len(processed) == len(ids) and set(attempts) == {1}),
         ),
         (
-            "`Processor.process` calls per event (processor counts)",
+            "Messages handed to `Processor.process_batch` per event (processor counts)",
             "1 each",
-            ", ".join(f"{k} call(s) x {v}" for k, v in sorted(calls.items()))
+            ", ".join(f"{k} time(s) x {v}" for k, v in sorted(calls.items()))
             + (f"; {extra_calls} for other ids" if extra_calls else ""),
             verdict(set(calls) == {1} and extra_calls == 0),
         ),
@@ -763,13 +783,13 @@ def measure(sizes: Sizes) -> Section:
         (
             "Receive -> processed (EventsTable `processedAt - receivedAt`), p50; p99",
             "—",
-            f"{fmt(Stats.of(queue_latency).median)} ms; {fmt(nearest_rank(queue_latency, 0.99))} ms"
+            f"{fmt(Stats.of(queue_latency).median)} ms; {fmt(percentile(queue_latency, 0.99))} ms"
             if queue_latency
             else "n/a",
             "(informative)",
         ),
         (
-            "`Processor.process` wall time per event (p50; p95; sum)",
+            "`Processor.process_batch` wall time per event (its batch's / the batch's messages; p50; p95; sum)",
             "—",
             f"{fmt(process_ms.median)} ms; {fmt(process_ms.p95)} ms; {fmt(sum(counter.seconds))} s "
             f"({sum(counter.seconds) / process_seconds:.0%} of the time until all processed)"
@@ -793,14 +813,15 @@ def measure(sizes: Sizes) -> Section:
         ),
     ]
     processing_notes = [
-        "Time until all processed: from the start of the senders until the last distinct event's "
-        "`Processor.process` call returned (timed by the wrapper below), no polling during the run. Then, once "
+        "Time until all processed: from the start of the senders until the `Processor.process_batch` call "
+        "holding the last distinct event returned without handing it back (timed by the wrapper below), no "
+        "polling during the run. Then, once "
         f"`stack.wait_until_idle()` said the queue was drained, EventsTable was read with `batch_get_item` "
         f"(consistent reads; {polls} pass(es)) for each event's status and `attempts`.",
-        "Processor counts: `Processor.process` of the stack's processor (the one `get_processor()` caches per "
-        "container) is wrapped for the run to count its calls per eventId; one call per event means no event "
-        "was handed to the processor twice (FIFO deduplication dropped every re-sent copy the receiver queued "
-        "again), and `attempts` = 1 means the processing log started each event once.",
+        "Processor counts: `Processor.process_batch` of the stack's processor (the one `get_processor()` caches "
+        "per container) is wrapped for the run to count the messages it is handed per eventId; once per event "
+        "means no event was handed to the processor twice (FIFO deduplication dropped every re-sent copy the "
+        "receiver queued again), and `attempts` = 1 means the processing log started each event once.",
         f"Before the run, the emulator items' own webhooks went through the stack (warm-up: "
         f"{warmup_invocations.get('receiver', 0)} receiver and {warmup_invocations.get('processor', 0)} processor "
         "invocations), so both functions were warm.",

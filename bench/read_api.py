@@ -10,18 +10,13 @@ handler's page and the raw Query of the same page back to back, alternating whic
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import importlib.util
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from moto import mock_aws
@@ -30,12 +25,23 @@ from pluggy_pipeline import aws, read_api
 from pluggy_pipeline.processor import account_record, item_record, transaction_record
 from pluggy_pipeline.reader import PageQuery, encode_cursor
 from pluggy_pipeline.records import RecordStore, by_date_position
-from pluggy_pipeline_local.template import create_resources, load_template
+from pluggy_pipeline_local.template import create_resources
 
 from bench import Measure, Section, Stats, Table, fmt, percentile, ratio, verdict
+from bench._harness import (
+    AWS_ENV_REMOVED,
+    FAKE_AWS_ENV,
+    LambdaContext,
+    Stdout,
+    latency_cells,
+    load_handler,
+    patched_environ,
+    progress_of,
+    rotated,
+    template,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
+progress = progress_of("read_api")
 
 # The goals (the only figures written here; everything else is measured).
 GOAL_P99_RATIO = 1.25  # p99 of a page through the handler / p99 of the raw Query of the same rows
@@ -53,66 +59,6 @@ class Sizes:
 FULL = Sizes(15_000, 100, 3)
 QUICK = Sizes(2_000, 30, 2)
 TINY = Sizes(250, 2, 1)  # for the smoke test: exercises everything, measures nothing
-
-
-def progress(message: str) -> None:
-    print(f"bench.read_api: {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stdout_to_devnull() -> Iterator[None]:
-    """The handler logs one JSON line per call on file descriptor 1, as in Lambda: here it goes to /dev/null."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
-@contextlib.contextmanager
-def fake_aws_environment(table_name: str) -> Iterator[None]:
-    """ReadApiFunction's environment (the table) and moto's fake credentials, restored afterwards."""
-    values = {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "RECORDS_TABLE_NAME": table_name,
-    }
-    saved = {k: os.environ.get(k) for k in (*values, "AWS_ENDPOINT_URL", "AWS_PROFILE")}
-    os.environ.update(values)
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    os.environ.pop("AWS_PROFILE", None)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def load_handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("read_api_app", REPO_ROOT / "functions/read_api/app.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "ReadApiFunction"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ReadApiFunction"
-    aws_request_id: str = "bench"
 
 
 def api_event(account_id: str, query: dict[str, str]) -> dict[str, Any]:
@@ -199,16 +145,11 @@ class Series:
         self.queries.append(clock.calls)
 
 
-def timed(clock: CallClock, call: Callable[[], Any]) -> tuple[int, Any]:
+def timed(clock: CallClock, call: Callable[[], Any]) -> int:
     clock.reset()
     started = time.perf_counter_ns()
-    result = call()
-    return time.perf_counter_ns() - started, result
-
-
-def cells(samples: list[float]) -> tuple[str, str, str, str]:
-    s = Stats.of(samples)
-    return fmt(s.median), fmt(s.p95), fmt(percentile(samples, 0.99)), fmt(s.maximum)
+    call()
+    return time.perf_counter_ns() - started
 
 
 def run(quick: bool, sizes: Sizes | None = None) -> Section:
@@ -222,13 +163,12 @@ def run(quick: bool, sizes: Sizes | None = None) -> Section:
     deep_cursor = encode_cursor(page_query, by_date_position(newest_first[deep_rows - 1]))
     small_id = "bench-small-account"
     small = [transaction_record({**r["data"], "accountId": small_id}, r["itemId"]) for r in newest_first[: PAGE + 1]]
-    template = load_template()
     days = len({r["data"]["date"][:10] for r in transactions})
     data: dict[str, Any] = {"sizes": sizes, "account": account_id, "deep_rows": deep_rows, "days": days}
 
-    with mock_aws(), fake_aws_environment("pending"):
+    with mock_aws(), patched_environ(FAKE_AWS_ENV, remove=AWS_ENV_REMOVED):
         client = aws.dynamodb()
-        only_records = {"Resources": {"RecordsTable": template["Resources"]["RecordsTable"]}}
+        only_records = {"Resources": {"RecordsTable": template()["Resources"]["RecordsTable"]}}
         table = create_resources(only_records, dynamodb=client, sqs=None).tables["RecordsTable"]
         os.environ["RECORDS_TABLE_NAME"] = table
         progress(f"writing {len(transactions) + len(small) + len(others)} records to moto")
@@ -236,8 +176,8 @@ def run(quick: bool, sizes: Sizes | None = None) -> Section:
         data["stored"] = written.written
         del transactions
         read_api.get_reader.cache_clear()
-        handler = load_handler()
-        context = FakeContext()
+        handler = load_handler("read_api")
+        context = LambdaContext("ReadApiFunction", aws_request_id="bench")
         clock = CallClock(client)
 
         def raw(start: dict[str, Any] | None, account: str = account_id) -> Any:
@@ -268,7 +208,7 @@ def run(quick: bool, sizes: Sizes | None = None) -> Section:
         series[("small", "raw")] = Series.empty()
         same_rows: dict[str, bool] = {}
         body_bytes: dict[str, int] = {}
-        with stdout_to_devnull():
+        with Stdout():  # the handler's log line per call goes to /dev/null
             # The same rows, in the same order, the same amounts: checked once before timing.
             for page, (through_handler, through_raw) in pages.items():
                 response = through_handler()
@@ -286,12 +226,12 @@ def run(quick: bool, sizes: Sizes | None = None) -> Section:
             gc.collect()
             for sample in range(sizes.warmup + sizes.samples):
                 for page, (through_handler, through_raw) in pages.items():
-                    kinds = (("handler", through_handler), ("raw", through_raw))
-                    for kind, call in kinds if sample % 2 == 0 else kinds[::-1]:
-                        wall, _ = timed(clock, call)
+                    kinds = [("handler", through_handler), ("raw", through_raw)]
+                    for kind, call in rotated(kinds, sample):
+                        wall = timed(clock, call)
                         if sample >= sizes.warmup:
                             series[(page, kind)].add(wall, clock)
-                wall, _ = timed(clock, lambda: raw(None, small_id))
+                wall = timed(clock, lambda: raw(None, small_id))
                 if sample >= sizes.warmup:
                     series[("small", "raw")].add(wall, clock)
         read_api.get_reader.cache_clear()
@@ -318,8 +258,8 @@ def section(sizes: Sizes, data: dict[str, Any]) -> Section:
     for page in ("first", "deep"):
         handler, raw = series[(page, "handler")], series[(page, "raw")]
         latency_rows += [
-            (f"{labels[page]}: read API handler", *cells(handler.wall_ms), f"≤ {GOAL_P99_RATIO}x raw (p99)"),
-            (f"{labels[page]}: raw Query, same rows", *cells(raw.wall_ms), "(baseline)"),
+            (f"{labels[page]}: read API handler", *latency_cells(handler.wall_ms), f"≤ {GOAL_P99_RATIO}x raw (p99)"),
+            (f"{labels[page]}: raw Query, same rows", *latency_cells(raw.wall_ms), "(baseline)"),
             (
                 f"{labels[page]}: ratio handler / raw",
                 ratio(Stats.of(handler.wall_ms).median, Stats.of(raw.wall_ms).median),
@@ -331,7 +271,11 @@ def section(sizes: Sizes, data: dict[str, Any]) -> Section:
         ]
     small = series[("small", "raw")]
     latency_rows.append(
-        (f"raw Query of the same {PAGE} rows from a {PAGE + 1}-row account", *cells(small.wall_ms), "(informative)")
+        (
+            f"raw Query of the same {PAGE} rows from a {PAGE + 1}-row account",
+            *latency_cells(small.wall_ms),
+            "(informative)",
+        )
     )
     latency = Measure(
         f"1. A {PAGE}-row page of an account with {n:,} transactions (ms)",
@@ -364,8 +308,8 @@ def section(sizes: Sizes, data: dict[str, Any]) -> Section:
     own_rows = []
     for page in ("first", "deep"):
         handler, raw = series[(page, "handler")], series[(page, "raw")]
-        own_rows.append((f"{labels[page]}: handler", *cells(handler.own_ms), "(informative)"))
-        own_rows.append((f"{labels[page]}: raw Query", *cells(raw.own_ms), "(baseline)"))
+        own_rows.append((f"{labels[page]}: handler", *latency_cells(handler.own_ms), "(informative)"))
+        own_rows.append((f"{labels[page]}: raw Query", *latency_cells(raw.own_ms), "(baseline)"))
     own_rows.append(
         (
             "Query calls per page (handler)",

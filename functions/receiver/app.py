@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pluggy_pipeline.observability import logger, metrics
+from pluggy_pipeline.observability import lambda_context_on_first_line, receiver_metrics
 from pluggy_pipeline.receiver import receive, record
 
 
-@logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics
+# Powertools' inject_lambda_context(clear_state=True) and log_metrics, printing the same lines for less
+# per invocation (pluggy_pipeline/observability.py).
+@lambda_context_on_first_line
+@receiver_metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     outcome = receive(event)
-    record(outcome, metrics)
+    record(outcome, receiver_metrics)
     return outcome.response.to_proxy()

@@ -17,9 +17,18 @@ from pluggy_pipeline import receiver as receiver_module
 from pluggy_pipeline.auth import WebhookAuthenticator, sign
 from pluggy_pipeline.config import ReceiverSettings
 from pluggy_pipeline.errors import ConfigurationError, PermanentError, TransientError
-from pluggy_pipeline.event_store import Claim, ClaimOutcome, KeySource, NewEvent
+from pluggy_pipeline.event_store import Claim, ClaimOutcome, KeySource, NewEvent, iso_now
 from pluggy_pipeline.http import ApiRequest
-from pluggy_pipeline.receiver import BadPayload, Outcome, WebhookReceiver, get_receiver, parse_delivery, receive, record
+from pluggy_pipeline.receiver import (
+    BadPayload,
+    Outcome,
+    WebhookReceiver,
+    get_receiver,
+    parse_delivery,
+    receive,
+    received_at,
+    record,
+)
 from pluggy_pipeline.secrets import StaticSecretProvider, WebhookSecrets
 
 SECRET = "the-shared-secret"
@@ -916,3 +925,21 @@ def test_hash_key_is_sha256_of_the_canonical_body() -> None:
     canonical = json.dumps(KEYLESS, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     expected = "sha256-" + hashlib.sha256(canonical.encode()).hexdigest()
     assert parse_delivery(dumps(KEYLESS).encode()).event_id == expected
+
+
+# =============================================================================== received_at()
+
+
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [
+        1_764_460_800_000_500_000,  # a second's first millisecond
+        1_764_460_800_999_500_000,  # its last
+        1_764_460_801_000_500_000,  # the next second (the cached text of the last one must not be reused)
+        1_764_460_800_123_500_000,
+        951_782_400_042_500_000,  # 2000-02-29
+    ],
+)
+def test_received_at_is_written_as_iso_now(nanoseconds: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(receiver_module.time, "time_ns", lambda: nanoseconds)
+    assert received_at() == iso_now(nanoseconds / 1e9)
