@@ -65,6 +65,7 @@ def test_only_declared_variables_and_each_one_needed(stack: LocalStack) -> None:
         "EVENT_DLQ_URL": queues["EventDeadLetterQueue"],
         "PLUGGY_BASE_URL": stack.emulator.base_url,
         "PLUGGY_CREDENTIALS_SECRET_ARN": secrets["PluggyCredentialsSecret"],
+        "PACER_TABLE_NAME": tables["PacerTable"],
     }
 
 

@@ -294,8 +294,8 @@ class Processor:
 
         A group's events run as one unit (coalesce.plan). A failure hands back the group's messages from the
         failing one on, so its order holds, while other groups go on. Messages handed back for a rate limit,
-        or not started for lack of time, are made visible again when they can run (`_hold`), and their
-        attempts do not count towards parking them.
+        or not started for lack of time, are made visible again when they can run (EventQueue.hold), and
+        those receives do not count as attempts.
         """
         back: list[str] = []
         holds: list[tuple[QueueMessage, float]] = []
