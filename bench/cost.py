@@ -199,11 +199,10 @@ def write_units(old: Item | None, new: Item | None, schema: TableSchema) -> Coun
 
 
 def record_kind(key: Item) -> str:
-    """Which record a written key is (RecordsTable's layout, records.py; EventsTable's events and pacing slots)."""
+    """Which record a written key is (RecordsTable's layout, records.py; EventsTable's events; PacerTable's slots)."""
     pk, sk = (str(key.get(name, {}).get("S", "")) for name in ("pk", "sk"))
     if not pk:
-        pacing = str(key.get("eventId", {}).get("S", "")).startswith("pacer#")
-        return "Pluggy pacing slot (EventsTable)" if pacing else "event (EventsTable)"
+        return "Pluggy pacing slot (PacerTable)" if "route" in key else "event (EventsTable)"
     prefix = pk.split("#")[0]
     if prefix == "ITEM":
         return "item" if sk == "ITEM" else "account"
