@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from collections.abc import Iterator, Sequence
@@ -278,13 +279,20 @@ class Harness:
         return sorted(rows, key=lambda r: (r["pk"]["S"], r["sk"]["S"]))
 
 
-@pytest.fixture
-def h() -> Iterator[Harness]:
+@contextlib.contextmanager
+def records_harness() -> Iterator[Harness]:
+    """A Harness on moto's RecordsTable (from template.yaml)."""
     with mock_aws():
         client = SESSION.client("dynamodb", region_name=REGION)
         only_records = {"Resources": {"RecordsTable": TEMPLATE["Resources"]["RecordsTable"]}}
         resources = create_resources(only_records, dynamodb=client, sqs=None)
         yield Harness(client, resources.tables["RecordsTable"])
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    with records_harness() as harness:
+        yield harness
 
 
 # --- small pieces --------------------------------------------------------------------------------

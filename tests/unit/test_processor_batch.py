@@ -16,16 +16,13 @@ from pluggy_pipeline.processor import QueueMessage, usable_client_user_id
 from pluggy_pipeline_local.template import create_resources
 
 from tests.conftest import REGION, TEMPLATE
-from tests.unit.test_processor import CARD, CHECKING, ITEM, SESSION, Harness, stamp
+from tests.unit.test_processor import CARD, CHECKING, ITEM, SESSION, Harness, records_harness, stamp
 
 
 @pytest.fixture
 def h() -> Iterator[Harness]:
-    with mock_aws():
-        client = SESSION.client("dynamodb", region_name=REGION)
-        only_records = {"Resources": {"RecordsTable": TEMPLATE["Resources"]["RecordsTable"]}}
-        resources = create_resources(only_records, dynamodb=client, sqs=None)
-        yield Harness(client, resources.tables["RecordsTable"])
+    with records_harness() as harness:
+        yield harness
 
 
 def message(n: int, event: str, item: str = ITEM, **payload: Any) -> QueueMessage:
