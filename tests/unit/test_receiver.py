@@ -943,3 +943,10 @@ def test_hash_key_is_sha256_of_the_canonical_body() -> None:
 def test_received_at_is_written_as_iso_now(nanoseconds: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(receiver_module.time, "time_ns", lambda: nanoseconds)
     assert received_at() == iso_now(nanoseconds / 1e9)
+
+
+def test_the_ascii_fast_path_refuses_exactly_what_the_full_character_class_refuses() -> None:
+    full = receiver_module._not_sqs_safe()
+    for code_point in [*range(0x80), 0xD7FF, 0xD800, 0xDFFF, 0xE000, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x10FFFF]:
+        text = f"ok{chr(code_point)}"
+        assert receiver_module._sqs_unsafe(text) == (full.search(text) is not None), hex(code_point)
