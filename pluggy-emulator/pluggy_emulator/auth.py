@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pluggy_emulator.common import JsonDict, PluggyApiError
+from pluggy_emulator.products import check_products
 from pluggy_emulator.store import Store, item_not_found
 
 KeyKind = Literal["api", "connect"]
@@ -32,6 +33,7 @@ class KeyInfo:
     item_ids: set[str] = field(default_factory=set)  # connect tokens: the items they may see
     client_user_id: str | None = None
     webhook_url: str | None = None
+    products: list[str] | None = None  # options.products: what items created with the token request
 
     def check_scope(self, item_id: str) -> None:
         """403 when this is a connect token that may not see the item."""
@@ -111,6 +113,8 @@ class Keys:
             hook = self._validate_webhook_url(hook)  # the same rules as a Webhook resource (section 21)
         info.client_user_id = cuid if isinstance(cuid, str) else None
         info.webhook_url = hook
+        if opts.get("products") is not None:
+            info.products = check_products(opts["products"])
         claims: JsonDict = {"clientId": self.client_id, "itemId": item_id, "options": opts}
         return self._issue("connect", CONNECT_TOKEN_TTL_SECONDS, claims, info)
 

@@ -33,7 +33,17 @@ APP_AUTHORIZATION_CONNECTOR_ID = 3
 USER_AT_EVERY_LOGIN = frozenset({MFA_TWO_STEP_CONNECTOR_ID, APP_AUTHORIZATION_CONNECTOR_ID})
 SANDBOX_MFA_TOKEN = "123456"  # noqa: S105 - Pluggy's public sandbox MFA token, not a secret
 MFA_PARAMETER = "token"
-ITEM_PRODUCTS = ["ACCOUNTS", "CREDIT_CARDS", "TRANSACTIONS", "PAYMENT_DATA"]
+# What the sandbox connectors collect, and what an item requests unless it names its own (products.py).
+ITEM_PRODUCTS = [
+    "ACCOUNTS",
+    "CREDIT_CARDS",
+    "TRANSACTIONS",
+    "PAYMENT_DATA",
+    "INVESTMENTS",
+    "INVESTMENTS_TRANSACTIONS",
+    "IDENTITY",
+    "LOANS",
+]
 _TRUE = ("true", "1")
 CONNECTOR_STATUSES = frozenset({"ONLINE", "UNSTABLE", "OFFLINE"})
 

@@ -107,10 +107,10 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
     ),
     Difference(
         "products-not-emulated",
-        "Identity, investments and their transactions, loans, credit-card bills, consents, the live account "
-        "balance, category rules, boletos, payment customers and recipients, bulk payments, smart accounts "
-        "and smart transfers answer 404 (`Cannot GET ...`). Account statements answer an empty page.",
-        "The pipeline does not read them yet (a later issue); the sandbox produces no statements.",
+        "The live account balance, category rules, boletos, payment customers and recipients, bulk payments, "
+        "smart accounts and smart transfers answer 404 (`Cannot GET ...`). Account statements answer an empty "
+        "page. (Bills, investments and their transactions, loans, identity and consents are served.)",
+        "The pipeline does not read them; the sandbox produces no statements.",
     ),
     Difference(
         "record-only-webhooks",
@@ -138,7 +138,8 @@ DELIBERATE_DIFFERENCES: tuple[Difference, ...] = (
         "rate-limits",
         "Instant mode has no rate limit unless `rate_limit_per_minute` asks for one (an int, a per-route "
         'mapping, or "pluggy"). Timed mode has Pluggy\'s per-endpoint limits by default (360/min on `POST /auth`, '
-        "account and transaction reads, `/v2/transactions` included; 20/min on `PATCH /items/{id}`). Either way "
+        "account, transaction and investment reads, `/v2/transactions` included; 20/min on `PATCH /items/{id}`). "
+        "Either way "
         "the count is one fixed window per route for all callers together; Pluggy counts per source IP and does "
         "not say how its window moves.",
         "Most instant-mode tests make bursts of calls that are not about rate limiting; the fault suites and "
@@ -289,6 +290,20 @@ SOURCE_CHOICES: tuple[tuple[str, str], ...] = (
         "Webhook URL messages",
         "Pluggy's wording where a source quotes it (https, IP, malformed or localhost); the port, credentials, "
         "duplicate and per-event-limit messages are the emulator's. Bodies are `{code, message}` only.",
+    ),
+    (
+        "Products beyond accounts",
+        "An item requests every product of the sandbox connector unless `POST /items` (or the connect token's "
+        "`options.products`) names some; `statusDetail` (on PARTIAL_SUCCESS or warnings) has every key, null "
+        "for a product not requested. Bills, investments (2 or 3, with their transactions), one loan, the "
+        "identity and one consent are generated at the item's first successful sync (in timed mode visible at "
+        "UPDATED: no INVESTMENTS_IN_PROGRESS or other product steps are played). Bills: one per closed month "
+        "of the card's rows, id = the rows' `billId`, `totalAmount` = their purchases, paid in full once due; "
+        "`GET /bills` for a bank account is an empty page. Lists take `page`/`pageSize` (default 500, the "
+        "OAS's; at most 500) and answer `totalPages` 1 when empty. The consent lasts 12 months and its "
+        "`expiresAt` is the item's `consentExpiresAt` (Pluggy sets it on Open Finance items only). "
+        "`GET /identity` with an itemId that is not a UUID is a 400 `itemId must be a UUID`, for an item "
+        "without identity (unknown, not requested, not synced) a 404 `IDENTITY_NOT_FOUND`.",
     ),
     (
         "Not-found codes nobody documents",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +26,7 @@ from pluggy_emulator.connectors import (
     mfa_token_credential,
 )
 from pluggy_emulator.events import Events
+from pluggy_emulator.products import STATUS_DETAIL_KEYS, Products
 from pluggy_emulator.store import ItemMeta, Store
 from pluggy_emulator.timeline import SyncTiming
 
@@ -142,10 +144,13 @@ def login_step(meta: ItemMeta) -> Login:
 class ItemStates:
     """The item's fields (and webhook) for each way a sync ends or waits."""
 
-    def __init__(self, store: Store, events: Events, timing: SyncTiming | None) -> None:
+    def __init__(
+        self, store: Store, events: Events, timing: SyncTiming | None, products: Products | None = None
+    ) -> None:
         self._store = store
         self._events = events
         self._timing = timing
+        self._products = products
 
     def finish_success(self, item: JsonDict, variant: str) -> None:
         """UPDATED with SUCCESS (or PARTIAL_SUCCESS); the caller sends item/created or item/updated."""
@@ -156,7 +161,7 @@ class ItemStates:
         item["error"] = None
         item["parameter"] = None
         item["userAction"] = None
-        item["statusDetail"] = self._status_detail(variant, now)
+        item["statusDetail"] = self._status_detail(variant, now, item.get("products") or ())
         item["lastUpdatedAt"] = now
         item["updatedAt"] = now
         item["consecutiveFailedLoginAttempts"] = 0
@@ -165,37 +170,39 @@ class ItemStates:
         user_each_login = item["connector"]["id"] in USER_AT_EVERY_LOGIN
         auto_sync = None if user_each_login else now_ms + int(AUTO_SYNC_INTERVAL.total_seconds() * 1000)
         item["nextAutoSyncAt"] = None if auto_sync is None else iso_from_ms(auto_sync)
+        if self._products is not None:
+            # Bills, investments, loans, identity and consents as this sync leaves them.
+            meta = self._store.meta[item["id"]]
+            self._products.collected(item, meta, now_ms, cards_collected=variant != "partial")
 
     @staticmethod
-    def _status_detail(variant: str, now: str) -> JsonDict | None:
+    def _status_detail(variant: str, now: str, products: Iterable[str]) -> JsonDict | None:
+        """null on SUCCESS; otherwise every key, null for a product the item did not request (section 11)."""
+
         def product(updated: bool = True, warnings: list[JsonDict] | None = None) -> JsonDict:
             return {"isUpdated": updated, "lastUpdatedAt": now if updated else None, "warnings": warnings or []}
 
-        if variant == "partial":
+        if variant not in ("partial", "warning"):
+            return None
+        requested = {STATUS_DETAIL_KEYS[p] for p in products if p in STATUS_DETAIL_KEYS}
+        detail: JsonDict = {key: product() if key in requested else None for key in STATUS_DETAIL_KEYS.values()}
+        if variant == "partial" and detail["creditCards"] is not None:
             # user-ok-account-error: the credit card product failed, so its account is not collected.
-            return {
-                "accounts": product(),
-                "creditCards": product(False, [{"code": "001", "message": "Credit card data could not be collected"}]),
-                "transactions": product(),
-                "paymentData": product(),
-            }
-        if variant == "warning":
-            return {
-                "accounts": product(
-                    True,
-                    [
-                        {
-                            "code": "002",
-                            "message": "Some account data may be incomplete",
-                            "providerMessage": "Servico temporariamente indisponivel",
-                        }
-                    ],
-                ),
-                "creditCards": product(),
-                "transactions": product(),
-                "paymentData": product(),
-            }
-        return None
+            detail["creditCards"] = product(
+                False, [{"code": "001", "message": "Credit card data could not be collected"}]
+            )
+        if variant == "warning" and detail["accounts"] is not None:
+            detail["accounts"] = product(
+                True,
+                [
+                    {
+                        "code": "002",
+                        "message": "Some account data may be incomplete",
+                        "providerMessage": "Servico temporariamente indisponivel",
+                    }
+                ],
+            )
+        return detail
 
     def set_error(
         self,

@@ -17,7 +17,6 @@ from pluggy_emulator.accounts import DEFAULT_TRANSACTIONS_PER_ACCOUNT, Accounts
 from pluggy_emulator.changes import Changes
 from pluggy_emulator.common import JsonDict, PluggyApiError, iso_from_ms, parse_iso_ms
 from pluggy_emulator.connectors import (
-    ITEM_PRODUCTS,
     MFA_ONE_STEP_CONNECTOR_ID,
     MFA_PARAMETER,
     SANDBOX_CONNECTOR_ID,
@@ -35,6 +34,7 @@ from pluggy_emulator.item_states import (
     login_step,
     sandbox_outcome,
 )
+from pluggy_emulator.products import Products, check_products
 from pluggy_emulator.runs import Run, TimedRuns
 from pluggy_emulator.sandbox_rows import PEOPLE, fake_cpf, rng_uuid
 from pluggy_emulator.store import ItemMeta, Store
@@ -56,8 +56,10 @@ class Items:
         accounts: Accounts,
         changes: Changes,
         runs: TimedRuns | None,
+        products: Products,
     ) -> None:
         self._store = store
+        self._products = products
         self._seed = seed
         self._connectors = connectors
         self._webhooks = webhooks
@@ -90,8 +92,12 @@ class Items:
         triggered_by: str = "USER",
         connector_id: int = SANDBOX_CONNECTOR_ID,
         mfa_token: str | None = None,
+        products: list[str] | None = None,
     ) -> tuple[JsonDict, JsonDict]:
         """Create an item and run its first sync; returns (item as POST /items answers, final item).
+
+        `products` (default: every product the connector has) is what the item requests: only those are
+        collected and served (products.py), and `statusDetail` names them.
 
         Success sends item/login_succeeded then item/created; a failing sandbox user sends item/error; an
         MFA 2-step connector stops in WAITING_USER_INPUT (item/waiting_user_input) until `submit_mfa`.
@@ -100,6 +106,7 @@ class Items:
         check_triggered_by(triggered_by)
         if transactions_per_account is not None and transactions_per_account < 0:
             raise ValueError("transactions_per_account must be >= 0")
+        requested = check_products(products)
         store = self._store
         with store.lock:
             connector = self._connectors.require(connector_id)
@@ -137,7 +144,7 @@ class Items:
                 "consecutiveFailedLoginAttempts": 0,
                 "nextAutoSyncAt": None,
                 "consentExpiresAt": None,
-                "products": list(ITEM_PRODUCTS),
+                "products": requested,
             }
             store.items[item_id] = item
             store.meta[item_id] = meta
@@ -407,8 +414,14 @@ class Items:
         restate_credit_card: int = 0,
         new_account: bool = False,
         triggered_by: str = "SYNC",
+        products_change: bool = False,
+        remove_investment: bool = False,
     ) -> JsonDict:
         """A successful sync that found changes; counts are for the whole item, spread over accounts.
+
+        `products_change`: investment balances move (the first investment by a new BUY transaction), a loan
+        installment is paid, the identity's phone changes. `remove_investment`: the newest investment is gone
+        with its transactions (`truth()["deletedInvestmentIds"]`). Bills follow the card rows at every sync.
 
         Sends item/updated, then transactions/created, transactions/updated and transactions/deleted
         per affected account. A restated card row is a delete plus a create with a new id.
@@ -427,6 +440,7 @@ class Items:
             spec = self._changes.pick(
                 meta, add=add, new_account=new_account, restate=restate_credit_card, delete=delete, change=change
             )
+            self._products.pick_changes(item_id, products_change=products_change, remove_investment=remove_investment)
             if self._runs is not None:
                 self._runs.start(item, Run(item_id, triggered_by, first=False, spec=spec))
                 return {"itemId": item_id, "item": copy.deepcopy(item), "pending": True}
@@ -466,4 +480,5 @@ class Items:
                 store.deleted_accounts.append(account_id)
             del store.items[item_id]
             store.deleted_items.append(item_id)
+            self._products.forget(item_id)
             return self._events.item_event("item/deleted", item, triggered_by)

@@ -26,6 +26,9 @@ PLUGGY_RATE_LIMITS: dict[str, int] = {
     "GET /transactions": 360,
     "GET /transactions/{id}": 360,
     "GET /v2/transactions": 360,
+    "GET /investments": 360,
+    "GET /investments/{id}": 360,
+    "GET /investments/{id}/transactions": 360,
     "PATCH /items/{id}": 20,
 }
 

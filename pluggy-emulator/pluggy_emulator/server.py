@@ -116,6 +116,7 @@ class _CreateItemBody(_ControlModel):
     triggered_by: TriggeredBy = "USER"
     connector_id: int = SANDBOX_CONNECTOR_ID
     mfa_token: str | None = None
+    products: list[str] | None = None
 
 
 class _SyncBody(_ControlModel):
@@ -125,6 +126,8 @@ class _SyncBody(_ControlModel):
     restate_credit_card: int = Field(default=0, ge=0)
     new_account: bool = False
     triggered_by: TriggeredBy = "SYNC"
+    products_change: bool = False
+    remove_investment: bool = False
 
 
 class _FailBody(_ControlModel):
@@ -485,8 +488,12 @@ class PluggyEmulator:
         triggered_by: str = "USER",
         connector_id: int = SANDBOX_CONNECTOR_ID,
         mfa_token: str | None = None,
+        products: Sequence[str] | None = None,
     ) -> JsonDict:
         """Connect a sandbox item and run its first sync; returns the item as `GET /items/{id}` shows it.
+
+        `products` (default: all the connector's) is what the item requests: its bills, investments, loans,
+        identity and consent are generated for those when a sync succeeds, and `statusDetail` names them.
 
         `connector_id` 1 (MFA 1-step) takes `mfa_token`; 2 (MFA 2-step) leaves the item WAITING_USER_INPUT
         until `submit_mfa`; 3 (app authorization) leaves it WAITING_USER_ACTION until `complete_user_action`.
@@ -502,6 +509,7 @@ class PluggyEmulator:
             triggered_by=triggered_by,
             connector_id=connector_id,
             mfa_token=mfa_token,
+            products=list(products) if products is not None else None,
         )
         return item
 
@@ -519,8 +527,18 @@ class PluggyEmulator:
         restate_credit_card: int = 0,
         new_account: bool = False,
         triggered_by: str = "SYNC",
+        products_change: bool = False,
+        remove_investment: bool = False,
     ) -> JsonDict:
         """A sync that found changes; returns {item, created, updated, deleted, restated, eventIds...}.
+
+        Products change too when asked (they land when the sync succeeds, in timed mode at its end):
+        `products_change=True` moves every investment's balance (the first one by a new BUY transaction), pays
+        one more loan installment and changes the identity's phone (its `updatedAt` moves);
+        `remove_investment=True` removes the item's newest investment with its transactions (listed in
+        `truth()["deletedInvestmentIds"]`; ValueError when none is left). Credit-card bills follow the card's
+        rows at every successful sync: a month becomes a bill once its closing day (the 5th) has passed by the
+        emulator's clock, and is paid in full once due.
 
         In timed mode the rows are picked now and the sync runs in the background: the answer is {itemId,
         item (UPDATING), pending: true}; `last_sync(item_id)` tells what it did. ValueError while the item's
@@ -534,6 +552,8 @@ class PluggyEmulator:
             restate_credit_card=restate_credit_card,
             new_account=new_account,
             triggered_by=triggered_by,
+            products_change=products_change,
+            remove_investment=remove_investment,
         )
 
     def fail_item(
@@ -643,8 +663,12 @@ class PluggyEmulator:
         return self._state.events.send_event(event, fields)
 
     def truth(self) -> JsonDict:
-        """Items, accounts, transactions by account, deleted ids, webhooks, connectors and payments: what
-        Pluggy shows now.
+        """Items, accounts, transactions by account, deleted ids, webhooks, connectors, payments and the other
+        products: what Pluggy shows now.
+
+        Products: `bills` {accountId: {id: bill}}, `investments` {id: investment}, `investmentTransactions`
+        {investmentId: {id: row}}, `loans` {id: loan}, `identities` {itemId: identity}, `consents` {id:
+        consent}, `deletedInvestmentIds`.
 
         `payments` is {"requests": {id: request}, "intents": {id: intent},
         "schedules": {request id: {schedule id: schedule}}}. An item waiting for the user shows its wait
@@ -936,6 +960,7 @@ class PluggyEmulator:
     # --- routes ----------------------------------------------------------------------------------
 
     def _build_routes(self) -> None:
+        products = self._state.products
         api: list[tuple[str, str, _ApiFunc]] = [
             ("POST", "/auth", self._api_auth),
             ("POST", "/connect_token", self._api_connect_token),
@@ -958,6 +983,29 @@ class PluggyEmulator:
             ("GET", "/transactions", self._api_transactions_legacy),
             ("GET", "/transactions/{id}", lambda r: _Response(200, self._state.transactions.get(r.params["id"]))),
             ("PATCH", "/transactions/{id}", self._api_update_transaction),
+            ("GET", "/bills", lambda r: _Response(200, products.list_bills(r.query, cast(KeyInfo, r.key)))),
+            ("GET", "/bills/{id}", lambda r: _Response(200, products.get_bill(r.params["id"]))),
+            (
+                "GET",
+                "/investments",
+                lambda r: _Response(200, products.list_investments(r.query, cast(KeyInfo, r.key))),
+            ),
+            ("GET", "/investments/{id}", lambda r: _Response(200, products.get_investment(r.params["id"]))),
+            (
+                "GET",
+                "/investments/{id}/transactions",
+                lambda r: _Response(200, products.list_investment_transactions(r.params["id"], r.query)),
+            ),
+            ("GET", "/loans", lambda r: _Response(200, products.list_loans(r.query, cast(KeyInfo, r.key)))),
+            ("GET", "/loans/{id}", lambda r: _Response(200, products.get_loan(r.params["id"]))),
+            (
+                "GET",
+                "/identity",
+                lambda r: _Response(200, products.identity_of_item(r.query, cast(KeyInfo, r.key))),
+            ),
+            ("GET", "/identity/{id}", lambda r: _Response(200, products.get_identity(r.params["id"]))),
+            ("GET", "/consents", lambda r: _Response(200, products.list_consents(r.query, cast(KeyInfo, r.key)))),
+            ("GET", "/consents/{id}", lambda r: _Response(200, products.get_consent(r.params["id"]))),
             ("GET", "/categories", self._api_list_categories),
             ("GET", "/categories/{id}", lambda r: _Response(200, get_category(r.params["id"]))),
             ("GET", "/webhooks", lambda r: _Response(200, self._state.webhooks.list_webhooks())),
@@ -1066,6 +1114,7 @@ class PluggyEmulator:
             triggered_by="USER" if key.kind == "connect" else "CLIENT",
             connector_id=cast(int, connector_id),
             mfa_token=params.get(MFA_PARAMETER) if isinstance(params.get(MFA_PARAMETER), str) else None,
+            products=body.get("products", key.products),
         )
         if key.kind == "connect":
             key.item_ids.add(snapshot["id"])
@@ -1156,6 +1205,7 @@ class PluggyEmulator:
             triggered_by=req.triggered_by,
             connector_id=req.connector_id,
             mfa_token=req.mfa_token,
+            products=req.products,
         )
         return _Response(200, item)
 
@@ -1169,6 +1219,8 @@ class PluggyEmulator:
             restate_credit_card=req.restate_credit_card,
             new_account=req.new_account,
             triggered_by=req.triggered_by,
+            products_change=req.products_change,
+            remove_investment=req.remove_investment,
         )
         return _Response(200, summary)
 

@@ -3,8 +3,9 @@
 Each Pluggy resource has its module, as Pluggy's API is split: auth.py (API keys, connect tokens),
 connectors.py, items.py (items and their syncs; item_states.py for how a sync ends), accounts.py,
 transactions.py, changes.py (control syncs with changes), webhook_registry.py (the `/webhooks` resource),
-events.py (every webhook sent), payments.py. Timed mode adds runs.py (a sync over emulator time) and
-collection.py (when collected data becomes visible). sandbox_rows.py generates the sandbox's rows.
+events.py (every webhook sent), payments.py, products.py (bills, investments, loans, identity, consents).
+Timed mode adds runs.py (a sync over emulator time) and collection.py (when collected data becomes visible).
+sandbox_rows.py generates the sandbox's rows.
 
 Shapes follow /work/shared/pluggy-api.md; webhook payloads follow seed 003. Everything is guarded by the
 store's re-entrant lock (`EmulatorState.lock`); mutations emit notifications while holding it, so webhook
@@ -29,6 +30,7 @@ from pluggy_emulator.events import Events
 from pluggy_emulator.item_states import ItemStates
 from pluggy_emulator.items import Items
 from pluggy_emulator.payments import Payments, PaymentsApi
+from pluggy_emulator.products import Products
 from pluggy_emulator.runs import TimedRuns
 from pluggy_emulator.store import Store
 from pluggy_emulator.timeline import Scheduler, SyncTiming, scaled_clock
@@ -90,7 +92,8 @@ class EmulatorState:
         self.accounts = Accounts(store)
         self.transactions = Transactions(store, page_size=page_size)
         self.payments = PaymentsApi(Payments(store.clock, page_size=page_size), store.lock, events.emit)
-        states = ItemStates(store, events, sync_timing)
+        self.products = Products(store, seed=seed)
+        states = ItemStates(store, events, sync_timing, self.products)
         changes = Changes(store, self.accounts, events)
         self.runs: TimedRuns | None = None
         if sync_timing is not None:
@@ -122,6 +125,7 @@ class EmulatorState:
             accounts=self.accounts,
             changes=changes,
             runs=self.runs,
+            products=self.products,
         )
 
     @property
@@ -194,7 +198,9 @@ class EmulatorState:
     def truth(self) -> JsonDict:
         """Everything a faithful copy should hold, for field-by-field comparison: what Pluggy shows now.
 
-        In timed mode accounts and rows a sync has collected but not yet made visible are left out.
+        In timed mode accounts and rows a sync has collected but not yet made visible are left out. Products
+        (products.py): `bills` {accountId: {id: bill}}, `investments`, `investmentTransactions` {investmentId:
+        {id: row}}, `loans`, `identities` {itemId: identity}, `consents`, `deletedInvestmentIds`.
         """
         store = self.store
         with store.lock:
@@ -215,4 +221,5 @@ class EmulatorState:
                 "webhooks": self.webhooks.truth(),
                 "connectors": self.connectors.truth(),
                 "payments": self.payments.truth(),
+                **self.products.truth(),
             }

@@ -206,6 +206,54 @@ async function main() {
   await call('fetchTransaction', 'fetchTransaction', () => client.fetchTransaction(tx.id), t => rowFacts([t]))
   await call('fetchTransaction: unknown', 'fetchTransaction', () => client.fetchTransaction(NON_EXISTENT_UUID))
 
+  // --- products: bills, investments, loans, identity, consents ---------------------------------------------
+  const dated = (...keys) => value => Object.fromEntries(keys.map(k => [`${k}IsDate`, isDate(value[k])]))
+  const datedRows = (...keys) => page =>
+    Object.fromEntries(keys.map(k => [`${k}AreDates`, (page.results ?? page).every(row => isDate(row[k]))]))
+  const bills = await call('fetchCreditCardBills', 'fetchCreditCardBills', () =>
+    client.fetchCreditCardBills(card.id)
+  , datedRows('dueDate', 'createdAt'))
+  await call('fetchCreditCardBills: checking', 'fetchCreditCardBills', () => client.fetchCreditCardBills(checking.id))
+  await call('fetchCreditCardBills: page 2 of 1', 'fetchCreditCardBills', () =>
+    client.fetchCreditCardBills(card.id, { page: 2, pageSize: 1 })
+  )
+  await call('fetchCreditCardBills: no accountId', 'fetchCreditCardBills', () => client.fetchCreditCardBills())
+  await call('fetchCreditCardBill', 'fetchCreditCardBill', () => client.fetchCreditCardBill(bills.results[0].id),
+    dated('dueDate', 'billClosingDate', 'updatedAt'))
+  await call('fetchCreditCardBill: unknown', 'fetchCreditCardBill', () => client.fetchCreditCardBill(NON_EXISTENT_UUID))
+  const investments = await call('fetchInvestments', 'fetchInvestments', () => client.fetchInvestments(itemId),
+    datedRows('date'))
+  const investment = investments?.results[0]
+  await call('fetchInvestments: type', 'fetchInvestments', () => client.fetchInvestments(itemId, investment.type))
+  await call('fetchInvestments: no itemId', 'fetchInvestments', () => client.fetchInvestments())
+  await call('fetchInvestment', 'fetchInvestment', () => client.fetchInvestment(investment.id), dated('date'))
+  await call('fetchInvestment: unknown', 'fetchInvestment', () => client.fetchInvestment(NON_EXISTENT_UUID))
+  await call('fetchInvestmentTransactions', 'fetchInvestmentTransactions', () =>
+    client.fetchInvestmentTransactions(investment.id)
+  , datedRows('date', 'tradeDate'))
+  await call('fetchAllInvestmentTransactions', 'fetchAllInvestmentTransactions', () =>
+    client.fetchAllInvestmentTransactions(investment.id)
+  , datedRows('date'))
+  await call('fetchInvestmentTransactions: unknown investment', 'fetchInvestmentTransactions', () =>
+    client.fetchInvestmentTransactions(NON_EXISTENT_UUID)
+  )
+  const loans = await call('fetchLoans', 'fetchLoans', () => client.fetchLoans(itemId), datedRows('contractDate'))
+  await call('fetchLoan', 'fetchLoan', () => client.fetchLoan(loans.results[0].id), dated('contractDate', 'dueDate'))
+  await call('fetchLoan: unknown', 'fetchLoan', () => client.fetchLoan(NON_EXISTENT_UUID))
+  const identity = await call('fetchIdentityByItemId', 'fetchIdentityByItemId', () =>
+    client.fetchIdentityByItemId(itemId)
+  , dated('birthDate', 'createdAt', 'updatedAt'))
+  await call('fetchIdentityByItemId: unknown item', 'fetchIdentityByItemId', () =>
+    client.fetchIdentityByItemId(NON_EXISTENT_UUID)
+  )
+  await call('fetchIdentityByItemId: not a UUID', 'fetchIdentityByItemId', () => client.fetchIdentityByItemId('nope'))
+  await call('fetchIdentity', 'fetchIdentity', () => client.fetchIdentity(identity.id), dated('createdAt'))
+  await call('fetchIdentity: unknown', 'fetchIdentity', () => client.fetchIdentity(NON_EXISTENT_UUID))
+  const consents = await call('fetchConsents', 'fetchConsents', () => client.fetchConsents(itemId),
+    datedRows('createdAt', 'expiresAt'))
+  await call('fetchConsent', 'fetchConsent', () => client.fetchConsent(consents.results[0].id), dated('expiresAt'))
+  await call('fetchConsent: unknown', 'fetchConsent', () => client.fetchConsent(NON_EXISTENT_UUID))
+
   // --- categories --------------------------------------------------------------------------------------
   const categories = await call('fetchCategories', 'fetchCategories', () => client.fetchCategories())
   const sample = categories?.results.find(c => c.parentId)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -445,6 +446,163 @@ def _deleted_item(record: Record) -> None:
     assert ok(record) is None  # the SDK resolves deleteItem with nothing
 
 
+# --- shapes held to the SDK's declared types (dist/types/*.d.ts of the installed SDK) -------------------------
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
+_MEMBER = re.compile(r"^\s*(\w+)(\?)?:\s*(.+?);?\s*$")
+# Fields the emulator sends beyond the SDK type, each from another of Pluggy's sources.
+_EXTRA_FIELDS = {"CreditCardBills": {"accountId"}}  # OAS Bill (required there)
+
+
+def declared_type(sdk_dir: Path, module: str, name: str) -> dict[str, tuple[bool, str]]:
+    """{member: (optional?, TypeScript type text)} of `export type <name> = {...}` in types/<module>.d.ts."""
+    text = (sdk_dir / "node_modules" / "pluggy-sdk" / "dist" / "types" / f"{module}.d.ts").read_text()
+    lines = text[text.index(f"export type {name} = {{") :].splitlines()[1:]
+    members: dict[str, tuple[bool, str]] = {}
+    depth = 1
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith(("/*", "*")):
+            continue  # comments may hold braces
+        if depth == 1 and (found := _MEMBER.match(line)):
+            members[found.group(1)] = (found.group(2) == "?", found.group(3))
+        depth += line.count("{") - line.count("}")
+        if depth == 0:
+            return members
+    raise AssertionError(f"no end to {name} in {module}.d.ts")
+
+
+def _value_fits(value: Any, kind: str) -> bool:
+    options = [k.strip() for k in kind.split("|")]
+    if value is None:
+        return "null" in options
+    for option in options:
+        literal = re.fullmatch(r"'(.*)'", option)
+        if (
+            (literal and value == literal.group(1))
+            or (option == "string" and isinstance(value, str))
+            or (option == "number" and isinstance(value, int | float) and not isinstance(value, bool))
+            or (option == "boolean" and isinstance(value, bool))
+            or (option == "Date" and isinstance(value, str) and _ISO.match(value))
+            or (option.endswith("[]") and isinstance(value, list))
+            or (option != "Date" and re.fullmatch(r"[A-Z]\w*", option))  # a named type: checked on its own
+        ):
+            return True
+    return False
+
+
+def conforms(sdk: NodeSdk, module: str, name: str, value: Any) -> None:
+    """`value` has every required member of the SDK type, nothing else (bar known extras), each of its type."""
+    members = declared_type(sdk.sdk_dir, module, name)
+    assert isinstance(value, dict), value
+    required = {k for k, (optional, _) in members.items() if not optional}
+    assert required <= set(value), f"{name} lacks {sorted(required - set(value))}"
+    extra = set(value) - set(members) - _EXTRA_FIELDS.get(name, set())
+    assert not extra, f"{name} has members the SDK does not declare: {sorted(extra)}"
+    for key, (_, kind) in members.items():
+        if key in value:
+            assert _value_fits(value[key], kind), f"{name}.{key} = {value[key]!r} is not {kind}"
+
+
+# (module, type, path to the values): the product answers and the objects inside them.
+_PRODUCT_SHAPES: dict[str, list[tuple[str, str, str]]] = {
+    "fetchCreditCardBills": [
+        ("creditCardBills", "CreditCardBills", "results[]"),
+        ("creditCardBills", "CreditCardBillPayment", "results[].payments[]"),
+    ],
+    "fetchCreditCardBill": [("creditCardBills", "CreditCardBills", "")],
+    "fetchInvestments": [
+        ("investment", "Investment", "results[]"),
+        ("investment", "InvestmentInstitution", "results[].institution"),
+    ],
+    "fetchInvestment": [("investment", "Investment", "")],
+    "fetchInvestmentTransactions": [
+        ("investment", "InvestmentTransaction", "results[]"),
+        ("investment", "Expenses", "results[].expenses"),
+    ],
+    "fetchAllInvestmentTransactions": [("investment", "InvestmentTransaction", "[]")],
+    "fetchLoans": [
+        ("loan", "Loan", "results[]"),
+        ("loan", "LoanInterestRate", "results[].interestRates[]"),
+        ("loan", "LoanContractedFee", "results[].contractedFees[]"),
+        ("loan", "LoanInstallments", "results[].installments"),
+        ("loan", "LoanPayments", "results[].payments"),
+        ("loan", "LoanPaymentRelease", "results[].payments.releases[]"),
+    ],
+    "fetchLoan": [("loan", "Loan", "")],
+    "fetchIdentityByItemId": [
+        ("identity", "IdentityResponse", ""),
+        ("identity", "PhoneNumber", "phoneNumbers[]"),
+        ("identity", "Email", "emails[]"),
+        ("identity", "Address", "addresses[]"),
+        ("identity", "IdentityRelation", "relations[]"),
+    ],
+    "fetchIdentity": [("identity", "IdentityResponse", "")],
+    "fetchConsents": [("consent", "Consent", "results[]")],
+    "fetchConsent": [("consent", "Consent", "")],
+}
+
+
+def _at(value: Any, path: str) -> list[Any]:
+    """The values at a path like `results[].payments[]` (`[]` walks a list; null objects are skipped)."""
+    found = [value]
+    for step in [p for p in path.split(".") if p]:
+        name, walk = step.removesuffix("[]"), step.endswith("[]")
+        found = [v[name] if name else v for v in found if v is not None]
+        if walk:
+            found = [x for v in found if v is not None for x in v]
+    return [v for v in found if v is not None]
+
+
+def _dates_revived(record: Record) -> None:
+    """The date members sdk_calls.mjs looked at came back as Dates (the SDK revives ISO strings)."""
+    facts = record.get("facts", {})
+    assert facts and all(facts.values()), facts
+
+
+def _all(*checks: Callable[[Record], None]) -> Callable[[Record], None]:
+    def check(record: Record) -> None:
+        for one in checks:
+            one(record)
+
+    return check
+
+
+def _pages(total: int | None = None) -> Callable[[Record], None]:
+    def check(record: Record) -> None:
+        page = ok(record)
+        assert set(page) == {"page", "total", "totalPages", "results"}, page
+        assert page["total"] == len(page["results"]) > 0
+        if total is not None:
+            assert page["total"] == total
+
+    return check
+
+
+def _bills_of_checking(record: Record) -> None:
+    assert ok(record) == {"page": 1, "total": 0, "totalPages": 1, "results": []}
+
+
+def _bills_page_two(record: Record) -> None:
+    page = ok(record)
+    assert page["page"] == 2 and page["totalPages"] == page["total"] >= 2 and len(page["results"]) == 1
+
+
+def _investments_of_type(record: Record) -> None:
+    page = ok(record)
+    assert page["results"] and len({i["type"] for i in page["results"]}) == 1
+
+
+def _identity_of_item(record: Record) -> None:
+    identity = ok(record)
+    assert identity["documentType"] == "CPF" and identity["emails"][0]["value"].endswith("@example.com")
+
+
+def _consents_of_item(record: Record) -> None:
+    consent = ok(record)["results"][0]
+    assert consent["revokedAt"] is None and "INVESTMENTS_ALL" in consent["openFinancePermissionsGranted"]
+
+
 def _refused(status: int, code_description: str | None = None, *, bare: bool = False) -> Callable[[Record], None]:
     def check(record: Record) -> None:
         refused(record, status, code_description, bare=bare)
@@ -524,6 +682,31 @@ _CHECKS: dict[str, Callable[[Record], None] | Expectation] = {
     "updateTransactionCategory": _recategorized,
     "fetchTransaction: after recategorizing": _recategorized,
     "updateTransactionCategory: unknown transaction": _refused(404, "TRANSACTION_NOT_FOUND"),
+    "fetchCreditCardBills": _all(ok, _dates_revived, _pages()),
+    "fetchCreditCardBills: checking": _bills_of_checking,
+    "fetchCreditCardBills: page 2 of 1": _bills_page_two,
+    "fetchCreditCardBills: no accountId": _refused(400),
+    "fetchCreditCardBill": _all(ok, _dates_revived),
+    "fetchCreditCardBill: unknown": _refused(404, "CREDIT_CARD_BILL_NOT_FOUND"),
+    "fetchInvestments": _all(ok, _dates_revived, _pages()),
+    "fetchInvestments: type": _investments_of_type,
+    "fetchInvestments: no itemId": _refused(400),
+    "fetchInvestment": _all(ok, _dates_revived),
+    "fetchInvestment: unknown": _refused(404, "INVESTMENT_NOT_FOUND"),
+    "fetchInvestmentTransactions": _all(ok, _dates_revived, _pages()),
+    "fetchAllInvestmentTransactions": _all(ok, _dates_revived),
+    "fetchInvestmentTransactions: unknown investment": _refused(404, "INVESTMENT_NOT_FOUND"),
+    "fetchLoans": _all(ok, _dates_revived, _pages(1)),
+    "fetchLoan": _all(ok, _dates_revived),
+    "fetchLoan: unknown": _refused(404, "LOAN_NOT_FOUND"),
+    "fetchIdentityByItemId": _all(ok, _dates_revived, _identity_of_item),
+    "fetchIdentityByItemId: unknown item": _refused(404, "IDENTITY_NOT_FOUND"),
+    "fetchIdentityByItemId: not a UUID": _refused(400, bare=True),
+    "fetchIdentity": _all(ok, _dates_revived),
+    "fetchIdentity: unknown": _refused(404, "IDENTITY_NOT_FOUND"),
+    "fetchConsents": _all(ok, _dates_revived, _consents_of_item),
+    "fetchConsent": _all(ok, _dates_revived),
+    "fetchConsent: unknown": _refused(404, "CONSENT_NOT_FOUND"),
     # Pluggy's sandbox MFA connectors exist, but their ids (1 and 2 here) are the emulator's choice.
     "createItem: MFA 2-step": special("sandbox-mfa-connectors", _updating),
     "fetchItem: waiting for MFA": special("sandbox-mfa-connectors", _waiting_mfa),
@@ -580,6 +763,18 @@ EXPECTATIONS: dict[str, Expectation] = {
 def test_sdk_call(sdk_run: SdkRun, name: str) -> None:
     assert name in sdk_run.records, f"sdk_calls.mjs made no call named {name!r}"
     EXPECTATIONS[name].check(sdk_run.records[name])
+
+
+@pytest.mark.parametrize("name", list(_PRODUCT_SHAPES))
+def test_product_answers_have_the_sdk_types(sdk_run: SdkRun, name: str) -> None:
+    """Bills, investments, loans, identity and consents as the SDK's .d.ts declares them: every required
+    member, no undeclared one, each value of its declared type (dates as ISO strings, literals from the union)."""
+    value = ok(sdk_run.records[name])
+    for module, type_name, path in _PRODUCT_SHAPES[name]:
+        found = _at(value, path)
+        assert found, f"nothing at {path!r} in {name}"
+        for item in found:
+            conforms(sdk_run.sdk, module, type_name, item)
 
 
 def test_every_call_made_is_judged(sdk_run: SdkRun) -> None:

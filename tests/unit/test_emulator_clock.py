@@ -204,6 +204,9 @@ def test_rate_limit_control_routes(emu: PluggyEmulator) -> None:
         "GET /transactions",
         "GET /transactions/{id}",
         "GET /v2/transactions",
+        "GET /investments",
+        "GET /investments/{id}",
+        "GET /investments/{id}/transactions",
         "PATCH /items/{id}",
     }
     assert budgets["PATCH /items/{id}"]["limit"] == 20
