@@ -226,3 +226,11 @@ def test_a_link_s_created_at_from_is_where_its_rows_start() -> None:
     assert coalesce.created_from({"createdTransactionsLink": link}) == "2026-11-22T09:00:00.000Z"
     assert coalesce.created_from({"transactionsCreatedAtFrom": "x", "createdTransactionsLink": link}) == "x"
     assert coalesce.created_from({}) is None
+
+
+def test_a_transactions_deleted_for_an_item_never_stored_only_asks_about_its_ids(h: Harness) -> None:
+    h.pluggy.add_item(rows=2)
+    gone = message(1, "transactions/deleted", accountId=CHECKING, transactionIds=["no-such-row"])
+    assert h.processor.process_batch([gone]) == []
+    assert [name for name, _ in h.pluggy.calls] == ["get_transactions_by_ids"]  # no sync of the unknown item
+    assert h.item() is None

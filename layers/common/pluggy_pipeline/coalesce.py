@@ -105,7 +105,7 @@ def plan(events: Iterable[Event], usable_user: Any) -> list[Step]:
         account_id = str_field(payload, "accountId")
         if name in _ITEM_LEVEL:
             if item_id is None:
-                raise PermanentError(f"{event.name} has no itemId")
+                raise PermanentError("event has no itemId")  # as processor._required_str says it
             sync = syncs.get(item_id)
             if sync is None:
                 sync = syncs[item_id] = ItemSync(item_id)

@@ -484,7 +484,9 @@ class Processor:
                 ):
                     gone.add(step.item_id)
             elif isinstance(step, coalesce.IdsCheck):
-                if step.item_id not in gone and not self._item_unknown(step.item_id, counts):
+                # Updated rows of an item never stored: sync it whole instead (deletions need no item).
+                unknown = bool(step.updated) and self._item_unknown(step.item_id, counts)
+                if step.item_id not in gone and not unknown:
                     self._check_ids(step, counts)
             else:
                 event = step.event
