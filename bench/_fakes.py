@@ -119,7 +119,7 @@ def compile_condition(expression: str) -> Predicate:
 
         def every(item: Mapping[str, Any], names: Mapping[str, str], values: Mapping[str, Any]) -> bool:
             # A loop, not all(<generator>): the fakes' own cost is part of the timed figures.
-            for part in parts:  # noqa: SIM110
+            for part in parts:  # noqa: SIM110 - see the comment above
                 if not part(item, names, values):
                     return False
             return True
@@ -135,7 +135,7 @@ def compile_condition(expression: str) -> Predicate:
             return parts[0]
 
         def some(item: Mapping[str, Any], names: Mapping[str, str], values: Mapping[str, Any]) -> bool:
-            for part in parts:  # noqa: SIM110
+            for part in parts:  # noqa: SIM110 - a loop, not any(<generator>), for the same reason
                 if part(item, names, values):
                     return True
             return False

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.lambda_context import build_lambda_context_model
@@ -118,7 +118,7 @@ def lambda_context_on_first_line(handler: Handler) -> Handler:
         finally:
             _context_filter.pending = None  # a line written after the invocation keeps the last keys set
 
-    return decorate  # type: ignore[return-value]
+    return cast(Handler, decorate)  # functools.wraps keeps the signature
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -155,7 +155,7 @@ class CountMetrics:
             finally:
                 self.flush()
 
-        return decorate  # type: ignore[return-value]
+        return cast(Handler, decorate)  # functools.wraps keeps the signature
 
     def flush(self) -> None:
         added, self._added = tuple(self._added), []
