@@ -103,3 +103,12 @@ def test_routes_without_a_limit_and_a_zero_limit_cost_no_call(table: tuple[Any, 
     pacer(table, clock, per_minute=0).acquire("GET /v2/transactions")
     assert client.scan(TableName=name)["Items"] == [] and clock.sleeps == []
     assert set(parse_limits(342)) == set(PACED_ROUTES)
+
+
+def test_a_pacer_that_cannot_reach_its_table_lets_the_call_through_unpaced(table: tuple[Any, str]) -> None:
+    client, _ = table
+    clock = Clock()
+    broken = SharedPacer(lambda: client, "no-such-table", parse_limits(360), clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        broken.acquire("GET /v2/transactions")  # ResourceNotFoundException: permanent, yet no message is parked
+    assert clock.sleeps == []

@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from pluggy_pipeline.aws import translate
-from pluggy_pipeline.errors import RetryLater, TransientError
+from pluggy_pipeline.errors import PermanentError, RetryLater, TransientError
+from pluggy_pipeline.observability import logger, metrics
 
 # The routes the processor calls that Pluggy documents a limit for (360/min each), as "METHOD path".
 PACED_ROUTES = ("POST /auth", "GET /accounts", "GET /v2/transactions")
@@ -61,7 +63,14 @@ class SharedPacer:
         if interval is None:
             return
         now_ms = int(self._clock() * 1000)
-        slot_ms = self._reserve(route, interval, now_ms)
+        try:
+            slot_ms = self._reserve(route, interval, now_ms)
+        except PermanentError as exc:
+            # A misconfigured pacer (table missing, no grant) must not park healthy messages: the call goes
+            # unpaced, and a 429 still holds its message. Logged and counted so the misconfiguration shows.
+            logger.error("pacing unavailable; calling Pluggy unpaced", extra={"route": route, "error": str(exc)})
+            metrics.add_metric(name="PacingUnavailable", unit=MetricUnit.Count, value=1)
+            return
         wait = (slot_ms - now_ms) / 1000
         if wait > self._max_wait:
             # The slot stays reserved and unused: only a crowd far larger than the function's concurrency gets here.
