@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pluggy_pipeline import connect_token
-from pluggy_pipeline.observability import logger, metrics
+from pluggy_pipeline.startup import imports_without_gc
+
+with imports_without_gc():
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+    from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+    from aws_lambda_powertools.logging import correlation_paths
+    from pluggy_pipeline import connect_token
+    from pluggy_pipeline.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 # debug=False whatever POWERTOOLS_DEV says: debug mode would answer an unhandled error with its traceback.
 app = APIGatewayRestResolver(debug=False)

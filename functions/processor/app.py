@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pluggy_pipeline.observability import logger, metrics
-from pluggy_pipeline.processor import QueueMessage, get_processor
+from pluggy_pipeline.startup import imports_without_gc
+
+with imports_without_gc():
+    from pluggy_pipeline.observability import logger, metrics
+    from pluggy_pipeline.processor import QueueMessage, get_processor
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pluggy_pipeline.observability import logger, metrics
-from pluggy_pipeline.publisher import get_publisher
+from pluggy_pipeline.startup import imports_without_gc
+
+with imports_without_gc():
+    from aws_lambda_powertools.metrics import MetricUnit
+    from pluggy_pipeline.observability import logger, metrics
+    from pluggy_pipeline.publisher import get_publisher
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -3,12 +3,17 @@ transactions newest first in pages. Routes, validation and answers: pluggy_pipel
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from pluggy_pipeline.observability import logger
-from pluggy_pipeline.read_api import handle
+from pluggy_pipeline.startup import imports_without_gc
+
+with imports_without_gc():
+    from aws_lambda_powertools.logging import correlation_paths
+    from pluggy_pipeline.observability import logger
+    from pluggy_pipeline.read_api import handle
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 # log_event=False even if POWERTOOLS_LOGGER_LOG_EVENT is set: an event carries the caller's clientUserId.

@@ -29,12 +29,15 @@ def test_the_benchmark_is_discovered_by_make_bench() -> None:
 
 def test_every_variant_runs_and_each_handler_queues_its_event(section: Section) -> None:
     stats = section.data["stats"]
-    assert list(stats) == list(bench_coldstart.LABELS) == ["A", "B", "A_arn", "A_before", "floor"]
+    assert list(stats) == list(bench_coldstart.LABELS) == ["A", "B", "A_arn", "A_before", "A_gc_on", "B_gc", "floor"]
     assert all(s.n == bench_coldstart.TINY.rounds for s in stats.values())
     assert section.data["queued"] == len(bench_coldstart.SENDS) * bench_coldstart.TINY.rounds
     # An empty interpreter is far cheaper than anything importing boto3.
     assert stats["floor"].median < min(stats["A"].median, stats["B"].median)
     assert section.data["ratio"] == pytest.approx(stats["A"].median / stats["B"].median)
+    assert section.data["like_for_like"] == pytest.approx(stats["A"].median / stats["B_gc"].median)
+    # Each process reports when it answered: before it exited.
+    assert all(section.data["exited"][key].median >= stats[key].median for key in stats)
 
 
 def test_it_measures_the_compiled_layer_sam_build_made(section: Section) -> None:
@@ -51,6 +54,7 @@ def test_section_renders_with_a_verdict(section: Section) -> None:
     assert text.startswith("<!-- bench:coldstart start -->\n## Cold start")
     separators = [line for line in text.splitlines() if line.startswith("| --- |")]
     assert len(separators) == 2  # the summary and the measure's table
+    assert len(section.summary.rows) == 4  # A against B; without the GC hold; without .pyc; against B_gc
 
 
 def test_a_missing_build_says_to_run_make_build(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
