@@ -25,7 +25,7 @@ from pluggy_pipeline import processor as processor_module
 from pluggy_pipeline.event_store import iso_now
 from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.receiver import parse_delivery
-from pluggy_pipeline.records import RecordStore, item_key
+from pluggy_pipeline.records import RecordStore, from_attributes, item_key
 from pluggy_pipeline_local.processor_events import (
     ACCOUNT_ID,
     CREATED_AT_FROM,
@@ -43,6 +43,7 @@ from pluggy_pipeline_local.processor_events import (
 from pluggy_pipeline_local.template import function_environment
 
 from tests.conftest import REPO_ROOT, TEMPLATE, Stack, event_names, load_event
+from tests.product_truth import expected_products, product_counts, stored_products, truth_product_rows
 
 CLIENT_ID = "processor-test-client"
 CLIENT_SECRET = "processor-test-secret"
@@ -201,6 +202,12 @@ def assert_mirror_equals_truth(mirror: Mirror, truth: dict[str, Any], item_id: s
             assert_same(stored_tx[tx_id]["data"], tx)
             assert stored_tx[tx_id]["itemId"] == item_id
             assert stored_tx[tx_id]["txDate"] == f"{tx['date']}#{tx_id}"
+    # Its products: every record Pluggy serves, nothing else (deletions followed), each with Pluggy's object.
+    expected = expected_products(truth, item_id)
+    stored = stored_products((from_attributes(r) for r in mirror.scan()), item_id)
+    assert set(stored) == set(expected)
+    for key, data in expected.items():
+        assert_same(stored[key]["data"], data)
 
 
 class Feed:
@@ -453,7 +460,10 @@ def _check_corpus_file(
         stored_item = mirror.item(item["id"])
         assert stored_item is not None, name
         assert_same(stored_item["data"], truth["items"][item["id"]])
-        assert mirror.count() - rows_before == 1 + 3 + 3 + 6  # item, accounts, their refs, transactions
+        # Item, accounts, their refs, transactions, and the products the item asked for (the emulator's default).
+        products = truth_product_rows(truth, item["id"])
+        assert products > 0
+        assert mirror.count() - rows_before == 1 + 3 + 3 + 6 + products
     elif name == "item-deleted":
         tombstone = mirror.item(item["id"])
         assert tombstone is not None and (tombstone["deleted"], tombstone["status"]) == (True, "DELETED")
@@ -512,7 +522,9 @@ def test_first_sync_mirrors_truth_with_full_history(
     for payload in payloads:
         log = log_of(stack, payload["eventId"])
         assert log["status"] == "PROCESSED"
-        assert log["counts"] == {"items": 1, "accounts": 3, "transactions": 12, "coalesced": 2}
+        products = product_counts(truth, item["id"])
+        assert set(products) == {"bills", "investments", "investmentTransactions", "loans", "identities", "consents"}
+        assert log["counts"] == {"items": 1, "accounts": 3, "transactions": 12, **products, "coalesced": 2}
     assert emulator.stats()[ITEM_ROUTE] == 1
 
 
@@ -521,10 +533,11 @@ def test_initial_sync_costs_ceil_n_over_25_batch_writes_per_account(env: Env, in
     small_pages = _start(page_size=30)
     try:
         env.use(small_pages)
-        item = small_pages.create_item(transactions_per_account=60)
+        # Accounts and transactions only: no product but the item's consent (one more BatchWriteItem).
+        item = small_pages.create_item(transactions_per_account=60, products=["ACCOUNTS", "TRANSACTIONS"])
         invoke(batch(small_pages.events()[0]["payload"]))
         assert small_pages.stats()[TX_ROUTE] == 3 * 2
-        assert processor_calls()["batch_write_item"] == 3 * math.ceil(60 / 25)
+        assert processor_calls()["batch_write_item"] == 3 * math.ceil(60 / 25) + 1
         truth = small_pages.truth()
         for account_id in mirror.accounts(item["id"]):
             keys = mirror.store.transaction_keys_of_account(account_id)
@@ -537,14 +550,29 @@ def test_item_without_new_data_costs_one_transactions_call_per_account(
     emulator: PluggyEmulator, feed: Feed, invoke: Any, stack: Stack, mirror: Mirror
 ) -> None:
     item = first_sync(emulator, feed, invoke)
-    before = {r["pk"]["S"] + r["sk"]["S"]: r for r in mirror.scan() if r["pk"]["S"].startswith("ACCOUNT#")}
+    item_record = f"ITEM#{item['id']}ITEM"  # its syncedAt moves at each sync
+    before = {r["pk"]["S"] + r["sk"]["S"]: r for r in mirror.scan() if r["pk"]["S"] + r["sk"]["S"] != item_record}
+    assert {r["kind"]["S"] for r in before.values()} >= {"transaction", "bill", "investment", "identity", "consent"}
     emulator.reset_stats()
     emulator.reconnect_item(item["id"])  # a sync that found nothing new: item/updated only
     payloads = feed.take()
     assert [p["event"] for p in payloads] == ["item/updated"]
     assert invoke(batch(*payloads)) == {"batchItemFailures": []}
-    assert emulator.stats() == {ITEM_ROUTE: 1, ACCOUNTS_ROUTE: 1, TX_ROUTE: 3}
-    after = {r["pk"]["S"] + r["sk"]["S"]: r for r in mirror.scan() if r["pk"]["S"].startswith("ACCOUNT#")}
+    # Products have no createdAt filter: one read of each list (one per investment for their transactions).
+    investments = len([i for i in emulator.truth()["investments"].values() if i["itemId"] == item["id"]])
+    assert emulator.stats() == {
+        ITEM_ROUTE: 1,
+        ACCOUNTS_ROUTE: 1,
+        TX_ROUTE: 3,
+        "GET /bills": 1,  # the one credit-card account
+        "GET /investments": 1,
+        "GET /investments/{id}/transactions": investments,
+        "GET /loans": 1,
+        "GET /identity": 1,
+        "GET /consents": 1,
+    }
+    # Nothing changed, so nothing is written: not a transaction, not a product record (same digests).
+    after = {r["pk"]["S"] + r["sk"]["S"]: r for r in mirror.scan() if r["pk"]["S"] + r["sk"]["S"] != item_record}
     assert after == before
     assert_mirror_equals_truth(mirror, emulator.truth(), item["id"])
     assert log_of(stack, payloads[0]["eventId"])["counts"] == {"items": 1, "accounts": 3}

@@ -22,7 +22,7 @@ from pluggy_pipeline.errors import PermanentError, RetryLater, TransientError
 from pluggy_pipeline.observability import logger, metrics
 
 # The routes the processor calls that Pluggy documents a limit for (360/min each), as "METHOD path".
-PACED_ROUTES = ("POST /auth", "GET /accounts", "GET /v2/transactions")
+PACED_ROUTES = ("POST /auth", "GET /accounts", "GET /v2/transactions", "GET /investments")
 _TTL_SECONDS = 86_400
 
 

@@ -31,6 +31,7 @@ Params = dict[str, str]
 DEFAULT_BASE_URL = "https://api.pluggy.ai"
 API_KEY_LIFETIME_S = 2 * 60 * 60  # documented lifetime, used when the key is not a decodable JWT
 API_KEY_REFRESH_MARGIN_S = 300  # refresh 5 min early so a key never expires mid-request
+PAGE_SIZE = 500  # the largest page of Pluggy's page-numbered lists (bills, investments, loans, consents)
 MAX_IDS_PER_REQUEST = 500  # more -> 400 IDS_PARAMETER_EXCEEDS_MAX_LENGTH
 
 _TRANSACTIONS_V2 = "/v2/transactions"
@@ -106,6 +107,14 @@ class _Unauthorized(Exception):
         super().__init__(status)
         self.status = status
         self.code_description = code_description
+
+
+def pacing_route(method: str, path: str) -> str:
+    """The rate limit a request counts against: Pluggy limits `GET /investments`, `/investments/{id}` and
+    `/investments/{id}/transactions` together (pluggy-api.md section 7); other routes by their path."""
+    if method == "GET" and (path == "/investments" or path.startswith("/investments/")):
+        return "GET /investments"
+    return f"{method} {path}"
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -336,6 +345,42 @@ class PluggyClient:
                 # Storing another account's rows under this account would corrupt the copy.
                 raise PermanentError("link accountId does not match the event's accountId")
         return self._iter_pages(path, params)
+
+    # ----------------------------------------------------------------------------------------------
+    # Products beyond accounts and transactions (pluggy-api.md sections 13 to 17)
+
+    def _list(self, path: str, **params: str) -> list[JSON]:
+        """Every row of a page-numbered list, in pages of Pluggy's largest size."""
+        for name, value in params.items():
+            if not value:
+                raise PermanentError(f"invalid {name}: ''")
+        return [row for page in self._iter_pages(path, {**params, "pageSize": str(PAGE_SIZE)}) for row in page]
+
+    def list_bills(self, account_id: str) -> list[JSON]:
+        """A credit-card account's bills (`GET /bills?accountId=`)."""
+        return self._list("/bills", accountId=account_id)
+
+    def list_investments(self, item_id: str) -> list[JSON]:
+        return self._list("/investments", itemId=item_id)
+
+    def list_investment_transactions(self, investment_id: str) -> list[JSON]:
+        """Every transaction of an investment: they carry no createdAt/updatedAt, so the whole list each time."""
+        return self._list(f"/investments/{_segment(investment_id, 'investment id')}/transactions")
+
+    def list_loans(self, item_id: str) -> list[JSON]:
+        return self._list("/loans", itemId=item_id)
+
+    def get_identity(self, item_id: str) -> JSON | None:
+        """The item's identity (one object, not a list); None when Pluggy has none (404 IDENTITY_NOT_FOUND)."""
+        if not item_id:
+            raise PermanentError("invalid itemId: ''")
+        try:
+            return _expect_dict(self._call("GET", "/identity", params={"itemId": item_id}), "identity")
+        except PluggyNotFoundError:
+            return None
+
+    def list_consents(self, item_id: str) -> list[JSON]:
+        return self._list("/consents", itemId=item_id)
 
     # ----------------------------------------------------------------------------------------------
     # Payments (re-verifying payment webhooks)
@@ -593,7 +638,7 @@ class PluggyClient:
             if with_key:
                 headers["X-API-KEY"] = self._current_key()
             if self._pacer is not None:
-                self._pacer(label)
+                self._pacer(pacing_route(method, path))
             self.request_count[label] = self.request_count.get(label, 0) + 1
             started = time.monotonic()
             try:

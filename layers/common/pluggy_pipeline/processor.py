@@ -30,6 +30,7 @@ from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
 from pluggy_pipeline.observability import logger, metrics
 from pluggy_pipeline.pacing import SharedPacer, parse_limits
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient, PluggyRequestError
+from pluggy_pipeline.products import MirrorCounts, ProductMirror
 from pluggy_pipeline.records import JSON, RecordStore, account_key, account_ref_key, item_key, transaction_key
 from pluggy_pipeline.secrets import pluggy_credentials
 
@@ -250,6 +251,24 @@ def _max(current: str | None, candidates: Iterable[Any]) -> str | None:
     return max(values) if values else None
 
 
+PLURALS = {
+    "bill": "bills",
+    "investment": "investments",
+    "investmentTransaction": "investmentTransactions",
+    "loan": "loans",
+    "identity": "identities",
+    "consent": "consents",
+}
+
+
+def _count_products(mirrored: MirrorCounts, counts: Counts) -> None:
+    """A product mirror's writes and deletions as the sync's counts ("investments", "billsDeleted"...)."""
+    for kind, amount in mirrored.written.items():
+        counts.add(PLURALS[kind], amount)
+    for kind, amount in mirrored.deleted.items():
+        counts.add(f"{PLURALS[kind]}Deleted", amount)
+
+
 def _count(name: str, value: int = 1) -> None:
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
@@ -274,6 +293,7 @@ class Processor:
         `group_budget_seconds`: the time left below which a batch's remaining groups go back unstarted."""
         self.pluggy = pluggy
         self.records = records
+        self.products = ProductMirror(pluggy, records)
         self._log = log
         self._queue = queue
         self._dead_letters = dead_letters
@@ -577,15 +597,27 @@ class Processor:
             # webhook lost before the item failed is healed while it stays failed.
             if tx_from:
                 self._sync_accounts(item_id, counts, full=False, transactions=False, tx_from=tx_from)
-        elif not ready:
-            self._sync_accounts(item_id, counts, full=True, transactions=True)
+            return True
+        listed: list[JSON] | None = None
+        if not ready:
+            listed = self._sync_accounts(item_id, counts, full=True, transactions=True)
         elif updated("accounts", "creditCards") or updated("transactions") or tx_from:
-            self._sync_accounts(item_id, counts, full=full, transactions=updated("transactions"), tx_from=tx_from)
+            listed = self._sync_accounts(
+                item_id, counts, full=full, transactions=updated("transactions"), tx_from=tx_from
+            )
+
+        def accounts() -> list[JSON]:  # bills need the card accounts: from this sync, else from the mirror
+            if listed is not None:
+                return listed
+            return [dict(a["data"]) for a in self.records.accounts_of_item(item_id)]
+
+        _count_products(self.products.sync(item, accounts, full=full or not ready), counts)
         return True
 
     def _sync_accounts(
         self, item_id: str, counts: Counts, *, full: bool, transactions: bool, tx_from: Mapping[str, str] | None = None
-    ) -> None:
+    ) -> list[JSON]:
+        """Pluggy's accounts of the item, mirrored (and with `transactions`, their transactions); the list read."""
         tx_from = tx_from or {}
         accounts = self.pluggy.list_accounts(item_id)
         stored = {str(a["accountId"]): a for a in self.records.accounts_of_item(item_id)}
@@ -604,6 +636,7 @@ class Processor:
         current = {str(a["id"]) for a in accounts}
         for account_id in set(stored) - current:  # the account is gone from Pluggy
             self._drop_account(item_id, account_id, counts)
+        return accounts
 
     def _sync_transactions(
         self,
@@ -682,6 +715,9 @@ class Processor:
             "transactionsDeleted",
             self.records.batch_delete(self.records.transaction_keys_of_account(account_id)).written,
         )
+        mirrored = MirrorCounts.empty()
+        self.products.drop_bills(account_id, mirrored)  # a card's bills go with it
+        _count_products(mirrored, counts)
         self.records.delete(account_key(item_id, account_id))
         self.records.delete(account_ref_key(account_id))
         counts.add("accountsDeleted")
@@ -690,6 +726,9 @@ class Processor:
         """item/deleted (or a 404): remove accounts and transactions, keep a tombstone of the item."""
         for account in self.records.accounts_of_item(item_id):
             self._drop_account(item_id, str(account["accountId"]), counts)
+        mirrored = MirrorCounts.empty()
+        self.products.drop_item_products(item_id, mirrored)  # the identity's personal data included
+        _count_products(mirrored, counts)
         stored = self.records.get(item_key(item_id)) or {}
         tombstone = {
             **item_key(item_id),

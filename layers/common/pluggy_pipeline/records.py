@@ -6,12 +6,21 @@
   transaction     pk=ACCOUNT#<accountId>      sk=TX#<transactionId>      (by id: one GetItem)
                   LSI byDate: txDate=<date>#<id>                          (by date range, newest first)
                   GSI byTransactionId: transactionId                      (by id when the account is unknown)
+  investment      pk=ITEM#<itemId>            sk=INVESTMENT#<investmentId>  (with loans, identity and consents:
+  loan            pk=ITEM#<itemId>            sk=LOAN#<loanId>               everything of an item, one Query)
+  identity        pk=ITEM#<itemId>            sk=IDENTITY                    (personal data: docs/security.md)
+  consent         pk=ITEM#<itemId>            sk=CONSENT#<consentId>
+                  GSI byConsentExpiry: consentPk=CONSENT, consentSk=<expiresAt>#<itemId>  (active consents only)
+  investment tx   pk=INVESTMENT#<investmentId> sk=ITX#<id>, txDate=<date>#<id> (byDate: by date range)
+  bill            pk=BILLS#<accountId>        sk=BILL#<dueDate>#<billId>    (a card's bills by due date)
   connector       pk=CONNECTOR#<id>           sk=STATUS
   payment         pk=PAYMENT_INTENT#<id> | SCHEDULED_PAYMENT#<id> | PAYMENT_REQUEST#<id>, sk=STATUS
   GSI byUser      userPk=USER#<clientUserId>, userSk=ITEM#<itemId>        (items of a user)
   GSI bySyncDue   syncPk=ITEM, syncSk=<syncedAt>                           (reconciliation: stale items first)
 
-Every record keeps Pluggy's object unchanged in `data` (numbers as Decimal). Item, account, connector and
+Every record keeps Pluggy's object unchanged in `data` (numbers as Decimal). Product records (investments and
+their transactions, bills, loans, identity, consents) also keep `digest`, a hash of `data`: a sync writes only
+the records whose digest changed and deletes those Pluggy no longer lists (products.py). Item, account, connector and
 payment writes are conditional on a version (Pluggy's updatedAt, or the event's receivedAt for records
 that are never re-fetched), so a late or replayed event can never overwrite newer data.
 """
@@ -59,6 +68,31 @@ def transaction_key(account_id: str, transaction_id: str) -> dict[str, str]:
 def account_ref_key(account_id: str) -> dict[str, str]:
     """Where an account is found by its id alone (its record lives under its item)."""
     return {"pk": f"ACCOUNTREF#{account_id}", "sk": "ACCOUNT"}
+
+
+def investment_key(item_id: str, investment_id: str) -> dict[str, str]:
+    return {"pk": f"ITEM#{item_id}", "sk": f"INVESTMENT#{investment_id}"}
+
+
+def loan_key(item_id: str, loan_id: str) -> dict[str, str]:
+    return {"pk": f"ITEM#{item_id}", "sk": f"LOAN#{loan_id}"}
+
+
+def identity_key(item_id: str) -> dict[str, str]:
+    return {"pk": f"ITEM#{item_id}", "sk": "IDENTITY"}
+
+
+def consent_key(item_id: str, consent_id: str) -> dict[str, str]:
+    return {"pk": f"ITEM#{item_id}", "sk": f"CONSENT#{consent_id}"}
+
+
+def investment_transaction_key(investment_id: str, transaction_id: str) -> dict[str, str]:
+    return {"pk": f"INVESTMENT#{investment_id}", "sk": f"ITX#{transaction_id}"}
+
+
+def bill_key(account_id: str, due_date: str, bill_id: str) -> dict[str, str]:
+    """A card's bill; the due date in the sort key orders a card's bills by it (Pluggy's ISO date-time)."""
+    return {"pk": f"BILLS#{account_id}", "sk": f"BILL#{due_date}#{bill_id}"}
 
 
 # The byDate LSI's key (table keys + the index's sort key): where a newest-first page of an account stops.
@@ -266,6 +300,28 @@ class RecordStore:
     ) -> tuple[list[JSON], dict[str, str] | None]:
         """One page of an account's transactions, newest first (byDate), from just after a byDate position."""
         return self.query_page(limit, after, **self._by_date(account_id, date_from, date_to, newest_first=True))
+
+    def digests(self, pk: str, prefix: str) -> dict[str, str]:
+        """sk -> digest of the records of a partition whose sk starts with `prefix` (a product's stored copy)."""
+        return {
+            str(row["sk"]): str(row.get("digest", ""))
+            for row in self.query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                ExpressionAttributeValues={":pk": {"S": pk}, ":prefix": {"S": prefix}},
+                ProjectionExpression="sk, digest",
+                ConsistentRead=True,
+            )
+        }
+
+    def under(self, pk: str, prefix: str = "") -> list[JSON]:
+        """Every record of a partition whose sk starts with `prefix`, in sk order."""
+        return list(
+            self.query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                ExpressionAttributeValues={":pk": {"S": pk}, ":prefix": {"S": prefix}},
+                ConsistentRead=True,
+            )
+        )
 
     def has_account(self, account_id: str) -> bool:
         """Whether the mirror knows the account (its ref, written before the account's first record)."""

@@ -1,0 +1,79 @@
+"""What the mirror must hold for an item's products, from the emulator's truth (records.py's product keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pluggy_pipeline.records import (
+    bill_key,
+    consent_key,
+    identity_key,
+    investment_key,
+    investment_transaction_key,
+    loan_key,
+)
+
+Key = tuple[str, str]
+
+
+def _key(key: Mapping[str, str]) -> Key:
+    return key["pk"], key["sk"]
+
+
+def expected_products(truth: Mapping[str, Any], item_id: str) -> dict[Key, Any]:
+    """(pk, sk) -> Pluggy's object, for every product record of the item the mirror must hold."""
+    expected: dict[Key, Any] = {}
+    accounts = {a: v for a, v in truth["accounts"].items() if v.get("itemId") == item_id}
+    for account_id, bills in truth["bills"].items():
+        if account_id in accounts:
+            for bill in bills.values():
+                expected[_key(bill_key(account_id, str(bill.get("dueDate") or ""), bill["id"]))] = bill
+    for investment_id, investment in truth["investments"].items():
+        if investment.get("itemId") == item_id:
+            expected[_key(investment_key(item_id, investment_id))] = investment
+            for row in truth["investmentTransactions"].get(investment_id, {}).values():
+                expected[_key(investment_transaction_key(investment_id, row["id"]))] = row
+    for loan_id, loan in truth["loans"].items():
+        if loan.get("itemId") == item_id:
+            expected[_key(loan_key(item_id, loan_id))] = loan
+    if (identity := truth["identities"].get(item_id)) is not None:
+        expected[_key(identity_key(item_id))] = identity
+    for consent_id, consent in truth["consents"].items():
+        if consent.get("itemId") == item_id:
+            expected[_key(consent_key(item_id, consent_id))] = consent
+    return expected
+
+
+def truth_product_rows(truth: Mapping[str, Any], item_id: str) -> int:
+    return len(expected_products(truth, item_id))
+
+
+PRODUCT_KINDS = ("bill", "investment", "investmentTransaction", "loan", "identity", "consent")
+# The processor's count of each kind's writes (processor.PLURALS), by the sort key's prefix.
+_COUNT_BY_PREFIX = {
+    "BILL#": "bills",
+    "INVESTMENT#": "investments",
+    "ITX#": "investmentTransactions",
+    "LOAN#": "loans",
+    "IDENTITY": "identities",
+    "CONSENT#": "consents",
+}
+
+
+def stored_products(records: Iterable[Mapping[str, Any]], item_id: str) -> dict[Key, Mapping[str, Any]]:
+    """(pk, sk) -> record, for the product records of the item among plain (deserialized) records."""
+    return {
+        (str(r["pk"]), str(r["sk"])): r
+        for r in records
+        if r.get("kind") in PRODUCT_KINDS and r.get("itemId") == item_id
+    }
+
+
+def product_counts(truth: Mapping[str, Any], item_id: str) -> dict[str, int]:
+    """The counts a first sync of the item logs for its products ({"bills": 1, "investments": 3, ...})."""
+    counts: dict[str, int] = {}
+    for _, sk in expected_products(truth, item_id):
+        name = next(n for prefix, n in _COUNT_BY_PREFIX.items() if sk.startswith(prefix))
+        counts[name] = counts.get(name, 0) + 1
+    return counts
