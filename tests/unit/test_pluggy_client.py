@@ -967,3 +967,71 @@ def test_no_secret_or_key_reaches_the_logs(rsps, client, caplog):
     everything = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
     for secret in (CLIENT_SECRET, KEY1, KEY2):
         assert secret not in everything
+
+
+# --- products beyond accounts and transactions -----------------------------------------------------
+
+
+def test_product_reads_against_the_emulator_return_what_pluggy_serves(emulator, emulator_client):
+    item = emulator.create_item()
+    truth = emulator.truth()
+
+    def stored(value: Any) -> Any:
+        return json.loads(json.dumps(value), parse_float=Decimal)
+
+    card = next(a for a, acc in truth["accounts"].items() if acc["itemId"] == item["id"] and acc["type"] == "CREDIT")
+    bills = emulator_client.list_bills(card)
+    assert {b["id"]: b for b in bills} == stored(truth["bills"][card]) and len(bills) == len(truth["bills"][card])
+    investments = emulator_client.list_investments(item["id"])
+    assert {i["id"] for i in investments} == {k for k, v in truth["investments"].items() if v["itemId"] == item["id"]}
+    for investment in investments:
+        rows = emulator_client.list_investment_transactions(investment["id"])
+        assert {r["id"]: r for r in rows} == stored(truth["investmentTransactions"][investment["id"]])
+    assert emulator_client.list_loans(item["id"]) == stored([v for v in truth["loans"].values()])
+    assert emulator_client.get_identity(item["id"]) == stored(truth["identities"][item["id"]])
+    assert emulator_client.list_consents(item["id"]) == stored(list(truth["consents"].values()))
+    # Page-numbered lists are read in pages of Pluggy's largest size.
+    assert emulator_client.request_count["GET /loans"] == 1
+
+
+def test_an_item_without_identity_reads_as_none(emulator, emulator_client):
+    item = emulator.create_item(products=["ACCOUNTS", "TRANSACTIONS"])
+    assert emulator_client.get_identity(item["id"]) is None
+    assert emulator_client.list_loans(item["id"]) == []
+
+
+def test_product_lists_follow_every_page_at_the_largest_page_size(rsps, client):
+    add_auth(rsps)
+    rsps.add(
+        responses.GET,
+        f"{BASE}/loans",
+        json={"page": 1, "totalPages": 2, "total": 3, "results": [{"id": "l1"}, {"id": "l2"}]},
+        match=[matchers.query_param_matcher({"itemId": "item-1", "pageSize": "500"})],
+    )
+    rsps.add(
+        responses.GET,
+        f"{BASE}/loans",
+        json={"page": 2, "totalPages": 2, "total": 3, "results": [{"id": "l3"}]},
+        match=[matchers.query_param_matcher({"itemId": "item-1", "pageSize": "500", "page": "2"})],
+    )
+    assert [loan["id"] for loan in client.list_loans("item-1")] == ["l1", "l2", "l3"]
+    with pytest.raises(PermanentError, match="itemId"):
+        client.list_loans("")
+
+
+def test_an_identity_error_other_than_404_is_not_taken_for_no_identity(rsps, client):
+    add_auth(rsps)
+    rsps.add(responses.GET, f"{BASE}/identity", status=400, json={"code": 400, "message": "itemId must be a UUID"})
+    with pytest.raises(PluggyRequestError):
+        client.get_identity("not-a-uuid")
+
+
+def test_investment_routes_are_paced_as_one_rate_limit(rsps, clock, sleeps, credentials):
+    paced: list[str] = []
+    client = PluggyClient(BASE, credentials, clock=clock, sleep=sleeps.append, pacer=paced.append)
+    add_auth(rsps)
+    rsps.add(responses.GET, f"{BASE}/investments", json={"page": 1, "totalPages": 1, "results": [{"id": "i1"}]})
+    rsps.add(responses.GET, f"{BASE}/investments/i1/transactions", json={"page": 1, "totalPages": 1, "results": []})
+    client.list_investment_transactions(client.list_investments("item-1")[0]["id"])
+    assert paced == ["POST /auth", "GET /investments", "GET /investments"]
+    assert pluggy_client.pacing_route("GET", "/v2/transactions") == "GET /v2/transactions"
