@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from pluggy_pipeline import processor as processor_module
 from pluggy_pipeline.event_store import iso_now
 from pluggy_pipeline.pluggy_client import PluggyClient
 from pluggy_pipeline.receiver import parse_delivery
-from pluggy_pipeline.records import RecordStore, from_attributes, item_key
+from pluggy_pipeline.records import RecordStore, from_attributes, identity_key, item_key
 from pluggy_pipeline_local.processor_events import (
     ACCOUNT_ID,
     CREATED_AT_FROM,
@@ -526,6 +527,46 @@ def test_first_sync_mirrors_truth_with_full_history(
         assert set(products) == {"bills", "investments", "investmentTransactions", "loans", "identities", "consents"}
         assert log["counts"] == {"items": 1, "accounts": 3, "transactions": 12, **products, "coalesced": 2}
     assert emulator.stats()[ITEM_ROUTE] == 1
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_the_identity_is_mirrored_but_never_logged(
+    emulator: PluggyEmulator,
+    feed: Feed,
+    invoke: Any,
+    mirror: Mirror,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    item = emulator.create_item(transactions_per_account=2)
+    capsys.readouterr()
+    # Our logger at its most verbose; botocore's DEBUG wire logs (request bodies) are not ours to write.
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="pluggy-pipeline")
+    assert invoke(batch(*feed.take())) == {"batchItemFailures": []}
+    emulator.sync_item(item["id"], products_change=True)  # the identity changes too: a second write
+    assert invoke(batch(*feed.take())) == {"batchItemFailures": []}
+    logged = capsys.readouterr()
+    identity = emulator.truth()["identities"][item["id"]]
+    stored = mirror.store.get(identity_key(item["id"]))
+    assert stored is not None and stored["data"]["fullName"] == identity["fullName"]
+    # Every personal value (name, CPF, birth date, phones, emails, addresses...), none in any line written.
+    personal = {v for v in _leaves({k: v for k, v in identity.items() if k not in ("id", "itemId")}) if len(v) >= 6}
+    assert {"fullName", "taxNumber"} <= identity.keys() and len(personal) > 5
+    # Log records with every field they carry (extra keys included), and whatever reached stdout/stderr.
+    lines = logged.out + logged.err + "".join(repr(vars(record)) for record in caplog.records)
+    assert "event processed" in lines and "identities" in lines
+    assert [v for v in personal if v in lines] == []
 
 
 def test_initial_sync_costs_ceil_n_over_25_batch_writes_per_account(env: Env, invoke: Any, mirror: Mirror) -> None:
