@@ -1,5 +1,6 @@
 """ReadApiFunction: the app's read API (AWS_IAM): a user's items, an item with its accounts, an account's
-transactions newest first in pages. Routes, validation and answers: pluggy_pipeline.read_api."""
+transactions newest first in pages, and the item's products (investments and their transactions, a card's
+bills, loans, identity, consents). Routes, validation and answers: pluggy_pipeline.read_api."""
 
 from __future__ import annotations
 

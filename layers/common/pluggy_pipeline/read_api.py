@@ -4,6 +4,12 @@
     GET /items/{itemId}                                 200 {"item": item, "accounts": [account, ...]}; 404
     GET /accounts/{accountId}/transactions              200 {"transactions": [tx, ...], "nextCursor": str | null}
         ?from=YYYY-MM-DD&to=YYYY-MM-DD&limit=1..500 (default 100)&cursor=<nextCursor>; 404
+    GET /accounts/{accountId}/bills?from=&to=           200 {"bills": [bill, ...]} newest due date first; 404
+    GET /investments/{investmentId}/transactions        200 like an account's transactions (same parameters)
+    GET /items/{itemId}/investments                     200 {"investments": [investment, ...]}; 404
+    GET /items/{itemId}/loans                           200 {"loans": [loan, ...]}; 404
+    GET /items/{itemId}/consents                        200 {"consents": [consent, ...]}; 404
+    GET /items/{itemId}/identity                        200 {"identity": identity}; 404 (none, or no such item)
 
 What each record looks like, the cursor and the number contract: pluggy_pipeline.reader (the same reader apps
 can use directly). Errors are {"error": code, "message": text} plus, for 400, {"fields": {name: problem}}:
@@ -32,6 +38,11 @@ from pluggy_pipeline.reader import DEFAULT_LIMIT, InvalidRequest, MirrorReader, 
 from pluggy_pipeline.records import RecordStore
 
 PAGE_PARAMETERS = ("from", "to", "limit", "cursor")
+DATE_PARAMETERS = ("from", "to")  # the bills' (a card has a bill a month: no pages)
+ROUTES = (
+    "/users/{id}/items, /items/{id}, /items/{id}/investments, /items/{id}/loans, /items/{id}/consents, "
+    "/items/{id}/identity, /accounts/{id}/transactions, /accounts/{id}/bills, /investments/{id}/transactions"
+)
 # The answers are people's financial data: no shared cache may keep them.
 _HEADERS = {"Cache-Control": "no-store"}
 
@@ -70,8 +81,9 @@ def _path_parameter(name: str, matched: str) -> str:
     return value if isinstance(value, str) else matched
 
 
-def _page_parameters() -> dict[str, str]:
-    """from/to/limit/cursor as received; unknown or repeated ones refused (not ignored), every problem at once."""
+def _page_parameters(allowed: tuple[str, ...] = PAGE_PARAMETERS) -> dict[str, str]:
+    """`allowed` (some of from/to/limit/cursor) as received; unknown or repeated ones refused (not ignored),
+    every problem at once."""
     multi = app.current_event.multi_value_query_string_parameters or {}
     single = app.current_event.query_string_parameters or {}
     values: dict[str, list[str]] = {name: list(v) for name, v in multi.items() if isinstance(v, list)}
@@ -79,11 +91,11 @@ def _page_parameters() -> dict[str, str]:
         values.setdefault(name, [value])
     fields: dict[str, str] = {}
     for name, received in values.items():
-        if name not in PAGE_PARAMETERS:
-            fields[name[:64]] = f"unknown parameter; the parameters are {', '.join(PAGE_PARAMETERS)}"
+        if name not in allowed:
+            fields[name[:64]] = f"unknown parameter; the parameters are {', '.join(allowed)}"
         elif len(received) != 1:
             fields[name] = "given more than once"
-    given = {name: received[0] for name, received in values.items() if name in PAGE_PARAMETERS}
+    given = {name: received[0] for name, received in values.items() if name in allowed}
     try:
         limit = given.get("limit", DEFAULT_LIMIT)
         page_query(date_from=given.get("from"), date_to=given.get("to"), limit=limit, cursor=given.get("cursor"))
@@ -122,6 +134,53 @@ def transactions(account_id: str) -> Response[str]:
     return _json(200, page, rows=len(page["transactions"]), more=page["nextCursor"] is not None)
 
 
+@app.get("/accounts/<account_id>/bills")
+def bills(account_id: str) -> Response[str]:
+    given = _page_parameters(DATE_PARAMETERS)
+    rows = get_reader().bills(
+        _path_parameter("accountId", account_id), date_from=given.get("from"), date_to=given.get("to")
+    )
+    return _json(200, {"bills": rows}, rows=len(rows))
+
+
+@app.get("/investments/<investment_id>/transactions")
+def investment_transactions(investment_id: str) -> Response[str]:
+    given = _page_parameters()
+    page = get_reader().investment_transactions(
+        _path_parameter("investmentId", investment_id),
+        date_from=given.get("from"),
+        date_to=given.get("to"),
+        limit=given.get("limit", DEFAULT_LIMIT),
+        cursor=given.get("cursor"),
+    )
+    return _json(200, page, rows=len(page["transactions"]), more=page["nextCursor"] is not None)
+
+
+@app.get("/items/<item_id>/investments")
+def investments(item_id: str) -> Response[str]:
+    rows = get_reader().investments(_path_parameter("itemId", item_id))
+    return _json(200, {"investments": rows}, rows=len(rows))
+
+
+@app.get("/items/<item_id>/loans")
+def loans(item_id: str) -> Response[str]:
+    rows = get_reader().loans(_path_parameter("itemId", item_id))
+    return _json(200, {"loans": rows}, rows=len(rows))
+
+
+@app.get("/items/<item_id>/consents")
+def consents(item_id: str) -> Response[str]:
+    rows = get_reader().consents(_path_parameter("itemId", item_id))
+    return _json(200, {"consents": rows}, rows=len(rows))
+
+
+@app.get("/items/<item_id>/identity")
+def identity(item_id: str) -> Response[str]:
+    # Personal data (CPF, name, addresses): the answer only; _json logs the route and a count, never the body.
+    answer = get_reader().identity(_path_parameter("itemId", item_id))
+    return _json(200, {"identity": answer}, rows=1)
+
+
 # -- errors: the one place exceptions become HTTP answers ------------------------------------------------
 
 
@@ -135,7 +194,7 @@ def _missing(error: RecordNotFound) -> Response[str]:
 
 @app.not_found
 def _no_route(_: NotFoundError) -> Response[str]:
-    return _error(404, "not_found", "no such route: GET /users/{id}/items, /items/{id}, /accounts/{id}/transactions")
+    return _error(404, "not_found", f"no such route: GET {ROUTES}")
 
 
 def _unavailable(error: TransientError) -> Response[str]:
