@@ -220,3 +220,84 @@ def test_a_sync_with_changes_and_deletions_emits_exactly_them(bench: Bench) -> N
     modified = set().union(*(ops["modified"] for ops in by_account.values()))
     assert modified == set().union(*map(set, summary["updated"].values())) and len(modified) == 3
     assert sum(len(ids) for ids in removed.values()) == 2 and sum(len(ids) for ids in added.values()) == 4
+
+
+def _stored_products(bench: Bench) -> dict[tuple[str, str | None], dict[str, str]]:
+    """(Products Changed field, group) -> {id: digest} of the item's product records in RecordsTable."""
+    pk = f"ITEM#{bench.item_id}"
+    found: dict[tuple[str, str | None], dict[str, str]] = defaultdict(dict)
+    for field, prefix in (("investments", "INVESTMENT#"), ("loans", "LOAN#"), ("consents", "CONSENT#")):
+        for sk, digest in bench.store.digests(pk, prefix).items():
+            found[(field, None)][sk.removeprefix(prefix)] = digest
+    for sk, digest in bench.store.digests(pk, "IDENTITY").items():
+        found[("identity", None)][sk] = digest
+    for investment_id in found[("investments", None)]:
+        for sk, digest in bench.store.digests(f"INVESTMENT#{investment_id}", "ITX#").items():
+            found[("investmentTransactions", investment_id)][sk.removeprefix("ITX#")] = digest
+    for account in bench.store.accounts_of_item(bench.item_id):
+        account_id = str(account["accountId"])
+        for sk, digest in bench.store.digests(f"BILLS#{account_id}", "BILL#").items():
+            found[("bills", account_id)][sk.rsplit("#", 1)[-1]] = digest
+    return {key: ids for key, ids in found.items() if ids}
+
+
+def _product_ops(events: list[dict[str, Any]]) -> dict[tuple[str, str | None, str], set[str]]:
+    """(field, group, operation) -> the ids Products Changed events named; identity as its one operation."""
+    named: dict[tuple[str, str | None, str], set[str]] = defaultdict(set)
+    for event in events:
+        if event["detail-type"] != "Products Changed":
+            continue
+        for field, value in event["detail"].items():
+            if field == "identity":
+                named[("identity", None, value)].add("IDENTITY")
+            elif field in ("investments", "loans", "consents"):
+                for op in ("added", "modified", "removed"):
+                    named[(field, None, op)].update(value[op])
+            elif field in ("bills", "investmentTransactions"):
+                for group, ops in value.items():
+                    for op in ("added", "modified", "removed"):
+                        named[(field, group, op)].update(ops[op])
+    return {key: ids for key, ids in named.items() if ids}
+
+
+def _expected_ops(
+    before: dict[tuple[str, str | None], dict[str, str]], after: dict[tuple[str, str | None], dict[str, str]]
+) -> dict[tuple[str, str | None, str], set[str]]:
+    expected: dict[tuple[str, str | None, str], set[str]] = {}
+    for key in before.keys() | after.keys():
+        old, new = before.get(key, {}), after.get(key, {})
+        ops = {
+            "added": set(new) - set(old),
+            "removed": set(old) - set(new),
+            "modified": {i for i in set(old) & set(new) if old[i] != new[i]},
+        }
+        expected.update({(*key, op): ids for op, ids in ops.items() if ids})
+    return expected
+
+
+def test_product_events_name_exactly_the_products_the_mirror_changed(bench: Bench) -> None:
+    if not bench.item_id:  # run alone: the kill test's item, without the kill
+        bench.item_id = str(bench.emulator.create_item("user-7")["id"])
+        bench.deliver_webhooks()
+    poller = StreamPoller(bench.streams, bench.stream_arn, bench.publisher_handler())
+    poller.drain()
+    everything = bench.receive()
+    first_sync = _stored_products(bench)
+    assert {field for field, _ in first_sync} >= {"investments", "investmentTransactions", "loans", "identity"}
+    assert _product_ops([e for e in everything if e["detail"].get("itemId") == bench.item_id]).keys() >= {
+        (field, group, "added") for field, group in first_sync
+    }
+    consents = [e["detail"] for e in everything if e["detail-type"] == "Consent Changed"]
+    assert any(c["itemId"] == bench.item_id and c["change"] == "created" and c["products"] for c in consents)
+
+    before = len(everything)
+    bench.emulator.sync_item(bench.item_id, products_change=True, remove_investment=True)
+    bench.deliver_webhooks()
+    poller.drain()
+    events = bench.receive()[before:]
+    expected = _expected_ops(first_sync, _stored_products(bench))
+    assert ("investments", None, "removed") in expected and ("identity", None, "modified") in expected
+    assert _product_ops(events) == expected
+    assert not [e for e in events if e["detail-type"] == "Consent Changed"]  # the consent did not change
+    for event in events:
+        jsonschema.validate(event["detail"], schema_for(event["detail-type"]))

@@ -139,6 +139,8 @@ def test_demo_runs_the_main_job_and_the_mirror_matches(capsys: pytest.CaptureFix
         "Transactions Changed",
         "Payment Status Changed",
         "Connector Status Changed",
+        "Products Changed",  # the emulator's items request every product and carry a consent
+        "Consent Changed",
     }
     assert sum(1 for line in summary["changeEvents"] if "USER_AUTHORIZATION_PENDING" in line and "pending" in line) == 2
     assert summary["readApi"] == {"items": 2, "transactions": summary["mirror"]["transactions"], "mismatched": 0}
@@ -409,6 +411,44 @@ def test_tables_mask_account_and_tax_numbers(
     assert code == 0 and item["id"] in out
 
 
+def test_product_commands_show_the_mirror_and_never_the_identity(
+    capsys: pytest.CaptureFixture[str], pipeline: LocalStack, item: dict[str, Any]
+) -> None:
+    assert pipeline.emulator is not None and pipeline.wait_until_idle(timeout=20)
+    truth = pipeline.emulator.truth()
+    identity = truth["identities"][item["id"]]
+    cards = [a for a, v in truth["accounts"].items() if v["itemId"] == item["id"] and v["type"] == "CREDIT"]
+    outputs = [
+        run(capsys, "records", *argv)
+        for argv in (
+            ["identity", item["id"]],
+            ["identity", item["id"], "--json"],
+            ["investments", item["id"]],
+            ["loans", item["id"]],
+            ["consents", item["id"]],
+            *(["bills", card] for card in cards),
+        )
+    ]
+    assert all(code == 0 for code, _, _ in outputs)
+    personal = [
+        identity["fullName"],
+        identity["document"],
+        re.sub(r"\D", "", identity["document"]),
+        identity["birthDate"][:10],
+        *(p["value"] for p in identity["phoneNumbers"]),
+        *(e["value"] for e in identity["emails"]),
+        *(a["fullAddress"] for a in identity["addresses"]),
+        *(r["name"] for r in identity["relations"]),
+    ]
+    text = "\n".join(out for _, out, _ in outputs)
+    assert [value for value in personal if value in text] == []
+    assert f"****{re.sub(r'[^0-9]', '', identity['document'])[-4:]}" in outputs[0][1]
+    consents = run_json(capsys, "records", "consents", item["id"])
+    assert consents and {c["consentId"]: c["data"] for c in consents} == {
+        k: v for k, v in exact(truth["consents"]).items() if v["itemId"] == item["id"]
+    }
+
+
 # -- targets ----------------------------------------------------------------------------------------
 
 
@@ -488,6 +528,8 @@ def test_stack_target_comes_from_cloudformation_outputs() -> None:
         ["records", "items"],
         ["records", "accounts"],
         ["records", "transactions"],
+        ["records", "identity"],
+        ["records", "consents"],
     ],
 )
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:

@@ -9,6 +9,9 @@ publisher has put its event on the bus (docs/events/README.md). Detail-types and
   Transactions Changed      ids added / modified / removed per account, in the style of Plaid's /transactions/sync
   Payment Status Changed    a payment intent, scheduled payment or payment request changed status
   Connector Status Changed  a connector's health status changed
+  Products Changed          per item, ids of bills, investments, investment transactions, loans and consents added
+                            / modified / removed, and whether the identity was (never its fields)
+  Consent Changed           an Open Finance consent created, renewed (expiresAt moved), revoked or removed
 
 Every event has an `eventId` derived from the stream records it was built from, so an event re-emitted after a
 retry carries the same id. A retry that regroups records (Lambda halves a failing batch) may repeat a change
@@ -33,12 +36,16 @@ ITEM_DELETED = "Item Deleted"
 TRANSACTIONS_CHANGED = "Transactions Changed"
 PAYMENT_STATUS_CHANGED = "Payment Status Changed"
 CONNECTOR_STATUS_CHANGED = "Connector Status Changed"
+PRODUCTS_CHANGED = "Products Changed"
+CONSENT_CHANGED = "Consent Changed"
 DETAIL_TYPES = (
     ITEM_STATUS_CHANGED,
     ITEM_DELETED,
     TRANSACTIONS_CHANGED,
     PAYMENT_STATUS_CHANGED,
     CONNECTOR_STATUS_CHANGED,
+    PRODUCTS_CHANGED,
+    CONSENT_CHANGED,
 )
 # EventBridge takes 256 KB per entry (detail, detail-type, source, resources); ids are chunked well under it.
 MAX_DETAIL_BYTES = 200 * 1024
@@ -337,10 +344,147 @@ def _transaction_events(groups: Sequence[_AccountChanges]) -> list[ChangeEvent]:
     return events
 
 
+# A product record's kind -> (its field in Products Changed, the attribute holding its id, the attribute grouping
+# its ids: a card's bills by accountId, an investment's transactions by investmentId).
+_PRODUCT_KINDS: Mapping[str, tuple[str, str, str | None]] = {
+    "bill": ("bills", "billId", "accountId"),
+    "investment": ("investments", "investmentId", None),
+    "investmentTransaction": ("investmentTransactions", "investmentTransactionId", "investmentId"),
+    "loan": ("loans", "loanId", None),
+    "identity": ("identity", "identityId", None),
+    "consent": ("consents", "consentId", None),
+}
+_OPS = ("added", "modified", "removed")
+
+
+def _product_op(change: StreamChange) -> str | None:
+    if change.new is None:
+        return "removed" if change.old is not None else None
+    if change.old is None:
+        return "added"
+    before, after = change.old.get("digest"), change.new.get("digest")
+    if before and after:  # the digest is the hash of Pluggy's object: equal means the same product
+        return "modified" if before != after else None
+    return "modified" if change.old.get("data") != change.new.get("data") else None
+
+
+@dataclass(frozen=True, slots=True)
+class _ProductChange:
+    field: str
+    group: str | None
+    product_id: str
+    op: str
+    sources: list[StreamChange]
+
+
+@dataclass(slots=True)
+class _ItemProducts:
+    item_id: Any
+    # per product (field, group, id), one record each: its operations in stream order
+    records: dict[tuple[str, str | None, str], list[tuple[str, StreamChange]]] = field(default_factory=dict)
+
+    def add(self, change: StreamChange, op: str) -> None:
+        image = change.new or change.old or {}
+        name, id_attribute, group_attribute = _PRODUCT_KINDS[str(image.get("kind"))]
+        target = (name, str(image.get(group_attribute)) if group_attribute else None, str(image.get(id_attribute)))
+        self.records.setdefault(target, []).append((op, change))
+
+    def changes(self) -> list[_ProductChange]:
+        """One operation per product id, in the order the stream first named them."""
+        found = []
+        for target, ops in self.records.items():
+            final: str | None = None
+            for op, _ in ops:  # the last operation wins; added then modified is still added
+                final = "added" if final == "added" and op == "modified" else op
+            found.append(_ProductChange(*target, str(final), [source for _, source in ops]))
+        return found
+
+
+def _products_detail(item_id: Any, chunk: Sequence[_ProductChange]) -> JSON:
+    detail: JSON = {"itemId": item_id}
+    for change in chunk:
+        if change.field == "identity":  # one per item, and personal: what happened to it, never its fields
+            detail["identity"] = change.op
+            continue
+        ops = detail.setdefault(change.field, {})
+        if change.group is not None:
+            ops = ops.setdefault(change.group, {})
+        for op in _OPS:
+            ops.setdefault(op, [])
+        ops[change.op].append(change.product_id)
+    detail["changedAt"] = max((t for t in (_time_of(s) for c in chunk for s in c.sources) if t), default=None)
+    return detail
+
+
+def _product_events(items: Iterable[_ItemProducts]) -> list[ChangeEvent]:
+    events: list[ChangeEvent] = []
+    for products in items:
+        changes = products.changes()
+        chunks = [changes[i : i + MAX_IDS_PER_EVENT] for i in range(0, len(changes), MAX_IDS_PER_EVENT)]
+        part = 0
+        while chunks:
+            chunk = chunks.pop(0)
+            sources = [s for change in chunk for s in change.sources]
+            event = _event(PRODUCTS_CHANGED, _products_detail(products.item_id, chunk), sources, part)
+            if len(event.detail_json()) > MAX_DETAIL_BYTES:
+                # Groups (a card, an investment) cost bytes of their own: many groups of one id each can pass
+                # the bound under MAX_IDS_PER_EVENT ids, so the chunk is halved, deterministically (stable ids).
+                if len(chunk) == 1:
+                    raise ValueError(f"{PRODUCTS_CHANGED} detail over {MAX_DETAIL_BYTES} bytes")
+                half = len(chunk) // 2
+                chunks[:0] = [chunk[:half], chunk[half:]]
+                continue
+            events.append(event)
+            part += 1
+    return events
+
+
+def _data(image: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = image.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _consent_state(image: Mapping[str, Any]) -> tuple[Any, Any]:
+    data = _data(image)
+    return image.get("expiresAt", data.get("expiresAt")), image.get("revokedAt", data.get("revokedAt"))
+
+
+def _consent_events(change: StreamChange) -> list[ChangeEvent]:
+    old, new = change.old, change.new
+    image = new or old
+    if image is None:
+        return []
+    expires, revoked = _consent_state(image)
+    before_expires, before_revoked = _consent_state(old) if old else (None, None)
+    if new is None:
+        what = "removed"  # Pluggy no longer lists it, or its item is gone
+    elif revoked and not before_revoked:
+        what = "revoked"  # also a consent first seen already revoked: the user must consent again either way
+    elif old is None:
+        what = "created"
+    elif expires != before_expires or (before_revoked and not revoked):
+        what = "renewed"
+    else:
+        return []  # other fields of the consent: Products Changed names it as modified
+    data = _data(image)
+    detail = {
+        "itemId": image.get("itemId"),
+        "consentId": image.get("consentId"),
+        "change": what,
+        "expiresAt": expires,
+        "revokedAt": revoked,
+        "products": list(dict.fromkeys(str(p) for p in data.get("products") or ())),  # a set, in Pluggy's order
+        "changedAt": _time_of(change),
+    }
+    return [_event(CONSENT_CHANGED, detail, [change])]
+
+
 def change_events(records: Iterable[Mapping[str, Any]]) -> list[ChangeEvent]:
-    """The events of a batch of stream records, in stream order (transactions grouped per account)."""
+    """The events of a batch of stream records, in stream order (transactions grouped per account, then products
+    grouped per item)."""
     events: list[ChangeEvent] = []
     groups: dict[tuple[Any, Any], _AccountChanges] = {}
+    products: dict[Any, _ItemProducts] = {}
     for record in records:
         change = StreamChange.from_record(record)
         kind = change.kind
@@ -356,6 +500,14 @@ def change_events(records: Iterable[Mapping[str, Any]]) -> list[ChangeEvent]:
             group.ops.append((op, str(image.get("transactionId")), change))
         elif kind == "connector" or kind in _PAYMENT_KINDS:
             events.extend(_status_events(change))
+        elif kind in _PRODUCT_KINDS:
+            if kind == "consent":
+                events.extend(_consent_events(change))
+            op = _product_op(change)
+            if op is not None:
+                item_id = (change.new or change.old or {}).get("itemId")
+                products.setdefault(item_id, _ItemProducts(item_id)).add(change, op)
         # accounts: their transactions carry the change; an account's own fields are read through the API.
     events.extend(_transaction_events(list(groups.values())))
+    events.extend(_product_events(products.values()))
     return events

@@ -82,8 +82,10 @@ def investment_transaction_record(item_id: str, investment_id: str, row: JSON) -
 
 def bill_record(item_id: str, account_id: str, bill: JSON) -> JSON:
     bill_id, due = str(bill["id"]), str(bill.get("dueDate") or "")
-    key = bill_key(account_id, due, bill_id)
-    return _record(key, "bill", item_id, bill, accountId=account_id, billId=bill_id, dueDate=due)
+    key = bill_key(account_id, bill_id)
+    # byDate: a card's bills by due date; a moved due date is a change of this record, not another record.
+    fields = {"accountId": account_id, "billId": bill_id, "dueDate": due, "txDate": f"{due}#{bill_id}"}
+    return _record(key, "bill", item_id, bill, **fields)
 
 
 def loan_record(item_id: str, loan: JSON) -> JSON:

@@ -12,7 +12,7 @@
   consent         pk=ITEM#<itemId>            sk=CONSENT#<consentId>
                   GSI byConsentExpiry: consentPk=CONSENT, consentSk=<expiresAt>#<itemId>  (active consents only)
   investment tx   pk=INVESTMENT#<investmentId> sk=ITX#<id>, txDate=<date>#<id> (byDate: by date range)
-  bill            pk=BILLS#<accountId>        sk=BILL#<dueDate>#<billId>    (a card's bills by due date)
+  bill            pk=BILLS#<accountId>        sk=BILL#<billId>, txDate=<dueDate>#<billId> (byDate: by due date)
   connector       pk=CONNECTOR#<id>           sk=STATUS
   payment         pk=PAYMENT_INTENT#<id> | SCHEDULED_PAYMENT#<id> | PAYMENT_REQUEST#<id>, sk=STATUS
   GSI byUser      userPk=USER#<clientUserId>, userSk=ITEM#<itemId>        (items of a user)
@@ -90,9 +90,9 @@ def investment_transaction_key(investment_id: str, transaction_id: str) -> dict[
     return {"pk": f"INVESTMENT#{investment_id}", "sk": f"ITX#{transaction_id}"}
 
 
-def bill_key(account_id: str, due_date: str, bill_id: str) -> dict[str, str]:
-    """A card's bill; the due date in the sort key orders a card's bills by it (Pluggy's ISO date-time)."""
-    return {"pk": f"BILLS#{account_id}", "sk": f"BILL#{due_date}#{bill_id}"}
+def bill_key(account_id: str, bill_id: str) -> dict[str, str]:
+    """A card's bill. Not keyed by due date, which Pluggy may move: byDate (txDate) orders a card's bills by it."""
+    return {"pk": f"BILLS#{account_id}", "sk": f"BILL#{bill_id}"}
 
 
 # The byDate LSI's key (table keys + the index's sort key): where a newest-first page of an account stops.
