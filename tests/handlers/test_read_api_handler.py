@@ -22,7 +22,15 @@ from pluggy_emulator import PluggyEmulator
 from pluggy_pipeline import aws, read_api
 from pluggy_pipeline import processor as processor_module
 from pluggy_pipeline.pluggy_client import PluggyClient
-from pluggy_pipeline.processor import account_record, item_record, transaction_record
+from pluggy_pipeline.processor import account_record, account_ref_record, item_record, transaction_record
+from pluggy_pipeline.products import (
+    bill_record,
+    consent_record,
+    identity_record,
+    investment_record,
+    investment_transaction_record,
+    loan_record,
+)
 from pluggy_pipeline.receiver import parse_delivery
 from pluggy_pipeline.records import RecordStore
 from pluggy_pipeline_local.processor_events import group_for, sqs_event, sqs_record
@@ -281,11 +289,25 @@ ITEM = "5f1c3b9e-8a3d-4f0e-9a51-0c2b7d4e6a10"
 ACCOUNT = "0b6e2f4a-3c1d-4e8f-9b7a-1d2c3e4f5a60"
 OTHER_ACCOUNT = "7c9d1e2f-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
 CURSOR_AT = "2026-11-10T03:00:00.000Z#8e7d6c5b-4a39-4281-9f0e-1d2c3b4a5968"  # where transactions-next-page goes on
+# The products' files: ITEM's credit card (its bills), investments, a loan, its identity and consents.
+BARE_ITEM = "2a4c6e80-1b3d-4f5a-9c7e-d0f2a4b6c8e1"  # known to the mirror, without any product
+CARD = "e3f5a7c9-2d4b-4c6e-8a0f-1b3d5f7a9c2e"
+FUND, CDB = "6b8d0f2a-4c6e-4a8c-9e1b-3d5f7b9d1f3a", "1c3e5a7b-9d0f-4b2d-8c4e-6a8b0c2d4e6f"
+LOAN = "4e6a8c0e-2f4b-4d6f-9a1c-3e5a7c9e1b3d"
+IDENTITY = "8a0c2e4a-6b8d-4f1b-8d3f-5a7c9e1a3c5e"
+CONSENT, REVOKED_CONSENT = "c5e7a9c1-3d5f-4b7d-9f2b-4c6e8a0c2e4a", "0f2b4d6f-8a1c-4e3a-8c5e-7b9d1f3b5d7f"
+FUND_ROWS = {  # the fund's transactions, by date: the API answers them newest first
+    "2026-11-05T03:00:00.000Z": "f7a9c1e3-5b7d-4f9b-8b3d-6e8a0c2e4a61",
+    "2026-10-20T03:00:00.000Z": "f7a9c1e3-5b7d-4f9b-8b3d-6e8a0c2e4a62",
+    "2026-10-10T03:00:00.000Z": "f7a9c1e3-5b7d-4f9b-8b3d-6e8a0c2e4a63",
+    "2026-10-01T03:00:00.000Z": "f7a9c1e3-5b7d-4f9b-8b3d-6e8a0c2e4a64",
+}
+BILL_DUES = ("2026-09-10", "2026-10-10", "2026-11-10")  # the card's bills; the API answers the newest first
 
 EXPECTED: dict[str, tuple[int, Callable[[dict[str, Any]], bool]]] = {
     "items-of-user": (200, lambda b: [i["id"] for i in b["items"]] == [ITEM]),
     "items-of-unknown-user": (200, lambda b: b == {"items": []}),
-    "item": (200, lambda b: b["item"]["id"] == ITEM and [a["id"] for a in b["accounts"]] == [ACCOUNT]),
+    "item": (200, lambda b: b["item"]["id"] == ITEM and [a["id"] for a in b["accounts"]] == [ACCOUNT, CARD]),
     "item-not-found": (404, lambda b: b["error"] == "not_found"),
     "transactions": (200, lambda b: len(b["transactions"]) == 30 and b["nextCursor"] is None),
     "transactions-date-range": (
@@ -310,6 +332,54 @@ EXPECTED: dict[str, tuple[int, Callable[[dict[str, Any]], bool]]] = {
         400,
         lambda b: b["fields"] == {"cursor": "was issued for another account"},
     ),
+    "item-investments": (  # in id order, every number an exact decimal string
+        200,
+        lambda b: (
+            [(i["id"], i["itemId"], i["data"]["balance"]) for i in b["investments"]]
+            == [(CDB, ITEM, "5239.16"), (FUND, ITEM, "10234.56")]
+        ),
+    ),
+    "item-loans": (200, lambda b: [(x["id"], x["data"]["contractAmount"]) for x in b["loans"]] == [(LOAN, "15000.00")]),
+    "item-consents": (  # revoked ones included, with their revokedAt
+        200,
+        lambda b: (
+            {c["id"]: (c["expiresAt"], c["revokedAt"]) for c in b["consents"]}
+            == {
+                CONSENT: ("2027-03-02T03:00:00.000Z", None),
+                REVOKED_CONSENT: ("2026-01-02T03:00:00.000Z", "2025-06-01T12:00:00.000Z"),
+            }
+        ),
+    ),
+    "item-identity": (
+        200,
+        lambda b: (
+            (b["identity"]["id"], b["identity"]["itemId"], b["identity"]["data"]["documentType"])
+            == (IDENTITY, ITEM, "CPF")
+        ),
+    ),
+    "item-identity-missing": (  # a known item without an identity: 404, saying so (not "no such item")
+        404,
+        lambda b: b["error"] == "not_found" and b["message"] == f"item {BARE_ITEM} has no identity in the mirror",
+    ),
+    "investment-transactions": (
+        200,
+        lambda b: (
+            [(t["id"], t["investmentId"], t["itemId"]) for t in b["transactions"]]
+            == [(tx_id, FUND, ITEM) for tx_id in FUND_ROWS.values()]
+            and b["nextCursor"] is None
+        ),
+    ),
+    "account-bills": (
+        200,
+        lambda b: (
+            [(x["data"]["dueDate"][:10], x["accountId"]) for x in b["bills"]]
+            == [(due, CARD) for due in reversed(BILL_DUES)]
+        ),
+    ),
+    "account-bills-date-range": (
+        200,
+        lambda b: [x["data"]["dueDate"][:10] for x in b["bills"]] == [BILL_DUES[2], BILL_DUES[1]],
+    ),
 }
 
 
@@ -331,11 +401,59 @@ def seeded(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
         rows.append(transaction_record({**tx, "amount": Decimal(f"-{n}.99")}, ITEM))
     other = {"id": "tx-o", "accountId": OTHER_ACCOUNT, "date": "2026-11-10T03:00:00.000Z", "amount": Decimal(1)}
     rows.append(transaction_record(other, ITEM))
+    bare = {"id": BARE_ITEM, "clientUserId": "user-43", "status": "UPDATED", "updatedAt": "2026-11-22T09:00:00.000Z"}
+    rows.append(item_record(bare, "2026-11-22T10:00:00.000Z"))
+    rows += product_records()
     store.batch_put(rows)
+
+
+def product_records() -> list[dict[str, Any]]:
+    """ITEM's products as the processor writes them (products.py's builders), for the products' files."""
+    card = {"id": CARD, "itemId": ITEM, "type": "CREDIT", "subtype": "CREDIT_CARD", "balance": Decimal("-1874.32")}
+    rows = [account_ref_record(CARD, ITEM), account_record(card, ITEM, None)]
+    for n, due in enumerate(BILL_DUES):
+        bill = {"id": f"bill-{n}", "dueDate": f"{due}T03:00:00.000Z", "totalAmount": Decimal(f"18{n}4.32")}
+        rows.append(bill_record(ITEM, CARD, bill))
+    fund = {"id": FUND, "itemId": ITEM, "type": "MUTUAL_FUND", "balance": Decimal("10234.56")}
+    cdb = {"id": CDB, "itemId": ITEM, "type": "FIXED_INCOME", "subtype": "CDB", "balance": Decimal("5239.16")}
+    rows += [investment_record(ITEM, fund), investment_record(ITEM, cdb)]
+    for when, tx_id in FUND_ROWS.items():
+        row = {"id": tx_id, "investmentId": FUND, "type": "BUY", "date": when, "amount": Decimal("500.00")}
+        rows.append(investment_transaction_record(ITEM, FUND, row))
+    loan = {"id": LOAN, "itemId": ITEM, "productName": "Credito Pessoal", "contractAmount": Decimal("15000.00")}
+    rows.append(loan_record(ITEM, loan))
+    identity = {"id": IDENTITY, "itemId": ITEM, "fullName": "Juliana Martins", "document": "796.137.536-80"}
+    rows.append(identity_record(ITEM, {**identity, "documentType": "CPF"}))
+    active = {"id": CONSENT, "itemId": ITEM, "expiresAt": "2027-03-02T03:00:00.000Z", "revokedAt": None}
+    revoked = {
+        "id": REVOKED_CONSENT,
+        "itemId": ITEM,
+        "expiresAt": "2026-01-02T03:00:00.000Z",
+        "revokedAt": "2025-06-01T12:00:00.000Z",
+    }
+    rows += [consent_record(ITEM, active), consent_record(ITEM, revoked)]
+    return rows
 
 
 def test_the_corpus_has_an_expectation_for_every_file() -> None:
     assert event_names("read_api") == sorted(EXPECTED)
+
+
+def test_every_read_api_route_has_an_example_request_that_api_gateway_could_send() -> None:
+    """Each of ReadApiFunction's routes (template.yaml) has a file, and each file's path is its route's."""
+    events = TEMPLATE["Resources"]["ReadApiFunction"]["Properties"]["Events"]
+    routes = {e["Properties"]["Path"] for e in events.values() if e["Type"] == "Api"}
+    examples = {name: load_event(f"read_api/{name}") for name in event_names("read_api")}
+    assert {e["resource"] for e in examples.values()} == routes
+    for name, event in examples.items():
+        path = event["resource"]
+        for parameter, value in event["pathParameters"].items():
+            path = path.replace(f"{{{parameter}}}", value)
+        context = event["requestContext"]
+        assert (event["path"], context["path"], context["resourcePath"]) == (path, f"/dev{path}", event["resource"])
+        assert context["requestId"] == f"req-read-api-{name}"
+        query = event["queryStringParameters"] or {}
+        assert event["multiValueQueryStringParameters"] == ({k: [v] for k, v in query.items()} or None), name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

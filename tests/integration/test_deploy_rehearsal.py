@@ -902,7 +902,7 @@ def test_the_deployed_pieces_are_wired_to_each_other(deployed: Deployed) -> None
 
     # Alarms go to the topic, the topic to the e-mail, and CloudWatch may use the topic's key.
     alarms = _client("cloudwatch", REGION).describe_alarms()["MetricAlarms"]
-    assert len(alarms) == 9 and all(a["AlarmActions"] == [outputs["AlarmTopicArn"]] for a in alarms)
+    assert len(alarms) == 10 and all(a["AlarmActions"] == [outputs["AlarmTopicArn"]] for a in alarms)
     sns = _client("sns", REGION)
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=outputs["AlarmTopicArn"])["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", ALARM_EMAIL)]

@@ -176,7 +176,17 @@ APP_ROUTES = {
     ("/users/{clientUserId}/items", "get"),
     ("/items/{itemId}", "get"),
     ("/accounts/{accountId}/transactions", "get"),
+    ("/accounts/{accountId}/bills", "get"),
+    ("/investments/{investmentId}/transactions", "get"),
+    ("/items/{itemId}/investments", "get"),
+    ("/items/{itemId}/loans", "get"),
+    ("/items/{itemId}/consents", "get"),
+    ("/items/{itemId}/identity", "get"),
 }
+
+
+def _security(operation: Any) -> Any:
+    return operation.get("security") if isinstance(operation, dict) else None
 
 
 def test_the_app_routes_need_a_signature_from_this_account(stack: dict[str, Any]) -> None:
@@ -190,7 +200,17 @@ def test_the_app_routes_need_a_signature_from_this_account(stack: dict[str, Any]
         assert all("webhooks/pluggy" in r for s in public for r in _as_list(s["Resource"])), public
         (own,) = [s for s in branch if s["Principal"] != "*"]
         assert own["Principal"]["AWS"]["Fn::Sub"].endswith(":iam::${AWS::AccountId}:root"), own
-        assert own["Effect"] == "Allow" and len(_as_list(own["Resource"])) == len(APP_ROUTES)
+        assert own["Effect"] == "Allow", own
+        # Every app route is this account's to call, and nothing else is ("*" matches any characters, "/" too).
+        calls = {f"execute-api:/stage/{method.upper()}{path}" for path, method in APP_ROUTES}
+        others = {f"execute-api:/stage/{m.upper()}{p}" for p, ops in body["paths"].items() for m in ops} - calls
+        resources = _as_list(own["Resource"])
+        covers = {
+            r: {c for c in calls | others if re.fullmatch(re.escape(r).replace(r"\*", ".*"), c)} for r in resources
+        }
+        assert all(covers.values()) and set().union(*covers.values()) == calls, covers
+    signed = {(p, m) for p, ops in body["paths"].items() for m, op in ops.items() if _security(op) == [{"AWS_IAM": []}]}
+    assert signed == APP_ROUTES  # a new AWS_IAM route must be listed above (and allowed by the policy)
 
 
 def test_api_enforces_the_ip_allowlist_and_throttles(stack: dict[str, Any]) -> None:
@@ -230,6 +250,7 @@ def test_alarms_cover_the_failure_modes(stack: dict[str, Any]) -> None:
         "ProcessorThrottlesAlarm",
         "PluggyAuthFailuresAlarm",
         "StaleItemsAlarm",
+        "ConsentsExpiringSoonAlarm",
     }
     for name, alarm in alarms.items():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
@@ -240,7 +261,7 @@ def test_custom_metrics_named_in_alarms_are_emitted_by_the_code() -> None:
     package = Path(__file__).resolve().parents[2] / "layers/common/pluggy_pipeline"
     code = "".join(p.read_text() for p in package.glob("*.py"))
     text = json.dumps(SOURCE)
-    for metric in ("WebhookFailed", "EventsFailed", "PluggyAuthFailed", "StaleItems"):
+    for metric in ("WebhookFailed", "EventsFailed", "PluggyAuthFailed", "StaleItems", "ConsentsExpiringSoon"):
         assert metric in text
         assert f'"{metric}"' in code, f"alarm on {metric}, which no code emits"
 

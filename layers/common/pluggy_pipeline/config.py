@@ -168,6 +168,8 @@ class ProcessorSettings:
     pluggy_calls_per_minute: int = 342
     pluggy_rate_window_seconds: float = 60.0
     max_attempts: int = 5
+    # The reconciliation counts active consents expiring within this many days (ConsentsExpiringSoon).
+    consent_expiry_alarm_days: int = 7
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProcessorSettings:
@@ -194,6 +196,7 @@ class ProcessorSettings:
             # Pluggy's window is a minute; an emulator with compressed time has a shorter one.
             pluggy_rate_window_seconds=_float(source, "PLUGGY_RATE_WINDOW_SECONDS", 60.0),
             max_attempts=_int(source, "PROCESSOR_MAX_ATTEMPTS", 5, minimum=1),
+            consent_expiry_alarm_days=_int(source, "CONSENT_EXPIRY_ALARM_DAYS", 7, minimum=1),
         )
         has_env_pair = settings.env_pluggy_client_id and settings.env_pluggy_client_secret
         if not (settings.pluggy_credentials_secret_arn or has_env_pair):

@@ -284,6 +284,7 @@ class Processor:
         *,
         reconcile_after_hours: int = 26,
         reconcile_batch_limit: int = 500,
+        consent_expiry_days: int = 7,
         tx_overlap_minutes: int = 30,
         max_attempts: int = 5,
         group_budget_seconds: float = 20.0,
@@ -299,6 +300,7 @@ class Processor:
         self._dead_letters = dead_letters
         self._reconcile_after = timedelta(hours=reconcile_after_hours)
         self._reconcile_limit = reconcile_batch_limit
+        self._consent_expiry = timedelta(days=consent_expiry_days)
         self._tx_overlap = timedelta(minutes=tx_overlap_minutes)
         self.overlap_rows_read = 0
         self._max_attempts = max_attempts
@@ -927,7 +929,8 @@ class Processor:
     # -- reconciliation -------------------------------------------------------------------------------
 
     def reconcile(self, counts: Counts) -> None:
-        """Queue a full sync of every item not synced within the window: heals lost webhooks."""
+        """Queue a full sync of every item not synced within the window: heals lost webhooks. Then count the
+        active consents that expire soon (ConsentsExpiringSoon): their users must renew them."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         cutoff = iso_now((now - self._reconcile_after).timestamp())
         bucket = now.strftime("%Y%m%d%H")
@@ -943,6 +946,38 @@ class Processor:
                 extra_attributes={"origin": "pipeline"},  # what lets the processor run a pipeline/* event
             )
             counts.add("itemsQueued")
+        self._check_consent_expiry(now)
+
+    def _check_consent_expiry(self, now: datetime) -> None:
+        start, end = iso_now(now.timestamp()), iso_now((now + self._consent_expiry).timestamp())
+        expiring = consents_expiring(self.records, start, end)
+        _count("ConsentsExpiringSoon", len(expiring))  # 0 too: the alarm goes back to OK on data, not silence
+        if expiring:
+            # Item ids, counts and a date only: never personal data.
+            items = sorted({item_id for _, item_id in expiring})
+            logger.info(
+                "consents expiring soon",
+                extra={"consents": len(expiring), "itemIds": items[:100], "soonest": expiring[0][0]},
+            )
+
+
+def consents_expiring(records: RecordStore, start: str, end: str) -> list[tuple[str, str]]:
+    """(expiresAt, itemId) of the active consents expiring from `start` to `end` (ISO), soonest first.
+
+    GSI byConsentExpiry holds only active consents with an expiry (products.consent_record); one already expired
+    is left out (it is past renewing in time; the item's status shows it), so the alarm does not fire forever for
+    a consent its user never renews.
+    """
+    rows = records.query(
+        IndexName="byConsentExpiry",
+        KeyConditionExpression="consentPk = :p AND consentSk BETWEEN :start AND :end",
+        ExpressionAttributeValues={":p": {"S": "CONSENT"}, ":start": {"S": start}, ":end": {"S": end}},
+    )
+    found = []
+    for row in rows:
+        expires, _, item_id = str(row["consentSk"]).partition("#")
+        found.append((expires, item_id))
+    return found
 
 
 @functools.cache
@@ -964,6 +999,7 @@ def get_processor() -> Processor:
         EventQueue(sqs, settings.dead_letter_queue_url),
         reconcile_after_hours=settings.reconcile_after_hours,
         reconcile_batch_limit=settings.reconcile_batch_limit,
+        consent_expiry_days=settings.consent_expiry_alarm_days,
         tx_overlap_minutes=settings.tx_overlap_minutes,
         max_attempts=settings.max_attempts,
     )

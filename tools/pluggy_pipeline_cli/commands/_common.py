@@ -66,6 +66,16 @@ def mask_digits(value: Any) -> str:
     return "****" + digits[-4:]
 
 
+def mask_name(value: Any) -> str:
+    """A person's or company's name reduced to each word's initial: Maria da Silva -> M*** d*** S***.
+
+    A fixed "***" whatever the word's length, so the mask tells no more than the initials.
+    """
+    if not isinstance(value, str):
+        return ""
+    return " ".join(word[0] + "***" for word in value.split())
+
+
 def money(value: Any, currency: Any = None) -> str:
     if value is None:
         return ""

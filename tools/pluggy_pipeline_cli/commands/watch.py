@@ -93,6 +93,21 @@ def tap(target: Target, detail_types: list[str] | None = None) -> Iterator[Tap]:
         yield Tap(target, name, queue_url)
 
 
+def _product_counts(detail: dict[str, Any]) -> str:
+    """Ids per product and operation ("investments 2 added"); the identity by what happened to it alone."""
+    parts = []
+    for name in ("bills", "investments", "investmentTransactions", "loans", "consents"):
+        value = detail.get(name)
+        if not isinstance(value, dict):
+            continue
+        groups = value.values() if name in ("bills", "investmentTransactions") else [value]
+        counts = {op: sum(len(g.get(op) or []) for g in groups) for op in ("added", "modified", "removed")}
+        parts.append(f"{name} " + " ".join(f"{n} {op}" for op, n in counts.items() if n))
+    if detail.get("identity"):
+        parts.append(f"identity {detail['identity']}")
+    return ", ".join(parts)
+
+
 def summary(event: dict[str, Any]) -> str:
     """One line per event, for people; --json prints the events themselves."""
     detail, kind = event.get("detail") or {}, event.get("detail-type", "?")
@@ -117,6 +132,13 @@ def summary(event: dict[str, Any]) -> str:
     if kind == "Connector Status Changed":
         change = f"{detail.get('previousStatus') or '-'} -> {detail.get('status')}"
         return f"{kind}: connector {detail.get('connectorId')} {change}"
+    if kind == "Products Changed":
+        return f"{kind}: item {detail.get('itemId')}: {_product_counts(detail)}"
+    if kind == "Consent Changed":
+        return (
+            f"{kind}: consent {detail.get('consentId')} of item {detail.get('itemId')} {detail.get('change')}, "
+            f"expires {detail.get('expiresAt') or '-'}"
+        )
     return f"{kind}: {json.dumps(detail, sort_keys=True)}"
 
 
