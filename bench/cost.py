@@ -52,7 +52,7 @@ from pluggy_pipeline_local.stack import proxy_event_from_http, sqs_event
 from pluggy_pipeline_local.stream_poller import StreamPoller
 from pluggy_pipeline_local.template import create_resources, function_environment, load_template
 
-from bench import Measure, Section, Table, fmt
+from bench import Measure, Section, Table, fmt, ratio
 from bench._fakes import FakeAws
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +72,10 @@ PRICES = {
     "cloudwatch_logs_ingest_per_gb": 0.50,
     "secrets_manager_secret_month": 0.40,
     "secrets_manager_per_10k_calls": 0.05,
+    "dynamodb_storage_gb_month": 0.25,  # Standard table class, beyond the first 25 GB
 }
 WRITE_UNIT_BYTES = 1024  # a write request unit: up to 1 KB of a table item or an index entry
+STORAGE_OVERHEAD_BYTES = 100  # billed per item in the table and per entry in each index, over its size
 READ_UNIT_BYTES = 4096  # a read request unit: up to 4 KB strongly consistent, twice that eventually consistent
 EVENT_CHUNK_BYTES = 64 * 1024
 FULL_VCPU_MB = 1769  # Lambda: 1,769 MB buys one vCPU, less buys that share of one
@@ -198,6 +200,26 @@ def write_units(old: Item | None, new: Item | None, schema: TableSchema) -> Coun
     return used
 
 
+def stored_bytes(item: Item, schema: TableSchema) -> Counter[str]:
+    """Billed storage of one item: its size plus 100 bytes in the table, its entry plus 100 bytes in each index
+    that holds it (developer guide, "Item sizes"; an index entry: its keys, the table's and what it projects)."""
+    used = Counter(table=item_bytes(item) + STORAGE_OVERHEAD_BYTES)
+    for index in schema.indexes:
+        if (entry := index.entry(item, schema.keys)) is not None:
+            used["lsi" if index.local else "gsi"] += item_bytes(entry) + STORAGE_OVERHEAD_BYTES
+    return used
+
+
+# RecordsTable's records under ITEM#<itemId>, by their sort key's prefix (records.py).
+_UNDER_ITEM = {"ITEM": "item", "ACCOUNT": "account", "INVESTMENT": "investment", "LOAN": "loan", "CONSENT": "consent"}
+_BY_PARTITION = {
+    "ACCOUNT": "transaction",
+    "ACCOUNTREF": "account ref",
+    "INVESTMENT": "investment transaction",
+    "BILLS": "bill",
+}
+
+
 def record_kind(key: Item) -> str:
     """Which record a written key is (RecordsTable's layout, records.py; EventsTable's events; PacerTable's slots)."""
     pk, sk = (str(key.get(name, {}).get("S", "")) for name in ("pk", "sk"))
@@ -205,8 +227,8 @@ def record_kind(key: Item) -> str:
         return "Pluggy pacing slot (PacerTable)" if "route" in key else "event (EventsTable)"
     prefix = pk.split("#")[0]
     if prefix == "ITEM":
-        return "item" if sk == "ITEM" else "account"
-    return {"ACCOUNT": "transaction", "ACCOUNTREF": "account ref"}.get(prefix, prefix.lower().replace("_", " "))
+        return _UNDER_ITEM.get(sk.split("#")[0], sk.lower())  # IDENTITY -> identity
+    return _BY_PARTITION.get(prefix, prefix.lower().replace("_", " "))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -227,6 +249,7 @@ class Usage:
     requests: Counter[str] = field(default_factory=Counter)  # AWS API calls by "service.Operation"
     write_units: Counter[str] = field(default_factory=Counter)  # table, gsi, lsi
     by_record: Counter[str] = field(default_factory=Counter)  # "<record kind>:<table|gsi|lsi>"
+    items_written: Counter[str] = field(default_factory=Counter)  # "<record kind>:<put|delete|refused>"
     read_units: float = 0.0
     events_put: int = 0  # PutEvents entries
     event_chunks: int = 0  # their billed 64 KB chunks
@@ -319,10 +342,14 @@ class Meter:
             for table, key, new, old in context.pop("cost.writes", ()):
                 if "Error" in parsed:  # a refused conditional write costs the larger of the stored and proposed item
                     units = Counter(table=request_units(max(item_bytes(old), item_bytes(new)), WRITE_UNIT_BYTES))
+                    outcome = "refused"
                 else:
-                    units = write_units(old, self._image(table, key), self.schemas[table])
+                    after = self._image(table, key)
+                    units = write_units(old, after, self.schemas[table])
+                    outcome = "put" if after is not None else "delete"
                 usage.write_units.update(units)
                 usage.by_record.update({f"{record_kind(key)}:{part}": n for part, n in units.items()})
+                usage.items_written[f"{record_kind(key)}:{outcome}"] += 1
             consistent = context.pop("cost.reads", None)
             if model.name == "GetItem":
                 usage.read_units += read_units(item_bytes(parsed.get("Item")), consistent)
@@ -411,6 +438,7 @@ class Run:
     def connect(self, user: str) -> tuple[str, int]:
         """A new item: its webhooks, initial sync and change events; (its id, deliveries answered 2XX)."""
         seen = len(self.emulator.events())
+        # Every product of the connector (the emulator's default when none is named): their syncs are in the day.
         item_id = str(self.emulator.create_item(user)["id"])
         self.emulator.wait_for_deliveries(timeout=10)
         return item_id, self.deliver(self.emulator.events()[seen:])
@@ -608,11 +636,13 @@ def run(quick: bool) -> Section:
     by_record = _by_record({DAY: (day, events), CONNECTED: (usage[CONNECTED], items)})
     wcu = {part: sum(u.write_units[part] for u in day.values()) / events for part in ("table", "gsi", "lsi")}
     notes = _notes(measured, facts, wcu, month)
+    products, product_facts = _products(quick)
     measures = (
         Measure("A month of webhooks", month),
         Measure("The app's routes, per 1,000 calls", routes, notes["routes"]),
         Measure("Per webhook", webhook),
         Measure("DynamoDB write units by record", by_record),
+        *products,
     )
     COST_DOC.write_text(_render_doc(measures, notes["month"]), encoding="utf-8")
     return Section(
@@ -625,8 +655,88 @@ def run(quick: bool) -> Section:
             ),
         ),
         measures=(replace(measures[0], notes=notes["month"]), *measures[1:]),
-        data={"monthly": monthly, "apps": apps, "wcu_per_event": wcu, "usage": usage, **facts},
+        data={"monthly": monthly, "apps": apps, "wcu_per_event": wcu, "usage": usage, **facts, **product_facts},
     )
+
+
+def _products(quick: bool) -> tuple[tuple[Measure, Measure], dict[str, Any]]:
+    """What mirroring every product costs per item sync against accounts and transactions: bench/products.py's run
+    (the processor metered by this module's Meter), priced as above."""
+    from bench import products as bench_products  # it imports this module: imported when called, not at the top
+
+    sizes = bench_products.TINY if quick else bench_products.FULL
+    results = bench_products.measure(sizes)
+    shapes, phases = tuple(bench_products.VARIANTS), bench_products.PHASES
+    columns = [(shape, phase) for phase in phases for shape in shapes]
+    dollars = {key: per(cost_lines({PROCESSOR: results[key].usage}, 0), 1000 / results[key].syncs) for key in columns}
+    shown = [line for line in dollars[columns[0]] if any(costs[line] for costs in dollars.values())]
+    headers = tuple(f"{phase}: {shape}" if shape == shapes[0] else shape for shape, phase in columns)
+    money = Table(
+        ("per 1,000 item syncs", *headers),
+        tuple((line, *(f"${dollars[key][line]:.4f}" for key in columns)) for line in shown),
+    )
+
+    def each(key: tuple[str, str], value: float) -> str:
+        return fmt(value / results[key].syncs)
+
+    def limit(key: tuple[str, str]) -> str:
+        syncs, route = results[key].syncs_per_minute
+        return f"{fmt(syncs)} ({route})"
+
+    pluggy_rows: list[tuple[str, ...]] = [
+        ("Pluggy calls (not billed by AWS)", *(each(k, results[k].pluggy_calls) for k in columns)),
+        (
+            "on a rate-limited route",
+            *(each(k, sum(results[k].limited_by_route.values())) for k in columns),
+        ),
+        (
+            f"item syncs a minute one source IP allows ({bench_products.PLUGGY_LIMIT_PER_MINUTE} per limited route)",
+            *(limit(k) for k in columns),
+        ),
+        ("DynamoDB write units", *(each(k, results[k].usage.write_units.total()) for k in columns)),
+        ("of which byConsentExpiry", *(each(k, results[k].usage.by_record["consent:gsi"]) for k in columns)),
+        ("DynamoDB read units", *(each(k, results[k].usage.read_units) for k in columns)),
+        ("billed ms (processor)", *(each(k, results[k].usage.billed_ms()) for k in columns)),
+    ]
+    calls = Table(("per item sync", *headers), tuple(pluggy_rows))
+    stored = {shape: results[shape, phases[-1]] for shape in shapes}
+    kb = {shape: stored[shape].storage.total() / stored[shape].syncs / 1024 for shape in shapes}
+    month = {shape: kb[shape] * 1024 * 1000 / 2**30 * PRICES["dynamodb_storage_gb_month"] for shape in shapes}
+    quiet = {shape: dollars[shape, phases[1]]["Total"] for shape in shapes}
+    notes = (
+        f"Measured by bench/products.py in this run ({sizes.items} items of each shape, three syncs each): the "
+        "processor as `get_processor()` builds it from the template, on moto and the Pluggy emulator, metered by "
+        "this module's `Meter`. Every-product items ask for "
+        f"{', '.join(bench_products.VARIANTS[shapes[0]])}; the others for "
+        f"{', '.join(bench_products.VARIANTS[shapes[1]])}, the same accounts and transactions. Both have a consent "
+        "(Open Finance), read at every sync and written, with its byConsentExpiry entry, only when it changes.",
+        "Only the processor's lines: the webhook's own (API Gateway, receiver, SQS) do not depend on the products "
+        "and are in the month table above, whose measured day already syncs every-product items (the emulator's "
+        "default when neither the item nor its connect token names products). Lambda requests count one "
+        "invocation per sync; batched at volume (up to 10 messages), fewer.",
+        f"A sync where nothing changed: ${quiet[shapes[0]]:.4f} against ${quiet[shapes[1]]:.4f} per 1,000 "
+        f"({ratio(quiet[shapes[0]], quiet[shapes[1]])}): each product list is read from Pluggy and compared "
+        "with the stored digests (one Query each) even when nothing changed; nothing is written for it. Most of it "
+        "is Lambda duration, and most of that the 150 ms allowance per Pluggy call.",
+        f"Storage after the three syncs: {fmt(kb[shapes[0]])} KB an item with every product, {fmt(kb[shapes[1]])} "
+        f"KB with accounts and transactions (table and indexes, {STORAGE_OVERHEAD_BYTES} bytes of overhead per item "
+        f"and per index entry): ${month[shapes[0]]:.4f} against ${month[shapes[1]]:.4f} per 1,000 items a month "
+        f"at ${PRICES['dynamodb_storage_gb_month']:.2f} per GB-month (GB = 2^30 bytes).",
+        "Pluggy's calls are not billed by AWS but count against its rate limits (per source IP, per route; the "
+        "investments routes share one): the busiest limited route of a sync sets how many item syncs a minute one "
+        "egress IP allows.",
+    )
+    measures = (
+        Measure("Products: the processor per 1,000 item syncs, every product against accounts and transactions", money),
+        Measure("Products: Pluggy calls, rate limits and DynamoDB units per item sync", calls, notes),
+    )
+    facts = {
+        "products": results,
+        "products_dollars": dollars,
+        "products_storage_kb": kb,
+        "products_storage_month": month,
+    }
+    return measures, facts
 
 
 def _per_webhook(events: int) -> tuple[tuple[str, Any], ...]:
@@ -675,7 +785,9 @@ def _notes(
     largest = max((float(row[-1].strip("$").replace(",", "")), row[0]) for row in lines)
     month_notes = (
         f"The measured day: {events} webhooks ({', '.join(f'{k} x{v}' for k, v in sorted(facts['by_type'].items()))}) "
-        f"of {items} items, {facts['delivered']} answered 2XX; every line scales linearly from it. AWS requests: "
+        f"of {items} items, each with every product of its connector (bills, investments and their transactions, "
+        f"loans, identity, a consent; the Products tables below compare with accounts and transactions alone), "
+        f"{facts['delivered']} answered 2XX; every line scales linearly from it. AWS requests: "
         f"{requests}.",
         f"DynamoDB write units per webhook: {fmt(wcu['table'])} table + {fmt(wcu['gsi'])} GSIs + {fmt(wcu['lsi'])} "
         f"LSI = {fmt(sum(wcu.values()))}. moto answers ReturnConsumedCapacity with a flat 1 per call, so they are "

@@ -12,6 +12,10 @@ memory:
    tables every time;
 3. peak RSS of the child doing the sync (ru_maxrss), and the tracemalloc peak in a separate run;
 4. incremental syncs: `item/updated` with nothing new, then the events of a sync that added a few rows.
+
+The items request accounts and transactions only (`PRODUCTS`): this measures that sync; bench/products.py measures
+what the other products (bills, investments, loans, identity) add to it. Every emulator item is an Open Finance one
+with a consent, so each sync also reads its consents (one GET /consents, one Query) and the first one writes it.
 """
 
 from __future__ import annotations
@@ -58,7 +62,11 @@ progress = progress_of("processor")
 # The goals (the only figures written here; everything else is measured).
 GOAL_THROUGHPUT_RATIO = 0.7  # processor tx/s / raw BatchWriteItem tx/s
 GOAL_PEAK_RSS_MB = 150.0
-GOAL_NO_CHANGE_CALLS = {"GET /items/{id}": 1, "GET /accounts": 1}  # plus at most 1 GET /v2/transactions per account
+# Plus at most 1 GET /v2/transactions per account. GET /consents: an Open Finance item's consents are read every sync
+# (one may have been revoked), whatever products it asked for.
+GOAL_NO_CHANGE_CALLS = {"GET /items/{id}": 1, "GET /accounts": 1, "GET /consents": 1}
+# What the items ask Pluggy for: the accounts-and-transactions sync this benchmark has measured from the start.
+PRODUCTS = ("ACCOUNTS", "TRANSACTIONS")
 TRANSACTIONS_ROUTE = "GET /v2/transactions"
 PAGE_SIZE = 500  # the emulator's /v2/transactions page size (its default), passed explicitly
 WRITE_OPERATIONS = ("BatchWriteItem", "PutItem", "UpdateItem", "DeleteItem")
@@ -303,14 +311,17 @@ def secret_values() -> dict[str, str]:
     return {"WebhookSecret": local_secret_value(), "PluggyCredentialsSecret": json.dumps(credentials)}
 
 
-_ID_SEGMENT = re.compile(r"^(\w+ /(?:items|accounts|transactions|webhooks))/[^/?]+$")
+_ID_SEGMENT = re.compile(
+    r"^(\w+ /(?:items|accounts|transactions|webhooks|investments|bills|loans|identity|consents))/[^/?]+(/\w+)?$"
+)
 
 
 def fold_routes(requests: Mapping[str, int]) -> dict[str, int]:
-    """PluggyClient labels ("GET /items/<uuid>") folded into the emulator's route templates ("GET /items/{id}")."""
+    """PluggyClient labels ("GET /investments/<uuid>/transactions") folded into the emulator's route templates
+    ("GET /investments/{id}/transactions")."""
     folded: Counter[str] = Counter()
     for label, count in requests.items():
-        folded[_ID_SEGMENT.sub(r"\1/{id}", label)] += count
+        folded[_ID_SEGMENT.sub(r"\1/{id}\2", label)] += count
     return dict(folded)
 
 
@@ -334,6 +345,11 @@ def item_shape(emulator: PluggyEmulator, item_id: str) -> dict[str, int]:
     truth = emulator.truth()
     accounts = [a for a, account in truth["accounts"].items() if account["itemId"] == item_id]
     return {a: len(truth["transactions"][a]) for a in accounts}
+
+
+def consents_of(emulator: PluggyEmulator, item_id: str) -> int:
+    """The item's consents in the emulator's ground truth (every sandbox item has one)."""
+    return sum(1 for consent in emulator.truth()["consents"].values() if consent["itemId"] == item_id)
 
 
 def serialized_transactions(emulator: PluggyEmulator, item_id: str) -> list[dict[str, Any]]:
@@ -381,8 +397,10 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
     emulator = bench.emulator
     per_account = f"{sizes.transactions_per_account} and {sizes.small_transactions_per_account}"
     progress(f"creating the items ({per_account} transactions per account)")
-    large = emulator.create_item("bench-large", transactions_per_account=sizes.transactions_per_account)
-    small = emulator.create_item("bench-small", transactions_per_account=sizes.small_transactions_per_account)
+    large, small = (
+        emulator.create_item(f"bench-{name}", transactions_per_account=count, products=PRODUCTS)
+        for name, count in (("large", sizes.transactions_per_account), ("small", sizes.small_transactions_per_account))
+    )
     shape, small_shape = item_shape(emulator, large["id"]), item_shape(emulator, small["id"])
     n, accounts = sum(shape.values()), len(shape)
     n_small = sum(small_shape.values())
@@ -419,7 +437,8 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
     small_run, _ = bench.sync_in_child(small_created, name="small", tracemalloc=True)
 
     # Invariants: every run stored the whole item and made the same calls.
-    expected_stored = n + 2 * accounts + 1  # transactions, accounts and their refs, the item
+    consents = consents_of(emulator, large["id"])
+    expected_stored = n + 2 * accounts + 1 + consents  # transactions, accounts and their refs, the item, its consents
     for run in [*processor_runs, traced]:
         if run.stored != expected_stored:
             raise RuntimeError(f"the processor stored {run.stored} records, expected {expected_stored}")
@@ -428,7 +447,7 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
     for run in raw_runs:
         if run.stored != n:
             raise RuntimeError(f"the raw baseline stored {run.stored} records, expected {n}")
-    if small_run.stored != n_small + 2 * len(small_shape) + 1:
+    if small_run.stored != n_small + 2 * len(small_shape) + 1 + consents_of(emulator, small["id"]):
         raise RuntimeError("the small item was not stored whole")
 
     first = processor_runs[0]
@@ -439,7 +458,7 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
     small_excess = writes_of(small_run.aws_calls) - small_batches
     writes_met = excess <= small_excess
     pages = sum(math.ceil(count / PAGE_SIZE) if count else 1 for count in shape.values())
-    pluggy_minimum = 1 + 1 + 1 + pages  # auth (new container), item, accounts, transaction pages
+    pluggy_minimum = 1 + 1 + 1 + pages + 1  # auth (new container), item, accounts, transaction pages, consents
     pluggy_total = sum(first.emulator_stats.values())
     client_total = sum(first.pluggy_requests.values())
     retries = first.http_attempts - sum(first.aws_calls.values())
@@ -489,7 +508,7 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
             "Pluggy calls (emulator's count)",
             "—",
             f"{pluggy_total}: {pluggy_ops(first.emulator_stats)}",
-            f"{pluggy_minimum}: auth + item + accounts + {pages} pages of {PAGE_SIZE}",
+            f"{pluggy_minimum}: auth + item + accounts + {pages} pages of {PAGE_SIZE} + consents",
             ratio(pluggy_total, pluggy_minimum),
             "(informative)",
         ),
@@ -513,13 +532,16 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
     ]
     calls_notes = [
         f"N = {n} transactions in {accounts} accounts ({', '.join(str(c) for c in shape.values())}), item "
-        f"`{large['id']}` created on the emulator with `transactions_per_account={sizes.transactions_per_account}`; "
+        f"`{large['id']}` created on the emulator with `transactions_per_account={sizes.transactions_per_account}` "
+        f"and `products={list(PRODUCTS)}` (the accounts-and-transactions sync; bench/products.py adds the other "
+        "products); "
         f"the message is the emulator's own `item/created` for it, processed by `Processor.process` in a child "
         "process built by `get_processor()` from the template's environment (credentials from Secrets Manager).",
         f"c = {excess} at N = {n} and {small_excess} at N' = {n_small}: the calls beyond ceil(N/{BATCH_SIZE}) "
         f"are {dynamodb_ops({k: v for k, v in single_writes.items() if v})} (the event log's start and finish, the "
         "item, its accounts and their refs, one watermark per account) plus the batches beyond ceil(N/25) that "
-        f"come from each account's stream ending with a partial batch ({batch_calls} BatchWriteItem in all). The "
+        "come from each account's stream ending with a partial batch, and one for the item's consent (every "
+        f"emulator item is an Open Finance one, with {consents}): {batch_calls} BatchWriteItem in all. The "
         f"goal is met when c at N is not larger than at N'. Reads, not counted as writes: {dynamodb_ops(reads)}.",
         f"HTTP attempts beyond calls (botocore retries): {retries}. Every run made the same calls "
         f"({len(processor_runs) + 1} runs compared).",
@@ -533,6 +555,7 @@ def measure_initial_sync(bench: Bench, sizes: Sizes, data: dict[str, Any]) -> tu
         "excess": excess,
         "n_small": n_small,
         "small_excess": small_excess,
+        "consents": consents,
         "goal_met": writes_met,
         "emulator_stats": first.emulator_stats,
         "client_requests": first.pluggy_requests,
@@ -837,7 +860,7 @@ def measure_incremental(bench: Bench, resources: LocalResources, sizes: Sizes, d
     goal_text = (
         " + ".join(f"{v} {k}" for k, v in GOAL_NO_CHANGE_CALLS.items()) + f" + ≤ {accounts} {TRANSACTIONS_ROUTE}"
     )
-    minimum_dynamodb = 4  # event log start + finish, read the stored item, read its accounts
+    minimum_dynamodb = 5  # event log start + finish, read the stored item, its accounts, its consents' digests
     rows = []
     for index, step in enumerate(steps):
         dynamodb = {k: v for k, v in step.aws.items() if k.startswith("dynamodb.")}
@@ -861,8 +884,10 @@ def measure_incremental(bench: Bench, resources: LocalResources, sizes: Sizes, d
         "EventQueue, PluggyClient) on clients pointed at the same moto server, its API key already cached (one "
         "GET /items/{id} before counting, as in a warm container).",
         f"Nothing new: Pluggy answers the same item; the processor re-reads it, its accounts and each account's "
-        f"transactions created after the stored watermark. Baseline for DynamoDB: {minimum_dynamodb} calls (event "
-        "log start and finish, read the stored item, read its accounts) would be the minimum; measured "
+        "transactions created after the stored watermark, and its consents (every emulator item is an Open Finance "
+        "one: its consents are read at every sync, written only when changed). Baseline for DynamoDB: "
+        f"{minimum_dynamodb} calls (event log start and finish, read the stored item, its accounts and its consents' "
+        "digests) would be the minimum; measured "
         f"{sum(v for k, v in no_change.aws.items() if k.startswith('dynamodb.'))}"
         + (
             f", of which {no_change_puts} PutItem: the item and its accounts are written again although Pluggy's "
@@ -885,8 +910,8 @@ def measure_incremental(bench: Bench, resources: LocalResources, sizes: Sizes, d
         f"baseline (no overlap) does ({soon_extra:+d} calls right after the initial sync); the first read 30 min "
         "after the watermark re-reads the window since what was last complete, once, writing only rows not "
         f"stored or changed (one BatchGetItem per 100 rows): {overlap_extra:+d} Pluggy calls against the "
-        "baseline for this 15,000-row item whose whole history shares one sync. After it, reads cost the "
-        "baseline's again. What it buys: such a late row is stored by the next incremental instead of waiting "
+        f"baseline for this {sum(shape.values()):,}-row item whose whole history shares one sync. After it, reads "
+        "cost the baseline's again. What it buys: such a late row is stored by the next incremental instead of waiting "
         "for the daily full sync.",
         "Counts are the `counts` the processor recorded on the event in EventsTable.",
     ]

@@ -8,6 +8,10 @@ in-process) drain an in-memory SQS FIFO queue. Two modes in one run: the product
 coalesced, calls paced by `SharedPacer`) and "before" (one message per `process_batch`, no pacing: Pluggy answers
 429 and the messages are held). Every figure comes from this run.
 
+The items ask Pluggy for accounts and transactions only (bench.processor.PRODUCTS), the sync this storm has measured
+from the start; every emulator item is an Open Finance one, so each item sync also reads its consents (GET /consents,
+a route Pluggy does not rate-limit). bench/products.py measures what the other products add to a sync.
+
 The queue is modelled here (`FifoQueue`), not moto's: moto's FIFO, after a visibility change, skips a group's
 first message while a later one is in flight and delivers the group out of order.
 """
@@ -48,7 +52,7 @@ from requests.adapters import HTTPAdapter
 from bench import Measure, Section, Table, fmt, ratio, verdict
 from bench._harness import AWS_ENV_REMOVED, FAKE_AWS_ENV, REGION, patched_environ, progress_of, template
 from bench._plot import figure, link, save_png
-from bench.processor import fold_routes, quiet_logger
+from bench.processor import PRODUCTS, fold_routes, quiet_logger
 
 progress = progress_of("storm")
 
@@ -56,6 +60,7 @@ GOAL_DRAIN_RATIO = 1.2  # drain time / floor, the product's mode
 ADD, CHANGE = 3, 1  # each sync: 3 new rows (one per account of the sandbox item), 1 changed row
 OLD_MAX_RECEIVES = 5  # the old policy: maxReceiveCount 5, every receive counted
 PRODUCT, BEFORE = "coalesced + paced", "one by one, unpaced"
+CONSENTS_ROUTE = "GET /consents"  # read at every item sync of an Open Finance item, whatever its products
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,11 @@ class Outcome:
         return sum(self.requests.values()) / self.events
 
     @property
+    def per_webhook_without_consents(self) -> float:
+        """Requests per webhook leaving out the consent reads: the figure runs before products were mirrored gave."""
+        return (sum(self.requests.values()) - self.requests.get(CONSENTS_ROUTE, 0)) / self.events
+
+    @property
     def per_minute(self) -> float:
         """Webhooks drained per Pluggy minute."""
         return self.events / (self.drain / self.window) if self.drain else 0.0
@@ -414,7 +424,7 @@ class Storm:
             dynamodb = Serialized(raw, threading.Lock())
             history = sizes.transactions_per_account
             ids = [
-                str(self.emulator.create_item(f"storm-{n}", transactions_per_account=history)["id"])
+                str(self.emulator.create_item(f"storm-{n}", transactions_per_account=history, products=PRODUCTS)["id"])
                 for n in range(o.items)
             ]
             processors = [self.container(dynamodb, resources) for _ in range(o.workers)]
@@ -592,6 +602,15 @@ def run(quick: bool, sizes: Sizes | None = None) -> Section:
             "changes, for a rate limit or 0 s for messages handed back unstarted behind a held one.",
             f"{BEFORE}: the same processor, each message in its own `process_batch` call, no pacer; a failed message "
             "holds back the rest of its group in the batch.",
+            f"Items created with `products={list(PRODUCTS)}` (the accounts-and-transactions sync). Each is an Open "
+            f"Finance item with a consent, so every item sync also makes one {CONSENTS_ROUTE} (not rate-limited, "
+            "not paced): "
+            + "; ".join(
+                f"{o.name}: {o.requests.get(CONSENTS_ROUTE, 0)}, {o.per_webhook_without_consents:.2f} requests per "
+                "webhook without them"
+                for o in outcomes
+            )
+            + " (the figure to compare with runs made before the products were mirrored).",
         ),
         met=drain_ratio <= GOAL_DRAIN_RATIO and all(o.dlq == 0 and o.equal for o in outcomes) and throttled == 0,
     )

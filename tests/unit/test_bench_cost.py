@@ -56,12 +56,13 @@ def test_item_size_follows_dynamodb_rules() -> None:
 
 def test_write_units_count_every_index_the_item_is_in() -> None:
     """Hand-computed against template.yaml's RecordsTable: LSI byDate (ALL), GSIs byTransactionId (KEYS_ONLY),
-    byUser (ALL), bySyncDue (KEYS_ONLY)."""
+    byUser (ALL), bySyncDue (KEYS_ONLY), byConsentExpiry (KEYS_ONLY, only consents: none of the writes below)."""
     assert [(i.name, i.projected, i.local) for i in RECORDS.indexes] == [
         ("byDate", None, True),
         ("byTransactionId", (), False),
         ("byUser", None, False),
         ("bySyncDue", (), False),
+        ("byConsentExpiry", (), False),
     ]
     # An item synced again: 1,500 bytes -> 2 units in the table; byUser holds all of it (2 units, its key unchanged);
     # its syncSk moves in bySyncDue: the old entry deleted (1) and the new one put (1).
@@ -78,6 +79,40 @@ def test_write_units_count_every_index_the_item_is_in() -> None:
     ref = {"pk": s("ACCOUNTREF#a-1"), "sk": s("ACCOUNT"), "kind": s("accountRef"), "itemId": s("i-1")}
     assert cost.write_units(None, ref, RECORDS) == Counter(table=1)
     assert cost.record_kind(ref) == "account ref" and cost.record_kind({"eventId": s("e")}) == "event (EventsTable)"
+
+
+def test_a_consent_write_reaches_the_sparse_consent_index() -> None:
+    # An active consent of 1,200 bytes: 2 units in the table, 1 in byConsentExpiry (its keys only); revoked, it
+    # loses consentPk/consentSk and leaves the sparse index: the entry's delete is 1 unit. Rewritten unchanged: 0.
+    keys = {"pk": s("ITEM#i-1"), "sk": s("CONSENT#c-1")}
+    active = sized(1200, **keys, consentPk=s("CONSENT"), consentSk=s("2027-01-01T00:00:00Z#i-1"))
+    revoked = sized(1200, **keys, revokedAt=s("2026-06-01T00:00:00Z"))
+    assert cost.write_units(None, active, RECORDS) == Counter(table=2, gsi=1)
+    assert cost.write_units(active, revoked, RECORDS) == Counter(table=2, gsi=1)
+    assert cost.write_units(active, active, RECORDS) == Counter(table=2)
+
+
+def test_record_kinds_and_storage_follow_records_py() -> None:
+    kinds = {
+        ("ITEM#i", "ITEM"): "item",
+        ("ITEM#i", "ACCOUNT#a"): "account",
+        ("ITEM#i", "INVESTMENT#v"): "investment",
+        ("ITEM#i", "LOAN#l"): "loan",
+        ("ITEM#i", "IDENTITY"): "identity",
+        ("ITEM#i", "CONSENT#c"): "consent",
+        ("ACCOUNT#a", "TX#t"): "transaction",
+        ("INVESTMENT#v", "ITX#t"): "investment transaction",
+        ("BILLS#a", "BILL#2026-01-12#b"): "bill",
+        ("PAYMENT_INTENT#p", "STATUS"): "payment intent",
+    }
+    assert {key: cost.record_kind({"pk": s(key[0]), "sk": s(key[1])}) for key in kinds} == kinds
+    # Storage: the item plus 100 bytes; an index entry (here byDate's, ALL: the whole item) plus 100 bytes; a
+    # KEYS_ONLY entry holds the table's keys and its own.
+    row = transaction("-10.5")
+    entry = {name: row[name] for name in ("pk", "sk", "transactionId")}
+    assert cost.stored_bytes(row, RECORDS) == Counter(
+        table=1100 + 100, lsi=1100 + 100, gsi=cost.item_bytes(entry) + 100
+    )
 
 
 def test_the_meter_applies_the_rules_to_real_calls() -> None:
@@ -158,3 +193,19 @@ def test_cost_is_computed_from_measured_calls(tmp_path: Path, monkeypatch: pytes
     text = (tmp_path / "cost.md").read_text()
     assert f"${monthly[1_000_000]['Total']:,.2f}" in text and "## The app's routes, per 1,000 calls" in text
     assert not math.isnan(monthly[100_000_000]["Total"])
+    # Products: bench/products.py's run priced per 1,000 item syncs, both shapes, in the same document.
+    from bench import products as bench_products
+
+    every, base = bench_products.EVERY, bench_products.BASE
+    first, quiet, _ = bench_products.PHASES
+    results, dollars = data["products"], data["products_dollars"]
+    tally = results[every, first]
+    price = cost.PRICES["dynamodb_write_request_unit_per_million"]
+    expected = tally.usage.write_units.total() * 1000 / tally.syncs * price / 1e6
+    assert dollars[every, first]["DynamoDB writes (table and indexes)"] == pytest.approx(expected)
+    assert dollars[every, quiet]["Total"] > dollars[base, quiet]["Total"] > 0  # more lists read, nothing written
+    assert data["products_storage_kb"][every] > data["products_storage_kb"][base] > 0
+    assert "## Products: the processor per 1,000 item syncs" in text and "byConsentExpiry" in text
+    # The day's items have every product: their product records were written when they were connected.
+    written = sum(u.by_record["investment:table"] + u.by_record["consent:gsi"] for u in connected.values())
+    assert written > 0

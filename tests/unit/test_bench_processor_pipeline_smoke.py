@@ -46,8 +46,10 @@ def test_initial_sync_writes_one_batch_per_25_transactions(processor_section: Se
     assert calls["n"] == sum(shape.values()) == calls["accounts"] * tiny.transactions_per_account
     assert calls["batches"] == math.ceil(calls["n"] / 25)
     assert calls["writes"] == calls["batches"] + calls["excess"]
-    # Each account's stream is chunked on its own: exactly ceil(n_a/25) BatchWriteItem per account.
-    per_account = sum(math.ceil(n / 25) for n in shape.values())
+    # Each account's stream is chunked on its own: exactly ceil(n_a/25) BatchWriteItem per account, plus one for the
+    # item's consent (every emulator item is an Open Finance one; the items ask for accounts and transactions only).
+    assert calls["consents"] == 1
+    per_account = sum(math.ceil(n / 25) for n in shape.values()) + 1
     assert calls["aws_calls"]["dynamodb.BatchWriteItem"] == per_account
     assert calls["record_store_calls"]["batch_write_item"] == per_account
     # The goal: the writes beyond ceil(N/25) do not grow with N.
@@ -61,7 +63,14 @@ def test_initial_sync_pluggy_calls_are_counted_twice_alike(processor_section: Se
     stats = calls["emulator_stats"]
     assert stats == calls["client_requests"]  # the emulator's count and PluggyClient's agree
     pages = sum(max(1, math.ceil(n / bench_processor.PAGE_SIZE)) for n in processor_section.data["shape"].values())
-    assert stats == {"POST /auth": 1, "GET /items/{id}": 1, "GET /accounts": 1, "GET /v2/transactions": pages}
+    # Accounts and transactions only (bench_processor.PRODUCTS): no bills, investments, loans nor identity read.
+    assert stats == {
+        "POST /auth": 1,
+        "GET /items/{id}": 1,
+        "GET /accounts": 1,
+        "GET /v2/transactions": pages,
+        "GET /consents": 1,
+    }
     assert sum(stats.values()) == calls["pluggy_minimum"]
 
 
@@ -85,10 +94,11 @@ def test_incremental_sync_with_nothing_new_meets_the_call_goal(processor_section
     pluggy = incremental["no_change_pluggy"]
     accounts = processor_section.data["calls"]["accounts"]
     assert incremental["goal_met"], pluggy
-    assert pluggy["GET /items/{id}"] == 1 and pluggy["GET /accounts"] == 1
+    assert pluggy["GET /items/{id}"] == 1 and pluggy["GET /accounts"] == 1 and pluggy["GET /consents"] == 1
     assert pluggy.get("GET /v2/transactions", 0) <= accounts
     assert "POST /auth" not in pluggy  # the key is cached, as in a warm container
     assert incremental["no_change_aws"].get("dynamodb.BatchWriteItem", 0) == 0  # nothing new, nothing batched
+    assert incremental["no_change_aws"]["dynamodb.Query"] == 2  # its accounts, its consents' digests
     steps = incremental["steps"]
     # baseline without overlap; right after the initial sync; the one re-read 31 min later; settled; the sync
     assert "no overlap (baseline)" in steps[0].label and "window settled" in steps[3].label

@@ -59,6 +59,19 @@ def test_the_storm_is_the_same_for_both_modes(section: Section) -> None:
     )
 
 
+def test_items_sync_accounts_and_transactions_and_their_consents_only(section: Section) -> None:
+    """The storm measures the accounts-and-transactions sync: no other product is read; consents are (Open Finance)."""
+    for outcome in outcomes(section):
+        routes = set(outcome.requests)
+        assert not {r for r in routes if r.split(" ")[1].split("/")[1] in {"bills", "investments", "loans", "identity"}}
+        consents = outcome.requests[bench_storm.CONSENTS_ROUTE]
+        # At most one per item sync: coalescing merges an item's webhooks of one batch into one sync.
+        assert 0 < consents <= sum(n for event, n in outcome.webhooks.items() if event.startswith("item/"))
+        assert outcome.per_webhook_without_consents == pytest.approx(
+            (sum(outcome.requests.values()) - consents) / outcome.events
+        )
+
+
 def test_coalescing_costs_fewer_pluggy_calls_per_webhook(section: Section) -> None:
     product, before = outcomes(section)[0], outcomes(section)[-1]
     assert product.per_webhook < before.per_webhook
