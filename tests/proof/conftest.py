@@ -7,7 +7,8 @@
   PROOF_WRITE_REPORT=1 does that at the end of the test session. No figure in that document is typed by hand.
 - AwsFaults injects failures into the boto3 clients `pluggy_pipeline.aws` creates (botocore event hooks),
   WriteLog records every write that reached RecordsTable, and `mirror_problems` compares the mirror with the
-  emulator's truth field by field.
+  emulator's truth field by field (item, accounts, transactions and every product record of the item: bills,
+  investments and their transactions, loans, identity, consents; tests/product_truth.py says what they must be).
 - Pluggy's rate limits are on in the instant-mode suites too (PROOF_RATE_LIMITS, default `pluggy`: the
   emulator's "pluggy" limits on Pluggy's own 60-second window, not shortened). `Throttling` counts the 429s
   the processor's client meets and plays the time its waits would take (see its docstring).
@@ -45,6 +46,14 @@ from pluggy_pipeline.processor import Processor, QueueMessage, get_processor
 from pluggy_pipeline.receiver import get_receiver
 from pluggy_pipeline.records import RecordStore, from_attributes, item_key
 from requests.adapters import HTTPAdapter
+
+from tests.product_truth import (
+    PRODUCT_KINDS,
+    expected_digest,
+    expected_fields,
+    expected_products,
+    is_product_key,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -304,6 +313,33 @@ class MirrorView:
     accounts: dict[str, dict[str, Any]]
     transactions: dict[str, dict[str, dict[str, Any]]]  # account id -> transaction id -> record
     by_date: dict[str, set[str]]  # account id -> transaction ids the byDate index returns (when read)
+    products: dict[tuple[str, str], dict[str, Any]]  # (pk, sk) -> every product record carrying the item's id
+
+
+def product_records(store: RecordStore, item_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every product record of the item wherever its key puts it (a Scan on itemId and kind), so a record left
+    under a key the item no longer has (a removed investment's transactions, a dropped card's bills) shows too."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    start: dict[str, Any] | None = None
+    while True:
+        # RecordStore has no Scan (the pipeline never scans); its one door to DynamoDB serves this read.
+        page = store._call(
+            "scan",
+            FilterExpression=f"itemId = :item AND #kind IN ({', '.join(f':k{i}' for i in range(len(PRODUCT_KINDS)))})",
+            ExpressionAttributeNames={"#kind": "kind"},
+            ExpressionAttributeValues={
+                ":item": {"S": item_id},
+                **{f":k{i}": {"S": kind} for i, kind in enumerate(PRODUCT_KINDS)},
+            },
+            ConsistentRead=True,
+            **({"ExclusiveStartKey": start} if start else {}),
+        )
+        for raw in page.get("Items", []):
+            record = from_attributes(raw)
+            found[str(record["pk"]), str(record["sk"])] = record
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return found
 
 
 def read_mirror(store: RecordStore, item_id: str, account_ids: Iterable[str], *, by_date: bool = True) -> MirrorView:
@@ -320,7 +356,7 @@ def read_mirror(store: RecordStore, item_id: str, account_ids: Iterable[str], *,
         transactions[account_id] = {str(r["transactionId"]): r for r in rows}
         if by_date:  # the byDate index (LSI) must list exactly the table's rows
             by_date[account_id] = {str(r["transactionId"]) for r in store.transactions_by_date(account_id)}
-    return MirrorView(item, accounts, transactions, by_date)
+    return MirrorView(item, accounts, transactions, by_date, product_records(store, item_id))
 
 
 def data_ready(truth: Mapping[str, Any], item_id: str) -> bool:
@@ -343,6 +379,7 @@ def mirror_problems(truth: Mapping[str, Any], view: MirrorView, item_id: str, *,
             for a, rows in view.transactions.items()
             if rows
         ]
+        problems += [f"product {pk}/{sk} of a deleted item still stored" for pk, sk in sorted(view.products)]
         return problems
     if view.item is None:
         return [f"item {item_id} missing from the mirror"]
@@ -394,7 +431,44 @@ def mirror_problems(truth: Mapping[str, Any], view: MirrorView, item_id: str, *,
             problems += [f"{where}.{p}" for p in field_diff(derived, {k: stored.get(k) for k in derived})]
         if account_id in view.by_date and view.by_date[account_id] != set(stored_rows):
             problems.append(f"byDate index of {account_id} disagrees with the table")
+    return problems + product_problems(truth, view.products, item_id)
+
+
+def product_problems(
+    truth: Mapping[str, Any], stored: Mapping[tuple[str, str], Mapping[str, Any]], item_id: str
+) -> list[str]:
+    """Every product record of the item (bills, investments and their transactions, loans, identity, consents)
+    against the truth: missing, extra (a deletion not followed), `data` field by field, the attributes
+    records.py documents, and `digest` = the hash of exactly what Pluggy served. Identity values are never
+    shown (personal data): only the path of a differing field."""
+    problems: list[str] = []
+    expected = expected_products(truth, item_id)
+    fields = expected_fields(truth, item_id)
+    for pk, sk in sorted(set(expected) - set(stored)):
+        problems.append(f"product {pk}/{sk} missing")
+    for pk, sk in sorted(set(stored) - set(expected)):
+        problems.append(f"product {pk}/{sk} stored but not listed by Pluggy")
+    for key in sorted(set(expected) & set(stored)):
+        obj, record = expected[key], stored[key]
+        where = f"product {key[0]}/{key[1]}"
+        found = [f"data.{p}" for p in field_diff(normalize(obj), record.get("data"))]
+        derived = fields[key]
+        found += field_diff(derived, {k: record.get(k) for k in derived})
+        if record.get("digest") != expected_digest(obj):
+            found.append("digest: not the hash of Pluggy's object")
+        problems += [f"{where}.{_masked(p, whole=key[1] == 'IDENTITY')}" for p in found]
     return problems
+
+
+# Fields holding personal data (names, CPF, account and contract numbers): a difference names the field only.
+PERSONAL_FIELDS = frozenset({"owner", "taxNumber", "document", "fullName", "number", "contractNumber", "name"})
+
+
+def _masked(problem: str, *, whole: bool) -> str:
+    """A field_diff line without its values when the field is personal (the whole identity is)."""
+    path = problem.split(":", 1)[0]
+    last = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    return f"{path}: differs" if whole or last in PERSONAL_FIELDS else problem
 
 
 # --- what reached RecordsTable ---------------------------------------------------------------------------
@@ -414,6 +488,7 @@ class Write:
     data: str | None  # canonical JSON of the record's `data` attribute
     updated_at: str | None  # data.updatedAt: Pluggy's version of the record
     tombstone: bool
+    digest: str | None = None  # product records: the hash of Pluggy's object
 
 
 class WriteLog:
@@ -421,6 +496,11 @@ class WriteLog:
 
     Checked per key: nothing comes back after a delete (no resurrection), and a rewrite that changes a
     record carries a newer Pluggy version (updatedAt); rewriting the same data is idempotent and fine.
+
+    Product records (bills, investments and their transactions, loans, identity, consents: products.py) have
+    no Pluggy version: a sync re-reads the whole list and writes what changed. So a rewrite must carry another
+    digest and other data (the same digest again is a wasted write; another digest over the same data, an
+    unstable hash), and a deleted one comes back only when Pluggy lists it again (`relisted`).
     """
 
     def __init__(self, table: str) -> None:
@@ -473,16 +553,25 @@ class WriteLog:
             data=json.dumps(data, sort_keys=True) if data is not None else None,
             updated_at=updated,
             tombstone=bool((item.get("deleted") or {}).get("BOOL")),
+            digest=_s(item.get("digest")),
         )
         with self._lock:
             self.writes[key].append(write)
 
-    def problems(self, prefixes: Iterable[str] = ("ITEM#", "ACCOUNT#")) -> list[str]:
+    def problems(
+        self,
+        prefixes: Iterable[str] = ("ITEM#", "ACCOUNT#", "BILLS#", "INVESTMENT#"),
+        relisted: Iterable[tuple[str, str]] = (),
+    ) -> list[str]:
         found: list[str] = []
         with self._lock:
             writes = {k: list(v) for k, v in self.writes.items()}
+        again = set(relisted)
         for (pk, sk), history in writes.items():
             if not pk.startswith(tuple(prefixes)):
+                continue
+            if is_product_key(sk):
+                found += _product_write_problems(pk, sk, history, relisted=(pk, sk) in again)
                 continue
             deleted = False
             last: Write | None = None
@@ -501,9 +590,32 @@ class WriteLog:
                 last = write
         return found
 
-    def count(self) -> int:
+    def count(self, products: bool | None = None) -> int:
+        """Writes logged; `products` True/False: only those to product records / to the others."""
         with self._lock:
-            return sum(len(v) for v in self.writes.values())
+            return sum(
+                len(v) for (_pk, sk), v in self.writes.items() if products is None or is_product_key(sk) == products
+            )
+
+
+def _product_write_problems(pk: str, sk: str, history: Sequence[Write], *, relisted: bool) -> list[str]:
+    found: list[str] = []
+    deleted = False
+    last: Write | None = None
+    for write in history:
+        if write.op == "delete":
+            deleted, last = True, None
+            continue
+        if write.digest is None:
+            found.append(f"{pk}/{sk}: product record written without a digest")
+        if deleted and not relisted:
+            found.append(f"{pk}/{sk}: written again after it was deleted, and Pluggy never listed it again")
+        if last is not None and write.digest == last.digest:
+            found.append(f"{pk}/{sk}: rewritten with the same digest (a wasted write)")
+        elif last is not None and write.data == last.data:
+            found.append(f"{pk}/{sk}: rewritten with the same data under another digest (an unstable hash)")
+        deleted, last = False, write
+    return found
 
 
 # --- fault injection into the pipeline's own boto3 clients ------------------------------------------------
@@ -665,33 +777,78 @@ def item_is(item_id: str) -> Callable[[Mapping[str, Any]], bool]:
 # --- histories of one item -------------------------------------------------------------------------------
 
 FAIL_CODES = ("INVALID_CREDENTIALS", "SITE_NOT_AVAILABLE", "USER_AUTHORIZATION_PENDING")
+OK_USER = "user-ok"
+# The sandbox user whose syncs end PARTIAL_SUCCESS: statusDetail.creditCards says isUpdated false, and Pluggy
+# keeps serving the card's bills of the last good sync (the emulator does not refresh them).
+PARTIAL_USER = "user-ok-account-error"
+# What an item may ask for beside ACCOUNTS and TRANSACTIONS (the products a history's item requests).
+OPTIONAL_PRODUCTS = ("CREDIT_CARDS", "PAYMENT_DATA", "INVESTMENTS", "INVESTMENTS_TRANSACTIONS", "IDENTITY", "LOANS")
 
 
 @dataclass(frozen=True)
 class Op:
-    """One thing that happens to an item at Pluggy (the emulator's control API)."""
+    """One thing that happens to an item at Pluggy (the emulator's control API, or the user's PATCH)."""
 
-    kind: str  # sync | fail | waiting | reconnect | delete
+    kind: str  # sync | fail | waiting | reconnect | delete | patch-partial | patch-ok
     add: int = 0
     change: int = 0
     delete: int = 0
     restate: int = 0
     new_account: bool = False
     code: str = "INVALID_CREDENTIALS"
+    products_change: bool = False  # balances move, a new BUY, a loan installment paid, the identity touched
+    remove_investment: bool = False  # the newest investment is gone with its transactions
 
     def label(self) -> str:
+        if self.kind == "patch-partial":
+            return f"patch({PARTIAL_USER})"
+        if self.kind == "patch-ok":
+            return f"patch({OK_USER})"
         if self.kind != "sync":
             return self.kind if self.kind != "fail" else f"fail({self.code})"
         counts = (("+", self.add), ("~", self.change), ("-", self.delete), ("r", self.restate))
         parts = [f"{sign}{n}" for sign, n in counts if n]
-        return "sync(" + ",".join(parts + (["new-account"] if self.new_account else [])) + ")"
+        flags = (
+            ("new-account", self.new_account),
+            ("products", self.products_change),
+            ("remove-investment", self.remove_investment),
+        )
+        return "sync(" + ",".join(parts + [name for name, on in flags if on]) + ")"
+
+    def step_kind(self) -> str:
+        """The kind the figures count: a sync that changes products is counted apart."""
+        if self.kind == "sync" and self.remove_investment:
+            return "sync-remove-investment"
+        if self.kind == "sync" and self.products_change:
+            return "sync-products"
+        return self.kind
+
+
+def patch_user(emulator: Any, item_id: str, user: str) -> None:
+    """The user updates the item's credentials (`PATCH /items/{id}`, Pluggy's API): a new sync follows.
+
+    PATCH is limited to 20 calls a minute; the user's app waits out a 429 (played: the route's window ends),
+    as it is not what the proof is about."""
+    body = {"parameters": {"user": user}}
+    for _ in range(2):
+        answer = requests.patch(
+            f"{emulator.base_url}/items/{item_id}",
+            json=body,
+            headers={"X-API-KEY": emulator.issue_api_key()},
+            timeout=10,
+        )
+        if answer.status_code != 429:
+            break
+        emulator.reset_rate_limits("PATCH /items/{id}")
+    answer.raise_for_status()
 
 
 def apply_op(emulator: Any, item_id: str, op: Op) -> dict[str, Any]:
-    """Run `op` on the emulator (counts clamped to the rows the item has); returns the truth after it."""
+    """Run `op` on the emulator (counts clamped to the rows the item has, an investment removed only while
+    one is left); returns the truth after it."""
     if op.kind == "sync":
-        if op.change or op.delete or op.restate:
-            truth = emulator.truth()
+        truth = emulator.truth() if (op.change or op.delete or op.restate or op.remove_investment) else None
+        if truth is not None:
             accounts = {a: acc for a, acc in truth["accounts"].items() if acc["itemId"] == item_id}
             rows = sum(len(truth["transactions"][a]) for a in accounts)
             cards = sum(len(truth["transactions"][a]) for a, acc in accounts.items() if acc["type"] == "CREDIT")
@@ -700,9 +857,21 @@ def apply_op(emulator: Any, item_id: str, op: Op) -> dict[str, Any]:
         restate = min(op.restate, cards)
         delete = min(op.delete, rows - restate)
         change = min(op.change, rows - restate - delete)
+        remove = truth is not None and any(i.get("itemId") == item_id for i in truth["investments"].values())
         emulator.sync_item(
-            item_id, add=op.add, change=change, delete=delete, restate_credit_card=restate, new_account=op.new_account
+            item_id,
+            add=op.add,
+            change=change,
+            delete=delete,
+            restate_credit_card=restate,
+            new_account=op.new_account,
+            products_change=op.products_change,
+            remove_investment=op.remove_investment and remove,
         )
+    elif op.kind == "patch-partial":
+        patch_user(emulator, item_id, PARTIAL_USER)
+    elif op.kind == "patch-ok":
+        patch_user(emulator, item_id, OK_USER)
     elif op.kind == "fail":
         emulator.fail_item(item_id, op.code)
     elif op.kind == "waiting":
@@ -716,10 +885,15 @@ def apply_op(emulator: Any, item_id: str, op: Op) -> dict[str, Any]:
     return emulator.truth()  # type: ignore[no-any-return]
 
 
-def random_op(rng: random.Random, *, allow_delete: bool) -> Op:
+def random_op(rng: random.Random, *, allow_delete: bool, products: bool = False) -> Op:
+    """A step drawn at random; with `products`, syncs may change the item's products or remove an investment,
+    and the user may switch the item to the PARTIAL_SUCCESS user and back (PATCH). Without, the draws are the
+    ones test_faults.py's rounds were written with."""
+    if products and rng.random() < 0.1:
+        return Op(rng.choice(("patch-partial", "patch-partial", "patch-ok")))
     roll = rng.random()
     if roll < 0.62:
-        return Op(
+        op = Op(
             "sync",
             add=rng.choice((0, 1, 1, 2, 3)),
             change=rng.choice((0, 0, 1, 2)),
@@ -727,6 +901,9 @@ def random_op(rng: random.Random, *, allow_delete: bool) -> Op:
             restate=rng.choice((0, 0, 0, 1)),
             new_account=rng.random() < 0.08,
         )
+        if products:
+            op = dataclasses.replace(op, products_change=rng.random() < 0.4, remove_investment=rng.random() < 0.15)
+        return op
     if roll < 0.74:
         return Op("fail", code=rng.choice(FAIL_CODES))
     if roll < 0.80:
@@ -734,6 +911,14 @@ def random_op(rng: random.Random, *, allow_delete: bool) -> Op:
     if roll < 0.93 or not allow_delete:
         return Op("reconnect")
     return Op("delete")
+
+
+def random_products(rng: random.Random) -> list[str] | None:
+    """What a stack history's item asks for: every product (None, the default) or ACCOUNTS, TRANSACTIONS and
+    a random subset of the others."""
+    if rng.random() < 0.5:
+        return None
+    return ["ACCOUNTS", "TRANSACTIONS", *(p for p in OPTIONAL_PRODUCTS if rng.random() < 0.6)]
 
 
 def accounts_of(truth: Mapping[str, Any], item_id: str) -> set[str]:

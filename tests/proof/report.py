@@ -107,6 +107,10 @@ def _throttled(section: Mapping[str, Any]) -> str:
     )
 
 
+def _partial(section: Mapping[str, Any]) -> str:
+    return " / ".join(str(section.get(k, "-")) for k in ("partial_steps", "partial_with_bills", "partial_bills_kept"))
+
+
 def render(results: Mapping[str, Any]) -> str:
     sections = results.get("sections") or {}
     tests = results.get("tests") or {}
@@ -141,6 +145,9 @@ def render(results: Mapping[str, Any]) -> str:
     fault_429s = sum(int(r.get("answers_429") or 0) for r in fault_rows)
     fidelity_429s = int(fidelity.get("answers_429") or 0) + int(stack.get("answers_429") or 0)
     fidelity_differences = int(fidelity.get("differences") or 0) + int(stack.get("differences") or 0)
+    fidelity_products = int(fidelity.get("product_records_compared") or 0) + int(
+        stack.get("product_records_compared") or 0
+    )
     lines += _table(
         ["suite", "what ran", "seconds"],
         [
@@ -156,7 +163,7 @@ def render(results: Mapping[str, Any]) -> str:
                 "test_fidelity.py",
                 f"{fidelity.get('histories', 0)} processor-level histories ({fidelity.get('workers', '?')} processes), "
                 f"{stack.get('histories', 0)} full-stack histories, {fidelity_429s} Pluggy 429s met, "
-                f"{fidelity_differences} differences",
+                f"{fidelity_products} product records compared, {fidelity_differences} differences",
                 _seconds(tests, "tests/proof/test_fidelity.py"),
             ),
             (
@@ -229,6 +236,22 @@ def render(results: Mapping[str, Any]) -> str:
         "transactions webhooks of a deleted item are), and the write log show no resurrection and no rewrite "
         "without a newer version.",
         "",
+        "The items' other products are in every history: an item asks for every product (Pluggy's default) or "
+        "for ACCOUNTS, TRANSACTIONS and a random subset of the others (credit-card bills, investments, their "
+        "transactions, identity, loans), and is created as `user-ok` or as the PARTIAL_SUCCESS user. Syncs may "
+        "move the products (`sync-products`: investment balances and a new BUY, a loan installment paid, the "
+        "identity changed) or remove the newest investment with its transactions (`sync-remove-investment`), "
+        "and the user may switch the item to the PARTIAL_SUCCESS user and back (`patch-partial`, `patch-ok`: "
+        "`PATCH /items/{id}`): its syncs then end with `statusDetail.creditCards.isUpdated` false, Pluggy keeps "
+        "serving the bills of the last good sync while the card's rows move on, and so must the mirror. Every "
+        "product record of the item (found by a Scan on its id, wherever its key puts it) must equal Pluggy's "
+        "object field by field, carry the attributes records.py documents and the hash of exactly what Pluggy "
+        "served (`digest`), and none may be left that Pluggy does not list (a removed investment's "
+        "transactions, everything of a deleted item, identity included). Product records have no Pluggy "
+        "version, so the write log holds them to their own rule: rewritten only with another digest and other "
+        "data (never the same digest again: a wasted write), and never written after their deletion unless "
+        "Pluggy listed them again. Differences in the identity name the field, never its value.",
+        "",
         f"The {fidelity.get('histories', '?')} hypothesis histories run at the processor level (the real "
         "Processor on in-process moto and the emulator; duplicates, reordering and losses applied to the list "
         "of events): through the whole stack a history costs about "
@@ -275,8 +298,29 @@ def render(results: Mapping[str, Any]) -> str:
             both("reconciled", "reconciled"),
             both("ended with the item in error (data checked after reconciliation, finding 4)", "ended_in_error"),
             both("late events for a deleted item parked in the DLQ (404)", "parked_after_delete"),
+            (
+                "items asking for every product / for a subset (stack: and created as the PARTIAL_SUCCESS user)",
+                f"{fidelity.get('items_all_products', '-')} / {fidelity.get('items_some_products', '-')}",
+                f"{stack.get('items_all_products', '-')} / {stack.get('items_some_products', '-')} "
+                f"({stack.get('items_partial_user', '-')})",
+            ),
+            (
+                "steps ending PARTIAL_SUCCESS with the card product not updated / of which on a card with bills "
+                "(Pluggy serves the last good ones) / of which with the card's rows moved in that step",
+                _partial(fidelity),
+                _partial(stack),
+            ),
+            both(
+                "investments gone at Pluggy, with their transactions (removed, or with their item)",
+                "investments_removed",
+            ),
             both("writes checked (no resurrection, newer version)", "writes_checked"),
+            both(
+                "of which to product records (another digest each time, none after a delete)",
+                "product_writes_checked",
+            ),
             both("records compared field by field", "records_compared"),
+            both("of which product records", "product_records_compared"),
             both("differences (mirror != truth)", "differences"),
             (
                 "Pluggy's rate limits: minutes used up by another client / 429 answers met / messages returned to "

@@ -2,12 +2,17 @@
 
 A history is what happens to one item at Pluggy: created, then 3-6 steps among syncs that create, change and
 delete transactions, restate credit-card rows (delete + create under a new id), add an account, item errors
-and MFA waits and reconnections, sometimes ending with the item's deletion. Its webhooks are then delivered
-as badly as the real world does: duplicated, held back and delivered after later ones, or lost for good.
+and MFA waits and reconnections, sometimes ending with the item's deletion. The item asks for every product or
+for a subset (bills, investments and their transactions, identity, loans; consents come with every item); syncs
+may move those products (`products_change`) or remove an investment (`remove_investment`), and the user may
+switch the item to the PARTIAL_SUCCESS user and back (PATCH /items/{id}: the card product is then not
+updated, and Pluggy keeps serving the bills of the last good sync). Its webhooks are then delivered as badly
+as the real world does: duplicated, held back and delivered after later ones, or lost for good.
 Once everything is delivered:
 
-- nothing lost and the item's last execution has data: the stored item, accounts and transactions equal
-  the emulator's truth field by field, with no reconciliation at all;
+- nothing lost and the item's last execution has data: the stored item, accounts, transactions and product
+  records equal the emulator's truth field by field (no product record Pluggy does not list), with no
+  reconciliation at all;
 - something lost, or the item ended in an error/waiting state (the processor then leaves its data to the
   full sync, see test_item_created_processed_after_the_item_failed_*): the item record is checked at once
   when nothing was lost, and everything after reconciliation (the item's last sync is backdated past
@@ -15,7 +20,9 @@ Once everything is delivered:
 - every delivered event is PROCESSED and finished once, or parked in the DLQ with its reason (only late
   transactions webhooks of a deleted item are, with Pluggy's 404);
 - no record came back after a delete, and no record was rewritten with different data without a newer
-  Pluggy version (WriteLog, from the writes that actually reached DynamoDB).
+  Pluggy version (WriteLog, from the writes that actually reached DynamoDB); product records, which have no
+  version, only with another digest (never the same one again), and after a delete only if Pluggy listed
+  them again.
 
 Pluggy throttles meanwhile: the emulator has Pluggy's per-endpoint rate limits (its "pluggy" setting, 360
 calls per minute on POST /auth and the account and transaction reads, 20 on PATCH /items/{id}) on Pluggy's
@@ -48,6 +55,7 @@ The tests after them are the regression tests of what these histories found (doc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import random
@@ -55,7 +63,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -78,8 +86,12 @@ from pluggy_pipeline.receiver import parse_delivery
 from pluggy_pipeline.records import RecordStore, from_attributes, item_key
 from pluggy_pipeline_local.template import create_resources, load_template
 
+from tests.product_truth import ProductPresence, expected_products, is_product_key
 from tests.proof.conftest import (
     HISTORIES,
+    OK_USER,
+    OPTIONAL_PRODUCTS,
+    PARTIAL_USER,
     PLUGGY_MINUTE,
     PROFILE,
     RATE_LIMITED_ROUTES,
@@ -104,6 +116,7 @@ from tests.proof.conftest import (
     mirror_problems,
     proof_settings,
     random_op,
+    random_products,
     read_mirror,
     status_summary,
 )
@@ -339,8 +352,9 @@ def bench() -> Iterator[Bench]:
 
 # --- strategies ------------------------------------------------------------------------------------------
 
-# Syncs are the common case; weights by repetition.
-KINDS = ("sync",) * 6 + ("fail", "waiting", "reconnect", "reconnect")
+# Syncs are the common case; weights by repetition. patch-partial: the user's PATCH switches the item to the
+# PARTIAL_SUCCESS user (its syncs then say creditCards isUpdated false) until a patch-ok switches it back.
+KINDS = ("sync",) * 7 + ("fail", "waiting", "reconnect", "reconnect", "patch-partial", "patch-partial", "patch-ok")
 # What happens to one webhook: delivered at once, twice, held back and delivered after later ones, or lost.
 FATES = ("now",) * 5 + ("dup", "dup", "hold", "hold", "hold", "lose")
 # The item's first webhook is never lost: an item none of whose webhooks arrives is unknown to the mirror, and
@@ -350,16 +364,22 @@ FIRST_FATES = ("now", "now", "dup", "hold")
 THROTTLES = (None,) * 22 + RATE_LIMITED_ROUTES
 
 
-SYNC_SHAPES = ("add", "add", "change", "delete", "restate", "mixed", "new-account", "nothing")
+# "card": the card's rows move (a restated row, and the third of three new rows lands on the card), so that a
+# PARTIAL_SUCCESS sync leaves Pluggy's bills behind its rows more often.
+SYNC_SHAPES = ("add", "add", "change", "delete", "restate", "card", "mixed", "new-account", "nothing")
+
+
+# What the item asks for: everything (Pluggy's default) or ACCOUNTS, TRANSACTIONS and some of the others.
+PRODUCT_SETS = st.one_of(
+    st.none(),
+    st.sets(st.sampled_from(OPTIONAL_PRODUCTS)).map(
+        lambda chosen: ["ACCOUNTS", "TRANSACTIONS", *(p for p in OPTIONAL_PRODUCTS if p in chosen)]
+    ),
+)
 
 
 @st.composite
-def op_strategy(draw: st.DrawFn) -> Op:
-    kind = draw(st.sampled_from(KINDS))
-    if kind == "fail":
-        return Op("fail", code=draw(st.sampled_from(("INVALID_CREDENTIALS", "SITE_NOT_AVAILABLE"))))
-    if kind != "sync":
-        return Op(kind)
+def sync_strategy(draw: st.DrawFn) -> Op:
     shape = draw(st.sampled_from(SYNC_SHAPES))  # mostly one kind of change per sync: fewer, clearer events
     if shape == "add":
         return Op("sync", add=draw(st.integers(1, 3)))
@@ -369,6 +389,8 @@ def op_strategy(draw: st.DrawFn) -> Op:
         return Op("sync", delete=draw(st.integers(1, 2)))
     if shape == "restate":
         return Op("sync", restate=1)
+    if shape == "card":
+        return Op("sync", add=3, restate=1)
     if shape == "new-account":
         return Op("sync", new_account=True)
     if shape == "nothing":
@@ -380,6 +402,20 @@ def op_strategy(draw: st.DrawFn) -> Op:
         delete=draw(st.integers(0, 1)),
         restate=draw(st.integers(0, 1)),
     )
+
+
+@st.composite
+def op_strategy(draw: st.DrawFn) -> Op:
+    kind = draw(st.sampled_from(KINDS))
+    if kind == "fail":
+        return Op("fail", code=draw(st.sampled_from(("INVALID_CREDENTIALS", "SITE_NOT_AVAILABLE"))))
+    if kind != "sync":
+        return Op(kind)
+    op = draw(sync_strategy())
+    # Products move at some syncs (balances, a BUY, a loan installment, the identity), an investment goes at fewer.
+    products_change = draw(st.sampled_from((False, False, True)), label="products change")
+    remove_investment = draw(st.sampled_from((False,) * 5 + (True,)), label="an investment removed")
+    return dataclasses.replace(op, products_change=products_change, remove_investment=remove_investment)
 
 
 @dataclass
@@ -398,7 +434,15 @@ class Tally(Resettable):
     recovered_first: int = 0
     parked_after_delete: int = 0
     writes_checked: int = 0
+    product_writes_checked: int = 0  # of which to product records (digest changed, none after a delete)
     records_compared: int = 0
+    product_records_compared: int = 0  # of which product records (bills, investments, ..., identity, consents)
+    partial_steps: int = 0  # steps that ended PARTIAL_SUCCESS with the card product not updated
+    partial_with_bills: int = 0  # of which on an item whose card has bills (Pluggy serves the last good ones)
+    partial_bills_kept: int = 0  # of which with the card's rows moved in that step
+    items_all_products: int = 0  # items asking for every product (the default) / for a subset
+    items_some_products: int = 0
+    investments_removed: int = 0
     differences: int = 0  # mirror != truth, field by field (each fails its history)
     rate_limit_used_up: int = 0
     answers_429: int = 0
@@ -454,6 +498,8 @@ def history(bench: Bench, data: st.DataObject) -> None:
     """One random history through the real Processor ends with mirror == truth."""
     started = time.monotonic()
     per_account = data.draw(st.integers(1, 3), label="transactions per account")
+    products = data.draw(PRODUCT_SETS, label="products the item asks for")
+    username = data.draw(st.sampled_from((OK_USER,) * 4 + (PARTIAL_USER,)), label="sandbox user")
     ops = data.draw(st.lists(op_strategy(), min_size=3, max_size=6), label="steps")
     if data.draw(st.sampled_from((False,) * 5 + (True,)), label="ends with the item's deletion"):
         ops.append(Op("delete"))
@@ -461,9 +507,15 @@ def history(bench: Bench, data: st.DataObject) -> None:
     reconcile_anyway = data.draw(st.sampled_from((False,) * 4 + (True,)), label="reconcile anyway")
     emulator = bench.next_history()
     user = f"proof-user-{uuid.uuid4().hex[:12]}"
-    item = emulator.create_item(client_user_id=user, transactions_per_account=per_account)
+    item = emulator.create_item(
+        client_user_id=user, username=username, transactions_per_account=per_account, products=products
+    )
     item_id = item["id"]
-    known_accounts = accounts_of(emulator.truth(), item_id)
+    truth = emulator.truth()
+    known_accounts = accounts_of(truth, item_id)
+    presence = ProductPresence()
+    presence.observe(truth, item_id)
+    removed_before = len(truth["deletedInvestmentIds"])
     delivered: dict[str, int] = {}
     held: list[dict[str, Any]] = []
     lost: list[dict[str, Any]] = []
@@ -494,10 +546,14 @@ def history(bench: Bench, data: st.DataObject) -> None:
 
     throttled = (bench.throttling.snapshot(), bench.redelivered)
     _settle(bench, route(bench.take()), delivered, draws)
+    partial: list[str] = []
     for op in ops:
+        before = truth
         truth = apply_op(emulator, item_id, op)
-        TALLY.steps[op.kind] = TALLY.steps.get(op.kind, 0) + 1
+        TALLY.steps[op.step_kind()] = TALLY.steps.get(op.step_kind(), 0) + 1
         known_accounts |= accounts_of(truth, item_id)
+        presence.observe(truth, item_id)
+        partial += partial_step(before, truth, item_id)
         _settle(bench, route(bench.take()), delivered, draws)
         # Some held webhooks arrive now, after newer ones.
         released = [h for h in held if draws.flag()]
@@ -525,7 +581,7 @@ def history(bench: Bench, data: st.DataObject) -> None:
     differences = mirror_problems(truth, view, item_id)
     TALLY.differences += len(differences)
     problems += differences
-    problems += bench.writes.problems()
+    problems += bench.writes.problems(relisted=presence.relisted)
     problems += [f"event {e} finished {n} times" for e, n in bench.log.finished.items() if n > 1]
     parked = bench.parked()
     for message in parked:
@@ -540,14 +596,25 @@ def history(bench: Bench, data: st.DataObject) -> None:
         if status != "PROCESSED" and not (status == "FAILED" and event_id in parked_ids):
             problems.append(f"delivered event {event_id} ends {status}, neither processed nor parked")
     assert problems == [], (
-        f"history of {item_id}: {[o.label() for o in ops]}, lost {[p['event'] for p in lost]}",
+        f"history of {item_id} ({username}, products {products or 'all'}): {[o.label() for o in ops]}, "
+        f"lost {[p['event'] for p in lost]}",
         problems[:25],
     )
     TALLY.histories += 1
     TALLY.events += events
     TALLY.deliveries += sum(delivered.values())
     TALLY.writes_checked += bench.writes.count()
-    TALLY.records_compared += 1 + len(view.accounts) + sum(len(r) for r in view.transactions.values())
+    TALLY.product_writes_checked += bench.writes.count(products=True)
+    TALLY.records_compared += (
+        1 + len(view.accounts) + sum(len(r) for r in view.transactions.values()) + len(view.products)
+    )
+    TALLY.product_records_compared += len(view.products)
+    TALLY.partial_steps += len(partial)
+    TALLY.partial_with_bills += sum(1 for p in partial if p != "partial")
+    TALLY.partial_bills_kept += partial.count("bills kept")
+    TALLY.items_all_products += products is None
+    TALLY.items_some_products += products is not None
+    TALLY.investments_removed += len(truth["deletedInvestmentIds"]) - removed_before
     met = bench.throttling.snapshot()
     TALLY.answers_429 += met["answers"] - throttled[0]["answers"]
     TALLY.waited_429 += met["waited"] - throttled[0]["waited"]
@@ -555,6 +622,25 @@ def history(bench: Bench, data: st.DataObject) -> None:
     TALLY.redelivered += bench.redelivered - throttled[1]
     TALLY.histories_429 += met["answers"] > throttled[0]["answers"]
     TALLY.seconds += time.monotonic() - started
+
+
+def partial_step(before: Mapping[str, Any], after: Mapping[str, Any], item_id: str) -> list[str]:
+    """[] unless the step ended PARTIAL_SUCCESS with the card product not updated; then ["bills kept"] when the
+    card has bills and its rows moved (Pluggy serves the bills of the last good sync, behind the rows, and so
+    must the mirror), ["bills"] when it has bills, ["partial"] otherwise."""
+    item = after["items"].get(item_id) or {}
+    detail = item.get("statusDetail") or {}
+    if item.get("executionStatus") != "PARTIAL_SUCCESS" or (detail.get("creditCards") or {}).get("isUpdated", True):
+        return []
+    cards = [
+        a
+        for a, acc in after["accounts"].items()
+        if acc["itemId"] == item_id and acc["type"] == "CREDIT" and after["bills"].get(a)
+    ]
+    if not cards:
+        return ["partial"]
+    moved = any(after["transactions"].get(a) != before["transactions"].get(a) for a in cards)
+    return ["bills kept" if moved else "bills"]
 
 
 def run_histories(shard: int, examples: int) -> dict[str, Any]:
@@ -618,7 +704,15 @@ def test_processor_histories() -> None:
         ended_in_error=total["recovered_first"],
         parked_after_delete=total["parked_after_delete"],
         writes_checked=total["writes_checked"],
+        product_writes_checked=total["product_writes_checked"],
         records_compared=total["records_compared"],
+        product_records_compared=total["product_records_compared"],
+        partial_steps=total["partial_steps"],
+        partial_with_bills=total["partial_with_bills"],
+        partial_bills_kept=total["partial_bills_kept"],
+        items_all_products=total["items_all_products"],
+        items_some_products=total["items_some_products"],
+        investments_removed=total["investments_removed"],
         differences=total["differences"],
         rate_limits=RATE_LIMITS,
         rate_limit_used_up=total["rate_limit_used_up"],
@@ -710,6 +804,143 @@ def test_parking_the_same_event_again_after_a_redrive_is_not_deduplicated(bench:
     assert len(bench.parked()) == 2
 
 
+# --- products: the cases the histories draw, one by one, and the checks themselves --------------------------
+
+
+def _deliver_all(bench: Bench) -> None:
+    for payload in bench.take():
+        bench.deliver(payload)
+
+
+def _product_writes(bench: Bench) -> dict[tuple[str, str], list[str]]:
+    return {k: [w.op for w in v] for k, v in bench.writes.writes.items() if is_product_key(k[1])}
+
+
+def test_products_change_and_a_removed_investment_are_mirrored_then_the_item_deletion_drops_them(
+    bench: Bench,
+) -> None:
+    emulator = bench.next_history()
+    item_id = emulator.create_item(client_user_id=f"prod-{uuid.uuid4().hex[:8]}", transactions_per_account=2)["id"]
+    _deliver_all(bench)
+    truth = emulator.truth()
+    before = expected_products(truth, item_id)
+    assert {sk.split("#")[0] for _, sk in before} == {"BILL", "INVESTMENT", "ITX", "LOAN", "IDENTITY", "CONSENT"}
+    bench.writes.clear()
+    truth = apply_op(emulator, item_id, Op("sync", products_change=True, remove_investment=True))
+    _deliver_all(bench)
+    removed = truth["deletedInvestmentIds"][-1]
+    view = read_mirror(bench.store, item_id, accounts_of(truth, item_id), by_date=False)
+    assert mirror_problems(truth, view, item_id) == []
+    assert not any(removed in pk or removed in sk for pk, sk in view.products)  # its transactions went with it
+    written = _product_writes(bench)
+    after = expected_products(truth, item_id)
+    changed = {k for k in after if k in before and after[k] != before[k]}
+    assert changed, "products_change changed nothing at Pluggy"
+    # Exactly what changed was written, what went was deleted, nothing else was touched.
+    assert {k for k, ops in written.items() if "put" in ops} == changed | (set(after) - set(before))
+    assert {k for k, ops in written.items() if "delete" in ops} == set(before) - set(after)
+    assert bench.writes.problems() == []
+    apply_op(emulator, item_id, Op("delete"))
+    _deliver_all(bench)
+    truth = emulator.truth()
+    view = read_mirror(bench.store, item_id, (), by_date=False)
+    assert view.products == {}  # the identity included
+    assert mirror_problems(truth, view, item_id) == []
+
+
+def test_a_partial_success_keeps_the_bills_of_the_last_good_sync(bench: Bench) -> None:
+    """PARTIAL_SUCCESS with statusDetail.creditCards.isUpdated false: Pluggy serves the card's bills of the last
+    good sync while the card's rows move on; the mirror keeps those (it does not even read them), then follows
+    the next good sync."""
+    emulator = bench.next_history()
+    item_id = emulator.create_item(client_user_id=f"prod-{uuid.uuid4().hex[:8]}", transactions_per_account=6)["id"]
+    _deliver_all(bench)
+    bench.writes.clear()
+    apply_op(emulator, item_id, Op("patch-partial"))
+    truth = apply_op(emulator, item_id, Op("sync", add=3, change=2, restate=1, products_change=True))
+    _deliver_all(bench)
+    item = truth["items"][item_id]
+    assert item["executionStatus"] == "PARTIAL_SUCCESS"
+    assert item["statusDetail"]["creditCards"]["isUpdated"] is False
+    view = read_mirror(bench.store, item_id, accounts_of(truth, item_id), by_date=False)
+    assert mirror_problems(truth, view, item_id) == []
+    written = _product_writes(bench)
+    assert not any(pk.startswith("BILLS#") for pk, _ in written), "bills written on a sync that did not update them"
+    assert any(sk.startswith("INVESTMENT#") for _, sk in written)  # the products that were updated were followed
+    truth = apply_op(emulator, item_id, Op("patch-ok"))
+    _deliver_all(bench)
+    assert truth["items"][item_id]["executionStatus"] == "SUCCESS"
+    view = read_mirror(bench.store, item_id, accounts_of(truth, item_id), by_date=False)
+    assert mirror_problems(truth, view, item_id) == []
+    assert bench.writes.problems() == []
+
+
+def test_an_item_asking_for_some_products_gets_only_those(bench: Bench) -> None:
+    emulator = bench.next_history()
+    products = ["ACCOUNTS", "TRANSACTIONS", "INVESTMENTS", "LOANS"]  # no card bills, no investment rows, no identity
+    item_id = emulator.create_item(
+        client_user_id=f"prod-{uuid.uuid4().hex[:8]}", transactions_per_account=2, products=products
+    )["id"]
+    _deliver_all(bench)
+    truth = apply_op(emulator, item_id, Op("sync", add=1, products_change=True))
+    _deliver_all(bench)
+    view = read_mirror(bench.store, item_id, accounts_of(truth, item_id), by_date=False)
+    assert mirror_problems(truth, view, item_id) == []
+    assert {sk.split("#")[0] for _, sk in view.products} == {"INVESTMENT", "LOAN", "CONSENT"}
+
+
+def test_the_product_checks_fail_on_a_wrong_mirror_and_keep_the_identity_masked(bench: Bench) -> None:
+    """The checks themselves: a changed field, a missing record, a record Pluggy does not list and an identity
+    that differs are each reported, and no identity value (name, CPF) appears in a report."""
+    emulator = bench.next_history()
+    item_id = emulator.create_item(client_user_id=f"prod-{uuid.uuid4().hex[:8]}", transactions_per_account=1)["id"]
+    _deliver_all(bench)
+    truth = emulator.truth()
+    accounts = accounts_of(truth, item_id)
+    view = read_mirror(bench.store, item_id, accounts, by_date=False)
+    assert mirror_problems(truth, view, item_id) == []
+    loan = next(k for k in view.products if k[1].startswith("LOAN#"))
+    investment = next(k for k in view.products if k[1].startswith("INVESTMENT#"))
+    identity = truth["identities"][item_id]
+    bench.store.update(dict(zip(("pk", "sk"), loan, strict=True)), {"digest": "0" * 32})
+    bench.store.delete(dict(zip(("pk", "sk"), investment, strict=True)))
+    bench.store.put({**view.products[loan], "sk": "LOAN#not-at-pluggy"})
+    bench.store.update({"pk": f"ITEM#{item_id}", "sk": "IDENTITY"}, {"data": {**identity, "fullName": "Someone Else"}})
+    found = mirror_problems(truth, read_mirror(bench.store, item_id, accounts, by_date=False), item_id)
+    assert f"product {loan[0]}/{loan[1]}.digest: not the hash of Pluggy's object" in found
+    assert f"product {investment[0]}/{investment[1]} missing" in found
+    assert f"product {loan[0]}/LOAN#not-at-pluggy stored but not listed by Pluggy" in found
+    assert f"product ITEM#{item_id}/IDENTITY.data.fullName: differs" in found
+    text = "\n".join(found)
+    assert identity["fullName"] not in text and identity["document"] not in text and "Someone Else" not in text
+
+
+def _put(log: WriteLog, sk: str, data: str, digest: str | None) -> None:
+    item = {"pk": {"S": "ITEM#i"}, "sk": {"S": sk}, "data": {"M": {"v": {"S": data}}}}
+    log._add({**item, "digest": {"S": digest}} if digest else item, "put")
+
+
+def test_the_write_log_flags_wasted_unstable_and_resurrected_product_writes() -> None:
+    log = WriteLog("t")
+    _put(log, "LOAN#a", "1", "d1")
+    _put(log, "LOAN#a", "2", "d2")  # changed: fine
+    _put(log, "LOAN#b", "1", "d1")
+    _put(log, "LOAN#b", "1", "d1")  # the same digest again
+    _put(log, "LOAN#c", "1", "d1")
+    _put(log, "LOAN#c", "1", "d9")  # another digest over the same data
+    _put(log, "LOAN#d", "1", "d1")
+    log._add({"pk": {"S": "ITEM#i"}, "sk": {"S": "LOAN#d"}}, "delete")
+    _put(log, "LOAN#d", "1", "d1")  # back after its deletion
+    _put(log, "CONSENT#e", "1", None)
+    assert sorted(p.split(": ", 1)[1] for p in log.problems()) == [
+        "product record written without a digest",
+        "rewritten with the same data under another digest (an unstable hash)",
+        "rewritten with the same digest (a wasted write)",
+        "written again after it was deleted, and Pluggy never listed it again",
+    ]
+    assert log.problems(relisted={("ITEM#i", "LOAN#d")}) == [p for p in log.problems() if "LOAN#d" not in p]
+
+
 # --- the whole local stack -------------------------------------------------------------------------------
 
 STACK_FATES = ("now",) * 10 + ("retry",) * 3 + ("dup",) * 2 + ("hold",) * 2 + ("lose",) * 3
@@ -722,8 +953,13 @@ SQS_SEND = ("receiver.sqs", "SendMessage", "sqs-500")  # the receiver's send fai
 class StackHistory:
     number: int
     ops: list[Op]
+    products: list[str] | None = None  # what the item asks for (None: every product, Pluggy's default)
+    username: str = OK_USER
     item_id: str = ""
     known_accounts: set[str] = field(default_factory=set)
+    presence: ProductPresence = field(default_factory=ProductPresence)
+    last: dict[str, Any] = field(default_factory=dict)  # the truth after its last step
+    partial: list[str] = field(default_factory=list)  # partial_step of each step
     sent: list[str] = field(default_factory=list)  # eventIds handed to Pluggy's delivery worker
     lost: list[str] = field(default_factory=list)
     gave_up: list[str] = field(default_factory=list)  # sent, but failed 4 times: Pluggy dropped them
@@ -835,8 +1071,14 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
     writes.attach(aws.dynamodb(aws.PROCESSOR_CONFIG))
     finishes = FinishCounter(monkeypatch)
     routes = Deliveries(probe, faults, rng)
+    removed_before = set(probe.emulator.truth()["deletedInvestmentIds"])  # the module's stack is shared
     histories = [
-        StackHistory(n, [random_op(rng, allow_delete=True) for _ in range(rng.randint(3, 6))])
+        StackHistory(
+            n,
+            [random_op(rng, allow_delete=True, products=True) for _ in range(rng.randint(3, 6))],
+            products=random_products(rng),
+            username=PARTIAL_USER if rng.random() < 0.15 else OK_USER,
+        )
         for n in range(STACK_HISTORIES)
     ]
     for history in histories:
@@ -847,10 +1089,18 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
 
             def create(history: StackHistory = history) -> None:
                 user = f"stack-user-{uuid.uuid4().hex[:10]}"
-                history.item_id = probe.emulator.create_item(client_user_id=user, transactions_per_account=2)["id"]
+                history.item_id = probe.emulator.create_item(
+                    client_user_id=user,
+                    username=history.username,
+                    transactions_per_account=2,
+                    products=history.products,
+                )["id"]
 
             routes.run(history, create)
-            history.known_accounts = accounts_of(probe.emulator.truth(), history.item_id)
+            truth = probe.emulator.truth()
+            history.known_accounts = accounts_of(truth, history.item_id)
+            history.presence.observe(truth, history.item_id)
+            history.last = truth
         for step in range(max(len(h.ops) for h in histories)):
             for history in histories:
                 if step < len(history.ops):
@@ -858,7 +1108,11 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
                         throttling.use_up(limits_rng.choice(RATE_LIMITED_ROUTES))
                     op = history.ops[step]
                     routes.run(history, lambda h=history, o=op: apply_op(probe.emulator, h.item_id, o))
-                    history.known_accounts |= accounts_of(probe.emulator.truth(), history.item_id)
+                    truth = probe.emulator.truth()
+                    history.known_accounts |= accounts_of(truth, history.item_id)
+                    history.presence.observe(truth, history.item_id)
+                    history.partial += partial_step(history.last, truth, history.item_id)
+                    history.last = truth
             routes.release_some()
         routes.release_all()
         probe.idle()
@@ -888,9 +1142,11 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
     parked = probe.drain_dlq()
     parked_ids = {m["MessageAttributes"]["eventId"]["StringValue"] for m in parked}
     statuses: Counter[str] = Counter()
+    products_compared = 0
     for history in histories:
         view = probe.mirror(history.item_id, history.known_accounts)
         problems += [f"history {history.number}: {p}" for p in mirror_problems(truth, view, history.item_id)]
+        products_compared += len(view.products)
         attempts = probe.attempts(set(history.sent))
         for event_id in dict.fromkeys(history.sent):
             answers = attempts.get(event_id, [])
@@ -913,14 +1169,21 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
         reason = (message.get("MessageAttributes") or {}).get("failureReason", {}).get("StringValue", "")
         if "404" not in reason:
             problems.append(f"parked for an unexpected reason: {reason!r}")
-    problems += writes.problems()
+    problems += writes.problems(relisted={key for h in histories for key in h.presence.relisted})
     problems += [f"{e} finished {n} times" for e, n in finishes.over_once().items()]
     differences = sum(1 for p in problems if p.startswith("history "))
     met = throttling.snapshot()
     seconds = time.monotonic() - started
     RESULTS.section("fidelity_stack").update(
         histories=len(histories),
-        steps=dict(Counter(o.kind for h in histories for o in h.ops)),
+        steps=dict(Counter(o.step_kind() for h in histories for o in h.ops)),
+        items_all_products=sum(1 for h in histories if h.products is None),
+        items_some_products=sum(1 for h in histories if h.products is not None),
+        items_partial_user=sum(1 for h in histories if h.username == PARTIAL_USER),
+        partial_steps=sum(len(h.partial) for h in histories),
+        partial_with_bills=sum(1 for h in histories for p in h.partial if p != "partial"),
+        partial_bills_kept=sum(h.partial.count("bills kept") for h in histories),
+        investments_removed=len(set(truth["deletedInvestmentIds"]) - removed_before),
         fates=dict(routes.tally),
         checked_before_reconcile=before_reconcile,
         reconciled=len(lossy),
@@ -930,6 +1193,8 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
         answers=dict(statuses.most_common()),
         parked_after_delete=len(parked),
         writes_checked=writes.count(),
+        product_writes_checked=writes.count(products=True),
+        product_records_compared=products_compared,
         differences=differences,
         rate_limits=RATE_LIMITS,
         rate_limit_used_up=met["used_up"],
@@ -942,6 +1207,8 @@ def test_stack_histories(local_stack: Any, monkeypatch: pytest.MonkeyPatch) -> N
     context = {
         n: {
             "ops": [o.label() for o in histories[n].ops],
+            "products": histories[n].products or "all",
+            "user": histories[n].username,
             "events": [
                 (e, (probe.event_log(e) or {}).get("status"), status_summary(probe.attempts([e]).get(e, [])))
                 for e in dict.fromkeys(histories[n].sent)

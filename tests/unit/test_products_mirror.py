@@ -275,3 +275,16 @@ def test_an_active_consent_is_in_the_expiry_index_and_a_revoked_one_is_not(m: Mi
     assert "consentPk" not in stored and "consentSk" not in stored
     no_expiry = consent_record(ITEM, {"id": "c2", "expiresAt": None, "revokedAt": None})
     assert "consentPk" not in no_expiry
+
+
+def test_investment_transactions_alone_still_keep_their_investments_to_be_found_by(m: Mirror) -> None:
+    # The item asked for INVESTMENTS_TRANSACTIONS only (or its investments step was not updated): the
+    # investments read for their ids are mirrored too, so a removal or the item's deletion finds their rows.
+    only_rows = item(["ACCOUNTS", "TRANSACTIONS", "INVESTMENTS_TRANSACTIONS"])
+    m.sync(only_rows)
+    assert {("ITEM#item-1", "INVESTMENT#inv-2"), ("INVESTMENT#inv-2", "ITX#itx-2")} <= m.stored_keys()
+    m.pluggy.investments.pop()
+    m.sync(only_rows)
+    assert not {k for k in m.stored_keys() if "inv-2" in k[0] + k[1]}
+    m.mirror.drop_item_products(ITEM, MirrorCounts.empty())
+    assert not {k for k in m.stored_keys() if k[0].startswith("INVESTMENT#") or k[1].startswith("INVESTMENT#")}

@@ -160,12 +160,7 @@ class ProductMirror:
                 if account.get("type") == CREDIT:
                     self.sync_bills(item_id, str(account["id"]), counts)
         if "INVESTMENTS" in products or "INVESTMENTS_TRANSACTIONS" in products:
-            self.sync_investments(
-                item_id,
-                counts,
-                investments="INVESTMENTS" in products,
-                transactions="INVESTMENTS_TRANSACTIONS" in products,
-            )
+            self.sync_investments(item_id, counts, transactions="INVESTMENTS_TRANSACTIONS" in products)
         if "LOANS" in products:
             rows = [loan_record(item_id, loan) for loan in self.pluggy.list_loans(item_id)]
             self._mirror(f"ITEM#{item_id}", "LOAN#", rows, "loan", counts)
@@ -182,14 +177,18 @@ class ProductMirror:
         rows = [bill_record(item_id, account_id, bill) for bill in self.pluggy.list_bills(account_id)]
         self._mirror(f"BILLS#{account_id}", "BILL#", rows, "bill", counts)
 
-    def sync_investments(self, item_id: str, counts: MirrorCounts, *, investments: bool, transactions: bool) -> None:
-        """The item's investments; with `transactions`, each one's transactions (re-read whole: no createdAt)."""
+    def sync_investments(self, item_id: str, counts: MirrorCounts, *, transactions: bool) -> None:
+        """The item's investments; with `transactions`, each one's transactions (re-read whole: no createdAt).
+
+        The investments read are mirrored whenever they are read (also for transactions alone, or when their own
+        statusDetail entry was not updated: what Pluggy serves is still the truth), so every stored transaction
+        has its investment's record, which is how a removed investment or a deleted item finds them.
+        """
         listed = self.pluggy.list_investments(item_id)
-        if investments:
-            rows = [investment_record(item_id, investment) for investment in listed]
-            gone = self._mirror(f"ITEM#{item_id}", "INVESTMENT#", rows, "investment", counts)
-            for sk in gone:  # an investment Pluggy no longer lists takes its transactions with it
-                self.drop_investment_transactions(sk.removeprefix("INVESTMENT#"), counts)
+        rows = [investment_record(item_id, investment) for investment in listed]
+        gone = self._mirror(f"ITEM#{item_id}", "INVESTMENT#", rows, "investment", counts)
+        for sk in gone:  # an investment Pluggy no longer lists takes its transactions with it
+            self.drop_investment_transactions(sk.removeprefix("INVESTMENT#"), counts)
         if transactions:
             for investment in listed:
                 investment_id = str(investment["id"])
