@@ -301,7 +301,9 @@ SOURCE_CHOICES: tuple[tuple[str, str], ...] = (
         "of the card's rows, id = the rows' `billId`, `totalAmount` = their purchases, paid in full once due; "
         "`GET /bills` for a bank account is an empty page. Lists take `page`/`pageSize` (default 500, the "
         "OAS's; at most 500) and answer `totalPages` 1 when empty. The consent lasts 12 months and its "
-        "`expiresAt` is the item's `consentExpiresAt` (Pluggy sets it on Open Finance items only). "
+        "`expiresAt` is the item's `consentExpiresAt` (Pluggy sets it on Open Finance items only); such an item "
+        "also carries `resourcesCollectedAt` and `hasResourcesPendingAuthorization` (PYSDK's Item; not in the "
+        "Node SDK's types), false unless `sync_item(resources_pending=True)`. "
         "`GET /identity` with an itemId that is not a UUID is a 400 `itemId must be a UUID`, for an item "
         "without identity (unknown, not requested, not synced) a 404 `IDENTITY_NOT_FOUND`.",
     ),

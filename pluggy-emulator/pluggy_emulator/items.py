@@ -416,6 +416,7 @@ class Items:
         triggered_by: str = "SYNC",
         products_change: bool = False,
         remove_investment: bool = False,
+        resources_pending: bool | None = None,
     ) -> JsonDict:
         """A successful sync that found changes; counts are for the whole item, spread over accounts.
 
@@ -440,7 +441,12 @@ class Items:
             spec = self._changes.pick(
                 meta, add=add, new_account=new_account, restate=restate_credit_card, delete=delete, change=change
             )
-            self._products.pick_changes(item_id, products_change=products_change, remove_investment=remove_investment)
+            self._products.pick_changes(
+                item_id,
+                products_change=products_change,
+                remove_investment=remove_investment,
+                resources_pending=resources_pending,
+            )
             if self._runs is not None:
                 self._runs.start(item, Run(item_id, triggered_by, first=False, spec=spec))
                 return {"itemId": item_id, "item": copy.deepcopy(item), "pending": True}

@@ -177,6 +177,7 @@ class ItemProducts:
     consents: dict[str, JsonDict] = field(default_factory=dict)
     change_pending: bool = False
     removals_pending: int = 0
+    resources_pending: bool = False  # hasResourcesPendingAuthorization after the next successful sync
 
 
 class Products:
@@ -197,7 +198,9 @@ class Products:
 
     # --- syncs ---------------------------------------------------------------------------------------------
 
-    def pick_changes(self, item_id: str, *, products_change: bool, remove_investment: bool) -> None:
+    def pick_changes(
+        self, item_id: str, *, products_change: bool, remove_investment: bool, resources_pending: bool | None = None
+    ) -> None:
         """Remember what the item's next successful sync changes; ValueError if no investment is left to remove."""
         data = self._of(item_id)
         if remove_investment:
@@ -206,6 +209,8 @@ class Products:
                 raise ValueError(f"item {item_id} has no investment left to remove")
             data.removals_pending += 1
         data.change_pending = data.change_pending or products_change
+        if resources_pending is not None:
+            data.resources_pending = resources_pending
 
     def collected(self, item: JsonDict, meta: ItemMeta, now_ms: int, *, cards_collected: bool) -> None:
         """A sync succeeded: the item's products as Pluggy would now serve them."""
@@ -225,7 +230,11 @@ class Products:
         if "CREDIT_CARDS" in requested and cards_collected:
             self._refresh_bills(meta, data, now_ms)
         if data.consents:
+            # Open Finance items (PYSDK models/item.py): the consent's expiry, when resources were last collected,
+            # and whether some consented resources still await the holder's authorization at the institution.
             item["consentExpiresAt"] = next(iter(data.consents.values()))["expiresAt"]
+            item["resourcesCollectedAt"] = iso_from_ms(now_ms)
+            item["hasResourcesPendingAuthorization"] = data.resources_pending
 
     def forget(self, item_id: str) -> None:
         """The item was deleted: its products go with it (its investments counted deleted, as its accounts)."""

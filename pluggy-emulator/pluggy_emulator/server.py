@@ -128,6 +128,7 @@ class _SyncBody(_ControlModel):
     triggered_by: TriggeredBy = "SYNC"
     products_change: bool = False
     remove_investment: bool = False
+    resources_pending: bool | None = None
 
 
 class _FailBody(_ControlModel):
@@ -529,8 +530,12 @@ class PluggyEmulator:
         triggered_by: str = "SYNC",
         products_change: bool = False,
         remove_investment: bool = False,
+        resources_pending: bool | None = None,
     ) -> JsonDict:
         """A sync that found changes; returns {item, created, updated, deleted, restated, eventIds...}.
+
+        `resources_pending` (Open Finance items): after this sync the item says `hasResourcesPendingAuthorization`
+        true (some consented resources await the holder's authorization at the institution) or false again.
 
         Products change too when asked (they land when the sync succeeds, in timed mode at its end):
         `products_change=True` moves every investment's balance (the first one by a new BUY transaction), pays
@@ -554,6 +559,7 @@ class PluggyEmulator:
             triggered_by=triggered_by,
             products_change=products_change,
             remove_investment=remove_investment,
+            resources_pending=resources_pending,
         )
 
     def fail_item(
@@ -1221,6 +1227,7 @@ class PluggyEmulator:
             triggered_by=req.triggered_by,
             products_change=req.products_change,
             remove_investment=req.remove_investment,
+            resources_pending=req.resources_pending,
         )
         return _Response(200, summary)
 

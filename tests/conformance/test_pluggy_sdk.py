@@ -451,7 +451,10 @@ def _deleted_item(record: Record) -> None:
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$")
 _MEMBER = re.compile(r"^\s*(\w+)(\?)?:\s*(.+?);?\s*$")
 # Fields the emulator sends beyond the SDK type, each from another of Pluggy's sources.
-_EXTRA_FIELDS = {"CreditCardBills": {"accountId"}}  # OAS Bill (required there)
+_EXTRA_FIELDS = {
+    "CreditCardBills": {"accountId"},  # OAS Bill (required there)
+    "Item": {"hasResourcesPendingAuthorization", "resourcesCollectedAt"},  # Open Finance, PYSDK models/item.py
+}
 
 
 def declared_type(sdk_dir: Path, module: str, name: str) -> dict[str, tuple[bool, str]]:

@@ -1295,3 +1295,18 @@ def test_reconcile_queues_a_full_sync_that_heals_a_lost_deletion(
     assert stored is not None and stored["syncedAt"] > long_ago and stored["lastFullSyncAt"] == stored["syncedAt"]
     log = log_of(stack, message["MessageAttributes"]["eventId"]["StringValue"])
     assert log["counts"]["transactionsDeleted"] == 2
+
+
+def test_an_open_finance_item_keeps_its_consent_expiry_and_pending_resources(
+    emulator: PluggyEmulator, feed: Feed, invoke: Any, mirror: Mirror
+) -> None:
+    item = first_sync(emulator, feed, invoke)
+    stored = mirror.item(item["id"])
+    assert stored is not None and stored["resourcesPendingAuthorization"] is False
+    assert stored["consentExpiresAt"] == emulator.truth()["items"][item["id"]]["consentExpiresAt"] is not None
+    emulator.sync_item(item["id"], resources_pending=True)  # some consented resources await authorization
+    assert invoke(batch(*feed.take())) == {"batchItemFailures": []}
+    stored = mirror.item(item["id"])
+    assert stored is not None and stored["resourcesPendingAuthorization"] is True
+    assert stored["data"]["hasResourcesPendingAuthorization"] is True
+    assert stored["data"]["resourcesCollectedAt"] == emulator.truth()["items"][item["id"]]["resourcesCollectedAt"]

@@ -70,7 +70,8 @@ def test_a_new_item_and_each_status_change_are_events_but_a_data_only_resync_is_
     first, second = (e.detail for e in events)
     assert first["previous"] is None and first["current"]["status"] == "UPDATED" and not first["needsUserAction"]
     assert first["clientUserId"] == "user-1" and first["connectorId"] == 0 and first["itemId"] == "item-1"
-    assert second["previous"] == {"status": "UPDATED", "executionStatus": "SUCCESS", "errorCode": None}
+    previous = {"status": "UPDATED", "executionStatus": "SUCCESS", "errorCode": None}
+    assert second["previous"] == {**previous, "resourcesPendingAuthorization": False}
     assert second["current"]["errorCode"] == "INVALID_CREDENTIALS" and second["needsUserAction"] is True
     assert "update mode" in second["reason"]
     assert second["changedAt"] == "2027-01-15T08:00:00.500000Z"
@@ -85,6 +86,19 @@ def test_the_caixa_case_is_pending_not_failed() -> None:
     for status in ("WAITING_USER_INPUT", "WAITING_USER_ACTION", "LOGIN_ERROR"):
         assert attention(status, status, None).needs_user_action, status
     assert attention("UPDATED", "PARTIAL_SUCCESS", None).reason.startswith("Synced, but")
+
+
+def test_resources_pending_authorization_asks_the_user_and_its_end_is_told_too() -> None:
+    synced = item("UPDATED", "SUCCESS")
+    pending = {**synced, "resourcesPendingAuthorization": True, "updatedAt": "later"}
+    authorized = {**pending, "resourcesPendingAuthorization": False, "updatedAt": "later still"}
+    events = change_events([stream_record("MODIFY", synced, pending), stream_record("MODIFY", pending, authorized)])
+    asked, done = (e.detail for e in events)
+    assert asked["current"]["resourcesPendingAuthorization"] is True and asked["needsUserAction"] is True
+    assert "authorize" in asked["reason"] and asked["pending"] is True
+    assert done["previous"]["resourcesPendingAuthorization"] is True and not done["needsUserAction"]
+    # A failed login says what it says: pending resources only matter to an item that synced.
+    assert attention("LOGIN_ERROR", "INVALID_CREDENTIALS", None, resources_pending=True).reason.startswith("Pluggy")
 
 
 def test_a_tombstone_is_item_deleted_once() -> None:

@@ -98,8 +98,11 @@ _CODE_ATTENTION: Mapping[str, Attention] = {
 }
 
 
-def attention(status: str | None, execution_status: str | None, error_code: str | None) -> Attention:
-    """What an item's state asks of its user (pluggy-api.md section 11)."""
+def attention(
+    status: str | None, execution_status: str | None, error_code: str | None, *, resources_pending: bool = False
+) -> Attention:
+    """What an item's state asks of its user (pluggy-api.md section 11); `resources_pending` is an Open Finance
+    item's hasResourcesPendingAuthorization."""
     if error_code and error_code in _CODE_ATTENTION:
         return _CODE_ATTENTION[error_code]
     if status == "LOGIN_ERROR":
@@ -127,6 +130,13 @@ def attention(status: str | None, execution_status: str | None, error_code: str 
         )
     if status in ("UPDATING", "MERGING"):
         return Attention(False, True, "Pluggy is syncing the item.")
+    if status == "UPDATED" and resources_pending:
+        return Attention(
+            True,
+            True,
+            "Synced, but some consented resources await the account holder's authorization at the institution "
+            "(hasResourcesPendingAuthorization): ask the user to authorize them there; the next sync collects them.",
+        )
     if status == "UPDATED" and execution_status == "PARTIAL_SUCCESS":
         return Attention(False, False, "Synced, but some products could not be collected (statusDetail).")
     if status == "UPDATED":
@@ -219,6 +229,7 @@ def _item_state(image: Mapping[str, Any] | None) -> JSON | None:
         "status": image.get("status"),
         "executionStatus": image.get("executionStatus"),
         "errorCode": image.get("errorCode"),
+        "resourcesPendingAuthorization": bool(image.get("resourcesPendingAuthorization")),
     }
 
 
@@ -239,7 +250,8 @@ def _item_events(change: StreamChange) -> list[ChangeEvent]:
     before, after = _item_state(old if old and not old.get("deleted") else None), _item_state(new)
     if before == after:
         return []  # a re-sync that changed data only: transactions and accounts speak for themselves
-    need = attention(new.get("status"), new.get("executionStatus"), new.get("errorCode"))
+    pending = bool(new.get("resourcesPendingAuthorization"))
+    need = attention(new.get("status"), new.get("executionStatus"), new.get("errorCode"), resources_pending=pending)
     detail = {
         "itemId": new.get("itemId"),
         "clientUserId": new.get("clientUserId"),

@@ -176,6 +176,10 @@ def item_record(
         "data": item,
         "syncPk": "ITEM",
         "syncSk": synced_at,
+        # Open Finance: when the consent ends, and whether consented resources await the holder's authorization
+        # at the institution (the app asks its user to authorize them); both are in `data` too.
+        "consentExpiresAt": item.get("consentExpiresAt"),
+        "resourcesPendingAuthorization": item.get("hasResourcesPendingAuthorization"),
     }
     if client_user_id:
         record.update(
