@@ -8,44 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 from pluggy_pipeline.products import digest
-from pluggy_pipeline.records import (
-    bill_key,
-    consent_key,
-    identity_key,
-    investment_key,
-    investment_transaction_key,
-    loan_key,
-)
+from pluggy_pipeline_local.demo import expected_products
 
 Key = tuple[str, str]
-
-
-def _key(key: Mapping[str, str]) -> Key:
-    return key["pk"], key["sk"]
-
-
-def expected_products(truth: Mapping[str, Any], item_id: str) -> dict[Key, Any]:
-    """(pk, sk) -> Pluggy's object, for every product record of the item the mirror must hold."""
-    expected: dict[Key, Any] = {}
-    accounts = {a: v for a, v in truth["accounts"].items() if v.get("itemId") == item_id}
-    for account_id, bills in truth["bills"].items():
-        if account_id in accounts:
-            for bill in bills.values():
-                expected[_key(bill_key(account_id, bill["id"]))] = bill
-    for investment_id, investment in truth["investments"].items():
-        if investment.get("itemId") == item_id:
-            expected[_key(investment_key(item_id, investment_id))] = investment
-            for row in truth["investmentTransactions"].get(investment_id, {}).values():
-                expected[_key(investment_transaction_key(investment_id, row["id"]))] = row
-    for loan_id, loan in truth["loans"].items():
-        if loan.get("itemId") == item_id:
-            expected[_key(loan_key(item_id, loan_id))] = loan
-    if (identity := truth["identities"].get(item_id)) is not None:
-        expected[_key(identity_key(item_id))] = identity
-    for consent_id, consent in truth["consents"].items():
-        if consent.get("itemId") == item_id:
-            expected[_key(consent_key(item_id, consent_id))] = consent
-    return expected
+__all__ = ["expected_products"]  # the demo checks the same records: one definition, in the demo
 
 
 def truth_product_rows(truth: Mapping[str, Any], item_id: str) -> int:

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 from pluggy_emulator import PluggyEmulator
 from pluggy_emulator.state import SANDBOX_CONNECTOR_ID
+from pluggy_pipeline.products import PLURALS
 from pluggy_pipeline.records import (
     JSON,
     RecordStore,
@@ -48,15 +49,8 @@ DEMO_CONNECTOR = str(SANDBOX_CONNECTOR_ID)  # the emulator's sandbox connector, 
 MAX_DIFFERENCES = 20
 # Names, CPFs, account and contract numbers: a difference in one names the field, never its value.
 PERSONAL_FIELDS = frozenset({"owner", "taxNumber", "document", "fullName", "number", "contractNumber"})
-# Product records by `kind` (products.py), and the summary's name for each.
-PRODUCT_KINDS = {
-    "bill": "bills",
-    "investment": "investments",
-    "investmentTransaction": "investmentTransactions",
-    "loan": "loans",
-    "identity": "identities",
-    "consent": "consents",
-}
+# Product records by `kind`, and the summary's name for each (the processor's counts).
+PRODUCT_KINDS = PLURALS
 
 
 class Mirror:

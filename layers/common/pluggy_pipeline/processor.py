@@ -30,7 +30,7 @@ from pluggy_pipeline.events import ITEM_EVENTS, PAYMENT_EVENTS, EventName
 from pluggy_pipeline.observability import logger, metrics
 from pluggy_pipeline.pacing import SharedPacer, parse_limits
 from pluggy_pipeline.pluggy_client import PluggyAuthError, PluggyClient, PluggyRequestError
-from pluggy_pipeline.products import MirrorCounts, ProductMirror
+from pluggy_pipeline.products import PLURALS, MirrorCounts, ProductMirror
 from pluggy_pipeline.records import JSON, RecordStore, account_key, account_ref_key, item_key, transaction_key
 from pluggy_pipeline.secrets import pluggy_credentials
 
@@ -253,16 +253,6 @@ def _max(current: str | None, candidates: Iterable[Any]) -> str | None:
     if current:
         values.append(current)
     return max(values) if values else None
-
-
-PLURALS = {
-    "bill": "bills",
-    "investment": "investments",
-    "investmentTransaction": "investmentTransactions",
-    "loan": "loans",
-    "identity": "identities",
-    "consent": "consents",
-}
 
 
 def _count_products(mirrored: MirrorCounts, counts: Counts) -> None:

@@ -36,6 +36,15 @@ STATUS_DETAIL_KEYS = {
     "IDENTITY": "identity",
 }
 CREDIT = "CREDIT"  # a credit-card account's type: the accounts that have bills
+# A product record's kind -> the name its writes are counted under ("billsDeleted" for its deletions).
+PLURALS = {
+    "bill": "bills",
+    "investment": "investments",
+    "investmentTransaction": "investmentTransactions",
+    "loan": "loans",
+    "identity": "identities",
+    "consent": "consents",
+}
 
 
 class ProductSource(Protocol):
