@@ -47,6 +47,7 @@ from pluggy_pipeline.records import (
     RecordStore,
     by_date_bounds,
     by_date_position,
+    by_date_query,
     identity_key,
     investment_transaction_key,
     item_key,
@@ -292,21 +293,7 @@ class Series:
 
     def by_date(self, date_from: str | None, date_to: str | None) -> JSON:
         """The byDate Query of this partition's rows in a date range, newest first; an open side is free."""
-        low, high = by_date_bounds(date_from, date_to)
-        condition = {
-            (False, False): "",
-            (True, False): " AND txDate >= :low",
-            (False, True): " AND txDate <= :high",
-            (True, True): " AND txDate BETWEEN :low AND :high",
-        }[(low is not None, high is not None)]
-        values = {":pk": {"S": self.pk}}
-        values.update({name: {"S": v} for name, v in ((":low", low), (":high", high)) if v is not None})
-        return {
-            "IndexName": "byDate",
-            "KeyConditionExpression": "pk = :pk" + condition,
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": False,
-        }
+        return by_date_query(self.pk, date_from, date_to, newest_first=True)
 
 
 def decode_cursor(token: str, account_id: str, query: PageQuery) -> dict[str, str]:

@@ -110,6 +110,26 @@ def by_date_bounds(date_from: str | None, date_to: str | None) -> tuple[str | No
     return date_from or None, (date_to + "\uffff") if date_to else None
 
 
+def by_date_query(pk: str, date_from: str | None, date_to: str | None, *, newest_first: bool) -> dict[str, Any]:
+    """The byDate Query of a partition's rows (an account's or an investment's transactions, a card's bills) in a
+    date range; an open side is not constrained."""
+    low, high = by_date_bounds(date_from, date_to)
+    condition = {
+        (False, False): "",
+        (True, False): " AND txDate >= :low",
+        (False, True): " AND txDate <= :high",
+        (True, True): " AND txDate BETWEEN :low AND :high",
+    }[(low is not None, high is not None)]
+    values = {":pk": {"S": pk}}
+    values.update({name: {"S": v} for name, v in ((":low", low), (":high", high)) if v is not None})
+    return {
+        "IndexName": "byDate",
+        "KeyConditionExpression": "pk = :pk" + condition,
+        "ExpressionAttributeValues": values,
+        "ScanIndexForward": not newest_first,
+    }
+
+
 def _typed_key(key: Mapping[str, str]) -> dict[str, Any]:
     return {name: {"S": value} for name, value in key.items()}
 
@@ -365,21 +385,8 @@ class RecordStore:
     @staticmethod
     def _by_date(account_id: str, date_from: str | None, date_to: str | None, *, newest_first: bool) -> JSON:
         """The byDate Query of an account's transactions in a date range; an open side is not constrained."""
-        low, high = by_date_bounds(date_from, date_to)
-        condition = {
-            (False, False): "",
-            (True, False): " AND txDate >= :low",
-            (False, True): " AND txDate <= :high",
-            (True, True): " AND txDate BETWEEN :low AND :high",
-        }[(low is not None, high is not None)]
-        values = {":pk": {"S": transaction_key(account_id, "")["pk"]}}
-        values.update({name: {"S": v} for name, v in ((":low", low), (":high", high)) if v is not None})
-        return {
-            "IndexName": "byDate",
-            "KeyConditionExpression": "pk = :pk" + condition,
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": not newest_first,
-        }
+        pk = transaction_key(account_id, "")["pk"]
+        return by_date_query(pk, date_from, date_to, newest_first=newest_first)
 
     def find_transaction(self, transaction_id: str) -> JSON | None:
         rows = list(
