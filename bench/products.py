@@ -267,8 +267,12 @@ def deployed(emulator: PluggyEmulator) -> Iterator[Run]:
     """moto with template.yaml's resources, the processor's environment as the template sets it, the meter on."""
     tpl = template()
     with patched_environ(FAKE_AWS_ENV, AWS_ENV_REMOVED), mock_aws():
-        names = ("dynamodb", "sqs", "secretsmanager", "events")
-        clients: dict[str, Any] = {n: boto3.client(n, region_name=REGION) for n in names}  # type: ignore[call-overload]
+        clients: dict[str, Any] = {
+            "dynamodb": boto3.client("dynamodb", region_name=REGION),
+            "sqs": boto3.client("sqs", region_name=REGION),
+            "secretsmanager": boto3.client("secretsmanager", region_name=REGION),
+            "events": boto3.client("events", region_name=REGION),
+        }
         resources = create_resources(tpl, **clients)
         params = {"PluggyClientId": LOCAL_PLUGGY_CLIENT_ID, "PluggyApiBaseUrl": emulator.base_url}
         os.environ.update(function_environment(tpl, PROCESSOR, resources, params))
