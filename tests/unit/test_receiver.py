@@ -950,3 +950,16 @@ def test_the_ascii_fast_path_refuses_exactly_what_the_full_character_class_refus
     for code_point in [*range(0x80), 0xD7FF, 0xD800, 0xDFFF, 0xE000, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x10FFFF]:
         text = f"ok{chr(code_point)}"
         assert receiver_module._sqs_unsafe(text) == (full.search(text) is not None), hex(code_point)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"event": "item/updated", "itemId": "i", "b": [1, 2.5, None, True], "a": {"z": "ção", "y": "\u2028"}},
+        {"event": "connector/status_updated", "data": {"status": "UNSTABLE", "n": -0.0, "big": 10**30}},
+        {"event": "x", "text": "\ud800 lone surrogate, \U0001f600 emoji, \\ backslash, \" quote"},
+    ],
+)
+def test_the_canonical_text_is_json_dumps_with_sorted_keys(payload: dict[str, Any]) -> None:
+    expected = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert receiver_module.canonical_json(payload) == expected

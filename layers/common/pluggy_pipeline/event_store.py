@@ -16,10 +16,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -46,16 +45,15 @@ class ClaimOutcome(StrEnum):
     CONFLICT = "conflict"  # the eventId is known with another body: answer 2XX, queue nothing
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+# Claim and NewEvent are built for every delivery: NamedTuples, immutable and built in half a dataclass's time.
+class Claim(NamedTuple):
     outcome: ClaimOutcome
     event_id: str
     token: str  # our attempt's token (NEW), needed to release the claim
     existing_status: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(NamedTuple):
     event_id: str
     event_type: str
     key_source: KeySource

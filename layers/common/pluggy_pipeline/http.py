@@ -6,12 +6,14 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class ApiRequest:
+# Built for every delivery: NamedTuples, immutable like a frozen dataclass and built in half its time.
+class ApiRequest(NamedTuple):
     method: str
     path: str
     # Lower-cased header name -> every value received (API Gateway folds repeated headers here).
@@ -24,16 +26,18 @@ class ApiRequest:
 
     @classmethod
     def from_proxy_event(cls, event: Mapping[str, Any]) -> ApiRequest:
-        headers: dict[str, list[str]] = {}
+        headers: dict[str, tuple[str, ...]] = {}
         multi = event.get("multiValueHeaders") or {}
         if isinstance(multi, Mapping) and multi:
             for name, values in multi.items():
                 if isinstance(values, list):
-                    headers.setdefault(str(name).lower(), []).extend(str(v) for v in values)
+                    key, found = str(name).lower(), tuple(map(str, values))
+                    headers[key] = headers[key] + found if key in headers else found
         else:
             for name, value in (event.get("headers") or {}).items():
                 if value is not None:
-                    headers.setdefault(str(name).lower(), []).append(str(value))
+                    key = str(name).lower()
+                    headers[key] = (*headers.get(key, ()), str(value))
         context = event.get("requestContext") or {}
         identity = context.get("identity") or {} if isinstance(context, Mapping) else {}
         # Only API Gateway's view of the peer counts; X-Forwarded-For is whatever the caller wrote.
@@ -41,7 +45,7 @@ class ApiRequest:
         return cls(
             method=str(event.get("httpMethod") or "").upper(),
             path=str(event.get("path") or event.get("resource") or ""),
-            headers={k: tuple(v) for k, v in headers.items()},
+            headers=headers,
             body=_decode_body(event.get("body"), bool(event.get("isBase64Encoded"))),
             source_ip=str(source_ip) if source_ip else None,
         )
@@ -63,11 +67,10 @@ def _decode_body(body: Any, is_base64: bool) -> bytes | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
+class ApiResponse(NamedTuple):
     status: int
     body: Mapping[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = _NO_HEADERS
 
     def to_proxy(self) -> dict[str, Any]:
         return {
