@@ -1310,3 +1310,16 @@ def test_an_open_finance_item_keeps_its_consent_expiry_and_pending_resources(
     assert stored is not None and stored["resourcesPendingAuthorization"] is True
     assert stored["data"]["hasResourcesPendingAuthorization"] is True
     assert stored["data"]["resourcesCollectedAt"] == emulator.truth()["items"][item["id"]]["resourcesCollectedAt"]
+
+
+def test_a_debug_log_level_still_keeps_the_aws_sdk_s_wire_logs_and_the_identity_out(
+    emulator: PluggyEmulator, feed: Feed, invoke: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    item = emulator.create_item(transactions_per_account=1)
+    caplog.set_level(logging.DEBUG)  # what the stack's LogLevel DEBUG does to the root logger on Lambda
+    assert invoke(batch(*feed.take())) == {"batchItemFailures": []}
+    identity = emulator.truth()["identities"][item["id"]]
+    assert any(r.name == "pluggy-pipeline" and r.levelno == logging.INFO for r in caplog.records)
+    assert not [r.name for r in caplog.records if r.name.startswith(("botocore", "boto3")) and r.levelno < 30]
+    logged = "".join(repr(vars(record)) for record in caplog.records)
+    assert identity["fullName"] not in logged and identity["document"] not in logged

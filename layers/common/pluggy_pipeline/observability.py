@@ -39,6 +39,12 @@ METRICS_NAMESPACE = "PluggyPipeline"
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 
+# botocore's DEBUG lines carry whole request and response bodies (a RecordsTable write of an identity: name, CPF,
+# addresses). With the stack's LogLevel DEBUG, Lambda lowers the root logger to DEBUG: ours log at DEBUG then, the
+# AWS SDK's wire logs never (its warnings and errors still pass).
+for _sdk in ("botocore", "boto3"):
+    logging.getLogger(_sdk).setLevel(logging.WARNING)
+
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
