@@ -957,7 +957,7 @@ def test_the_ascii_fast_path_refuses_exactly_what_the_full_character_class_refus
     [
         {"event": "item/updated", "itemId": "i", "b": [1, 2.5, None, True], "a": {"z": "ção", "y": "\u2028"}},
         {"event": "connector/status_updated", "data": {"status": "UNSTABLE", "n": -0.0, "big": 10**30}},
-        {"event": "x", "text": "\ud800 lone surrogate, \U0001f600 emoji, \\ backslash, \" quote"},
+        {"event": "x", "text": '\ud800 lone surrogate, \U0001f600 emoji, \\ backslash, " quote'},
     ],
 )
 def test_the_canonical_text_is_json_dumps_with_sorted_keys(payload: dict[str, Any]) -> None:
