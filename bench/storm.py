@@ -399,8 +399,7 @@ class Storm:
                     break
                 continue
             ends = time.monotonic() + self.facts.timeout * self.scale
-            # B023: the lambda is called only inside this iteration's handle(), while `ends` is this batch's.
-            back = set(self.handle(processor, batch, lambda: ends - time.monotonic()))  # noqa: B023
+            back = set(self.handle(processor, batch, lambda ends=ends: ends - time.monotonic()))  # this batch's end
             self.queue.delete([m.receipt_handle for m in batch if m.message_id not in back])
         with self.lock:
             self.outcome.cpu_workers += time.thread_time() - cpu
